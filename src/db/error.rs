@@ -1,0 +1,36 @@
+//! How database failures become application errors: a lost connection is
+//! UNAVAILABLE (retryable), anything else is INTERNAL with the detail logged.
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+
+use crate::error::Error;
+
+impl From<DieselError> for Error {
+    fn from(e: DieselError) -> Self {
+        match &e {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
+            | DieselError::BrokenTransactionManager => Error::Unavailable(e.to_string()),
+            DieselError::DatabaseError(_, info) if is_server_unavailable(info.message()) => {
+                Error::Unavailable(e.to_string())
+            }
+            DieselError::NotFound => Error::Internal("row expected but not found".into()),
+            _ => Error::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Messages Postgres sends when it is shutting down or refusing connections.
+fn is_server_unavailable(message: &str) -> bool {
+    message.contains("terminating connection")
+        || message.contains("the database system is")
+        || message.contains("connection to server")
+}
+
+/// Whether `e` is a unique violation of `constraint`.
+pub fn is_unique_violation(e: &DieselError, constraint: &str) -> bool {
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+        if info.constraint_name() == Some(constraint))
+}

@@ -1,0 +1,93 @@
+//! The datastore: the connection pool, migrations, row models and queries.
+//!
+//! Every query takes `&mut AsyncPgConnection`, never the pool, so that a use
+//! case can compose several of them in one transaction.
+
+pub mod embedded;
+mod error;
+pub mod events;
+pub mod models;
+pub mod outbox;
+pub mod plans;
+pub mod schema;
+pub mod tenants;
+
+use std::time::Duration;
+
+use diesel::Connection as _;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+pub use self::error::is_unique_violation;
+use crate::error::{Error, Result};
+
+/// The control plane's migrations, embedded in the binary.
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Serialises `migrate` across replicas that start at the same time.
+const MIGRATION_LOCK_KEY: i64 = 0x7465_6e61_6e74_6400; // "tenantd\0"
+
+/// A pool of async Postgres connections.
+pub type DbPool = Pool<AsyncPgConnection>;
+/// A connection checked out of the pool.
+pub type PooledConn = Object<AsyncPgConnection>;
+
+/// How long a caller waits for a pooled connection, or for a new one to be
+/// established, before the RPC fails with UNAVAILABLE. Short, so that a
+/// database outage surfaces as a fast error instead of a hang.
+pub const POOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Builds the pool; connections are opened lazily.
+pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool> {
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    Pool::builder(manager)
+        .max_size(max_size)
+        .runtime(deadpool::Runtime::Tokio1)
+        .wait_timeout(Some(POOL_TIMEOUT))
+        .create_timeout(Some(POOL_TIMEOUT))
+        .recycle_timeout(Some(POOL_TIMEOUT))
+        .build()
+        .map_err(|e| Error::Internal(format!("building the connection pool: {e}")))
+}
+
+/// Checks a connection out of the pool; failures are UNAVAILABLE.
+pub async fn conn(pool: &DbPool) -> Result<PooledConn> {
+    pool.get()
+        .await
+        .map_err(|e| Error::Unavailable(e.to_string()))
+}
+
+/// Applies pending migrations, holding an advisory lock so that replicas
+/// starting together do not race.
+pub async fn migrate(database_url: &str) -> Result<Vec<String>> {
+    let url = database_url.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+        let mut conn =
+            <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(&url)
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+        conn.transaction(|conn| {
+            diesel::RunQueryDsl::execute(
+                diesel::sql_query(format!(
+                    "SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})"
+                )),
+                conn,
+            )?;
+            let applied = conn
+                .run_pending_migrations(MIGRATIONS)
+                .map_err(|e| diesel::result::Error::QueryBuilderError(e.to_string().into()))?;
+            Ok::<_, diesel::result::Error>(applied.iter().map(ToString::to_string).collect())
+        })
+        .map_err(Error::from)
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("migration task: {e}")))?
+}
+
+/// `SELECT 1`, for health checks.
+pub async fn ping(conn: &mut AsyncPgConnection) -> Result<()> {
+    diesel::sql_query("SELECT 1").execute(conn).await?;
+    Ok(())
+}

@@ -1,0 +1,89 @@
+// Diesel's view of migrations/: keep in step with the SQL there. The
+// integration tests read and write every column through these definitions.
+
+diesel::table! {
+    plans (name) {
+        name -> Text,
+        version -> Int4,
+        description -> Text,
+        steps -> Jsonb,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    tenants (id) {
+        id -> Uuid,
+        slug -> Text,
+        display_name -> Text,
+        admin_email -> Text,
+        plan -> Text,
+        plan_version -> Int4,
+        labels -> Jsonb,
+        state -> Text,
+        state_reason -> Text,
+        cancel_requested -> Bool,
+        outputs -> Jsonb,
+        leftover_resources -> Array<Text>,
+        request_id -> Nullable<Text>,
+        request_digest -> Nullable<Text>,
+        revision -> Int8,
+        create_time -> Timestamptz,
+        update_time -> Timestamptz,
+        delete_time -> Nullable<Timestamptz>,
+        purge_time -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    tenant_steps (tenant_id, position) {
+        tenant_id -> Uuid,
+        position -> Int4,
+        name -> Text,
+        critical -> Bool,
+        max_attempts -> Int4,
+        status -> Text,
+        attempts -> Int4,
+        last_error -> Nullable<Text>,
+        output -> Jsonb,
+        start_time -> Nullable<Timestamptz>,
+        finish_time -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    events (id) {
+        id -> Int8,
+        tenant_id -> Uuid,
+        kind -> Text,
+        step -> Nullable<Text>,
+        attempt -> Nullable<Int4>,
+        state -> Text,
+        message -> Text,
+        actor -> Text,
+        create_time -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    outbox (id) {
+        id -> Int8,
+        tenant_id -> Uuid,
+        operation -> Text,
+        step -> Text,
+        attempt -> Int4,
+        available_at -> Timestamptz,
+        lease_owner -> Nullable<Text>,
+        locked_until -> Nullable<Timestamptz>,
+        last_error -> Nullable<Text>,
+        create_time -> Timestamptz,
+    }
+}
+
+diesel::joinable!(tenants -> plans (plan));
+diesel::joinable!(tenant_steps -> tenants (tenant_id));
+diesel::joinable!(events -> tenants (tenant_id));
+diesel::joinable!(outbox -> tenants (tenant_id));
+
+diesel::allow_tables_to_appear_in_same_query!(plans, tenants, tenant_steps, events, outbox,);

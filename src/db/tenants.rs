@@ -1,0 +1,216 @@
+//! Queries on `tenants` and `tenant_steps`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use diesel::prelude::*;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::models::{NewTenantRow, StepRow, TenantRow, json_map};
+use super::schema::{tenant_steps, tenants};
+use crate::domain::{PlanStep, StepStatus, Tenant, TenantPatch, TenantState};
+use crate::error::Result;
+
+/// Unique index that keeps live slugs unique.
+pub const LIVE_SLUG_CONSTRAINT: &str = "tenants_live_slug_key";
+/// Unique constraint on AIP-155 request ids.
+pub const REQUEST_ID_CONSTRAINT: &str = "tenants_request_id_key";
+
+/// Inserts a tenant and its planned steps, all PENDING.
+pub async fn insert(
+    conn: &mut AsyncPgConnection,
+    row: &NewTenantRow<'_>,
+    steps: &[PlanStep],
+) -> QueryResult<()> {
+    diesel::insert_into(tenants::table)
+        .values(row)
+        .execute(conn)
+        .await?;
+    let step_rows: Vec<StepRow> = steps
+        .iter()
+        .zip(0..)
+        .map(|(step, position)| StepRow {
+            tenant_id: row.id,
+            position,
+            name: step.name.clone(),
+            critical: step.critical,
+            max_attempts: step.max_attempts,
+            status: StepStatus::Pending.as_str().to_owned(),
+            attempts: 0,
+            last_error: None,
+            output: serde_json::json!({}),
+            start_time: None,
+            finish_time: None,
+        })
+        .collect();
+    diesel::insert_into(tenant_steps::table)
+        .values(&step_rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A live (not deleted) tenant row.
+pub async fn find(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TenantRow>> {
+    tenants::table
+        .find(id)
+        .filter(tenants::delete_time.is_null())
+        .select(TenantRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// A live tenant row, locked until the end of the transaction. Every writer
+/// that appends an event takes this lock first, so one tenant's events commit
+/// in id order.
+pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TenantRow>> {
+    tenants::table
+        .find(id)
+        .filter(tenants::delete_time.is_null())
+        .select(TenantRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The tenant created under an AIP-155 request id, deleted or not.
+pub async fn find_by_request_id(
+    conn: &mut AsyncPgConnection,
+    request_id: &str,
+) -> QueryResult<Option<TenantRow>> {
+    tenants::table
+        .filter(tenants::request_id.eq(request_id))
+        .select(TenantRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// A tenant with its steps.
+pub async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<Tenant>> {
+    match find(conn, id).await? {
+        Some(row) => with_steps(conn, vec![row]).await.map(|mut v| v.pop()),
+        None => Ok(None),
+    }
+}
+
+/// Attaches their steps to tenant rows, in one query.
+pub async fn with_steps(conn: &mut AsyncPgConnection, rows: Vec<TenantRow>) -> Result<Vec<Tenant>> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let steps: Vec<StepRow> = tenant_steps::table
+        .filter(tenant_steps::tenant_id.eq_any(&ids))
+        .order((tenant_steps::tenant_id, tenant_steps::position))
+        .select(StepRow::as_select())
+        .load(conn)
+        .await?;
+    let mut by_tenant: HashMap<Uuid, Vec<StepRow>> = HashMap::new();
+    for step in steps {
+        by_tenant.entry(step.tenant_id).or_default().push(step);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let steps = by_tenant.remove(&row.id).unwrap_or_default();
+            row.into_domain(steps)
+        })
+        .collect()
+}
+
+/// Filters of ListTenants.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ListFilter {
+    pub state: Option<TenantState>,
+    pub plan: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Up to `limit` live tenants after `after` in id (creation) order.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    filter: &ListFilter,
+    after: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<TenantRow>> {
+    let mut query = tenants::table
+        .filter(tenants::delete_time.is_null())
+        .select(TenantRow::as_select())
+        .into_boxed();
+    if let Some(state) = filter.state {
+        query = query.filter(tenants::state.eq(state.as_str()));
+    }
+    if let Some(plan) = &filter.plan {
+        query = query.filter(tenants::plan.eq(plan.clone()));
+    }
+    if !filter.labels.is_empty() {
+        query = query.filter(tenants::labels.contains(json_map(&filter.labels)));
+    }
+    if let Some(after) = after {
+        query = query.filter(tenants::id.gt(after));
+    }
+    query.order(tenants::id.asc()).limit(limit).load(conn).await
+}
+
+/// Changes to a tenant's mutable fields; `None` leaves a field alone.
+#[derive(Debug, AsChangeset)]
+#[diesel(table_name = tenants)]
+struct PatchRow<'a> {
+    display_name: Option<&'a str>,
+    admin_email: Option<&'a str>,
+    labels: Option<serde_json::Value>,
+}
+
+/// Applies a patch and bumps the revision.
+pub async fn apply_patch(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    patch: &TenantPatch,
+) -> QueryResult<()> {
+    let row = PatchRow {
+        display_name: patch.display_name.as_deref(),
+        admin_email: patch.admin_email.as_deref(),
+        labels: patch.labels.as_ref().map(json_map),
+    };
+    diesel::update(tenants::table.find(id))
+        .set((row, bump()))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Marks a tenant deleted: it leaves Get/List and frees its slug; its events
+/// stay for audit.
+pub async fn mark_deleted(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<TenantRow> {
+    diesel::update(tenants::table.find(id))
+        .set((tenants::delete_time.eq(diesel::dsl::now), bump()))
+        .returning(TenantRow::as_returning())
+        .get_result(conn)
+        .await
+}
+
+/// Whether a live tenant uses `slug`.
+pub async fn slug_taken(conn: &mut AsyncPgConnection, slug: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        tenants::table
+            .filter(tenants::slug.eq(slug))
+            .filter(tenants::delete_time.is_null())
+            .filter(tenants::state.ne(TenantState::Deprovisioned.as_str())),
+    ))
+    .get_result(conn)
+    .await
+}
+
+/// Every change bumps the revision (and so the etag) and the update time.
+#[allow(clippy::type_complexity)]
+fn bump() -> (
+    diesel::dsl::Eq<
+        tenants::revision,
+        diesel::dsl::Add<tenants::revision, diesel::dsl::AsExprOf<i64, diesel::sql_types::BigInt>>,
+    >,
+    diesel::dsl::Eq<tenants::update_time, diesel::dsl::now>,
+) {
+    (
+        tenants::revision.eq(tenants::revision + 1_i64),
+        tenants::update_time.eq(diesel::dsl::now),
+    )
+}

@@ -1,0 +1,36 @@
+//! Pure domain types: tenants, steps, events, plans, their state machine and
+//! the validation of user input. Nothing here knows about gRPC or SQL.
+
+mod page;
+mod plan;
+mod tenant;
+mod validate;
+
+pub use page::PageToken;
+pub use plan::{DEFAULT_PLAN, Plan, PlanStep};
+pub use tenant::{
+    EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
+};
+pub use validate::{
+    DEFAULT_PAGE_SIZE, FieldViolation, MAX_PAGE_SIZE, NewTenant, TenantInput, validate_page_size,
+    validate_patch, validate_request_id, validate_tenant_id,
+};
+
+/// Who asked for a change; recorded on every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The authenticated subject, or `anonymous` when auth is off.
+    pub subject: String,
+}
+
+impl Caller {
+    /// The caller when authentication is disabled.
+    pub fn anonymous() -> Self {
+        Self {
+            subject: "anonymous".into(),
+        }
+    }
+}
+
+/// The actor of events the control plane causes by itself.
+pub const SYSTEM_ACTOR: &str = "system";

@@ -1,0 +1,226 @@
+//! Tenants, their steps and events, and the tenant state machine.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use strum::{EnumString, IntoStaticStr};
+use uuid::Uuid;
+
+/// Where a tenant is in its lifecycle. Stored as its SCREAMING_SNAKE name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum TenantState {
+    Provisioning,
+    Active,
+    Suspended,
+    Failed,
+    Cancelled,
+    Deprovisioning,
+    Deprovisioned,
+    NeedsAttention,
+}
+
+impl TenantState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    /// Whether the state machine allows `self -> to`.
+    pub fn can_become(self, to: TenantState) -> bool {
+        use TenantState::*;
+        matches!(
+            (self, to),
+            (Provisioning, Active | Failed | Cancelled | NeedsAttention)
+                | (Active, Suspended | Deprovisioning)
+                | (Suspended, Active | Deprovisioning)
+                | (Failed, Provisioning | Deprovisioning)
+                | (Deprovisioning, Deprovisioned | NeedsAttention)
+        )
+    }
+
+    /// States from which DeleteTenant may remove a tenant: nothing of it is
+    /// running and nothing of it is in service.
+    pub fn is_deletable(self) -> bool {
+        matches!(
+            self,
+            TenantState::Deprovisioned | TenantState::Failed | TenantState::Cancelled
+        )
+    }
+
+    /// States in which no pipeline runs and none will start by itself; a
+    /// status stream ends here unless it follows.
+    pub fn is_terminal(self) -> bool {
+        use TenantState::*;
+        matches!(
+            self,
+            Active | Suspended | Failed | Cancelled | Deprovisioned | NeedsAttention
+        )
+    }
+}
+
+/// The status of one step of a pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+    Compensating,
+    Compensated,
+    Cancelled,
+}
+
+impl StepStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// What an event records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, strum::Display)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    TenantCreated,
+    TenantUpdated,
+    StateChanged,
+    StepStarted,
+    StepSucceeded,
+    StepRetrying,
+    StepFailed,
+    StepWarning,
+    CompensationStarted,
+    CompensationSucceeded,
+    CompensationFailed,
+    CancelRequested,
+    TenantDeleted,
+}
+
+impl EventKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// A tenant with its steps, as the control plane knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub admin_email: String,
+    pub plan: String,
+    pub plan_version: i32,
+    pub labels: BTreeMap<String, String>,
+    pub state: TenantState,
+    pub state_reason: String,
+    pub cancel_requested: bool,
+    pub outputs: BTreeMap<String, String>,
+    pub leftover_resources: Vec<String>,
+    /// Bumped by every change; the etag is derived from it.
+    pub revision: i64,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+    pub delete_time: Option<DateTime<Utc>>,
+    pub purge_time: Option<DateTime<Utc>>,
+    /// In the order they run.
+    pub steps: Vec<Step>,
+}
+
+impl Tenant {
+    /// The opaque etag clients send back for optimistic concurrency.
+    pub fn etag(&self) -> String {
+        etag_of(self.revision)
+    }
+}
+
+/// The etag of a revision: quoted, as in HTTP, so it is visibly opaque.
+pub fn etag_of(revision: i64) -> String {
+    format!("\"{revision}\"")
+}
+
+/// One step of a tenant's pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub position: i32,
+    pub name: String,
+    pub status: StepStatus,
+    pub critical: bool,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub output: BTreeMap<String, String>,
+    pub start_time: Option<DateTime<Utc>>,
+    pub finish_time: Option<DateTime<Utc>>,
+}
+
+/// An event about to be appended to a tenant's log.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub tenant_id: Uuid,
+    pub kind: EventKind,
+    pub step: Option<String>,
+    pub attempt: Option<i32>,
+    /// The tenant's state after the event.
+    pub state: TenantState,
+    pub message: String,
+    pub actor: String,
+}
+
+/// A validated change to a tenant's mutable fields.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TenantPatch {
+    pub display_name: Option<String>,
+    pub admin_email: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    /// The etag the caller last saw, if it wants the update to be conditional.
+    pub expected_etag: Option<String>,
+}
+
+impl TenantPatch {
+    /// Field names changed by this patch, for the event message.
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut fields = Vec::new();
+        if self.display_name.is_some() {
+            fields.push("display_name");
+        }
+        if self.admin_email.is_some() {
+            fields.push("admin_email");
+        }
+        if self.labels.is_some() {
+            fields.push("labels");
+        }
+        fields
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    #[test]
+    fn states_round_trip_through_their_stored_names() {
+        for s in [
+            TenantState::Provisioning,
+            TenantState::NeedsAttention,
+            TenantState::Deprovisioned,
+        ] {
+            assert_eq!(TenantState::from_str(s.as_str()).unwrap(), s);
+        }
+        assert_eq!(TenantState::NeedsAttention.as_str(), "NEEDS_ATTENTION");
+        assert!(TenantState::from_str("active").is_err());
+    }
+
+    #[test]
+    fn state_machine_forbids_skipping_deprovisioning() {
+        assert!(TenantState::Active.can_become(TenantState::Deprovisioning));
+        assert!(!TenantState::Active.can_become(TenantState::Deprovisioned));
+        assert!(!TenantState::Cancelled.can_become(TenantState::Active));
+        assert!(TenantState::Failed.can_become(TenantState::Provisioning));
+    }
+}

@@ -1,0 +1,351 @@
+//! Validation of user input, done before any SQL. Every bound here is also a
+//! defence: nothing unbounded reaches the database or a log line.
+
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{DEFAULT_PLAN, TenantPatch};
+
+/// Page size when the caller asks for 0 (AIP-158).
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+/// Larger page sizes are coerced down to this (AIP-158), which bounds the
+/// work of one ListTenants call.
+pub const MAX_PAGE_SIZE: i64 = 1000;
+
+const MAX_DISPLAY_NAME_CHARS: usize = 200;
+/// RFC 5321 limits a forward path to 256 octets including the brackets.
+const MAX_EMAIL_LEN: usize = 254;
+const MAX_LABELS: usize = 64;
+const MAX_LABEL_KEY_LEN: usize = 63;
+const MAX_LABEL_VALUE_LEN: usize = 63;
+const MAX_PLAN_NAME_LEN: usize = 40;
+const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// One offending field and why, reported as a google.rpc.BadRequest violation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Path of the field in the request, e.g. `tenant.slug`.
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+/// A tenant as a caller asked for it, not yet validated.
+#[derive(Debug, Clone, Default)]
+pub struct TenantInput {
+    pub slug: String,
+    pub display_name: String,
+    pub admin_email: String,
+    pub plan: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A validated tenant to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTenant {
+    pub slug: String,
+    pub display_name: String,
+    pub admin_email: String,
+    pub plan: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl NewTenant {
+    /// Checks every field and reports every violation at once.
+    pub fn validate(input: TenantInput) -> Result<Self, Vec<FieldViolation>> {
+        let mut violations = Vec::new();
+        check_slug("tenant.slug", &input.slug, &mut violations);
+        check_display_name("tenant.display_name", &input.display_name, &mut violations);
+        check_email("tenant.admin_email", &input.admin_email, &mut violations);
+        check_labels("tenant.labels", &input.labels, &mut violations);
+        let plan = if input.plan.is_empty() {
+            DEFAULT_PLAN.to_owned()
+        } else {
+            input.plan
+        };
+        check_plan_name("tenant.plan", &plan, &mut violations);
+        if !violations.is_empty() {
+            return Err(violations);
+        }
+        Ok(NewTenant {
+            slug: input.slug,
+            display_name: input.display_name,
+            admin_email: input.admin_email,
+            plan,
+            labels: input.labels,
+        })
+    }
+
+    /// A digest of everything the caller chose, stored with the request_id so
+    /// that a replay with different parameters is told apart from a retry.
+    pub fn digest(&self) -> String {
+        let mut hasher = Sha256::new();
+        for part in [
+            &self.slug,
+            &self.display_name,
+            &self.admin_email,
+            &self.plan,
+        ] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+        for (key, value) in &self.labels {
+            hasher.update((key.len() as u64).to_be_bytes());
+            hasher.update(key.as_bytes());
+            hasher.update((value.len() as u64).to_be_bytes());
+            hasher.update(value.as_bytes());
+        }
+        hex::encode(hasher.finalize())
+    }
+}
+
+/// Checks the fields a patch sets.
+pub fn validate_patch(patch: &TenantPatch) -> Result<(), Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    if let Some(name) = &patch.display_name {
+        check_display_name("tenant.display_name", name, &mut violations);
+    }
+    if let Some(email) = &patch.admin_email {
+        check_email("tenant.admin_email", email, &mut violations);
+    }
+    if let Some(labels) = &patch.labels {
+        check_labels("tenant.labels", labels, &mut violations);
+    }
+    if let Some(etag) = &patch.expected_etag
+        && etag.len() > 32
+    {
+        violations.push(FieldViolation::new(
+            "tenant.etag",
+            "is not an etag this server issued",
+        ));
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(violations)
+    }
+}
+
+/// Parses a tenant id; `field` names it in the violation.
+pub fn validate_tenant_id(field: &str, id: &str) -> Result<Uuid, FieldViolation> {
+    if id.is_empty() {
+        return Err(FieldViolation::new(field, "is required"));
+    }
+    Uuid::try_parse(id).map_err(|_| FieldViolation::new(field, "must be a UUID"))
+}
+
+/// An AIP-155 request id: optional, bounded, printable.
+pub fn validate_request_id(id: &str) -> Result<Option<String>, FieldViolation> {
+    if id.is_empty() {
+        return Ok(None);
+    }
+    let ok = id.len() <= MAX_REQUEST_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+    if ok {
+        Ok(Some(id.to_owned()))
+    } else {
+        Err(FieldViolation::new(
+            "request_id",
+            format!("must be 1 to {MAX_REQUEST_ID_LEN} characters of [A-Za-z0-9._:-]"),
+        ))
+    }
+}
+
+/// AIP-158: 0 means the default, larger than the maximum is coerced, negative
+/// is an error.
+pub fn validate_page_size(size: i32) -> Result<i64, FieldViolation> {
+    match i64::from(size) {
+        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => Ok(n.min(MAX_PAGE_SIZE)),
+    }
+}
+
+fn check_slug(field: &str, slug: &str, out: &mut Vec<FieldViolation>) {
+    let bytes = slug.as_bytes();
+    let ok = (3..=40).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if slug.is_empty() {
+        out.push(FieldViolation::new(field, "is required"));
+    } else if !ok {
+        out.push(FieldViolation::new(
+            field,
+            "must match ^[a-z][a-z0-9-]{2,39}$ (3 to 40 lowercase letters, digits or '-', starting with a letter)",
+        ));
+    }
+}
+
+fn check_display_name(field: &str, name: &str, out: &mut Vec<FieldViolation>) {
+    if name.trim().is_empty() {
+        out.push(FieldViolation::new(field, "is required"));
+    } else if name.chars().count() > MAX_DISPLAY_NAME_CHARS {
+        out.push(FieldViolation::new(
+            field,
+            format!("must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
+        ));
+    } else if name.chars().any(char::is_control) {
+        out.push(FieldViolation::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+}
+
+fn check_email(field: &str, email: &str, out: &mut Vec<FieldViolation>) {
+    if email.is_empty() {
+        out.push(FieldViolation::new(field, "is required"));
+    } else if email.len() > MAX_EMAIL_LEN {
+        out.push(FieldViolation::new(
+            field,
+            format!("must be at most {MAX_EMAIL_LEN} bytes"),
+        ));
+    } else if email.parse::<lettre::Address>().is_err() || !email.is_ascii() {
+        out.push(FieldViolation::new(
+            field,
+            "must be an email address like admin@example.com",
+        ));
+    }
+}
+
+fn check_plan_name(field: &str, plan: &str, out: &mut Vec<FieldViolation>) {
+    let ok = (2..=MAX_PLAN_NAME_LEN).contains(&plan.len())
+        && plan.as_bytes()[0].is_ascii_lowercase()
+        && plan
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        out.push(FieldViolation::new(field, "must be the name of a plan"));
+    }
+}
+
+fn check_labels(field: &str, labels: &BTreeMap<String, String>, out: &mut Vec<FieldViolation>) {
+    if labels.len() > MAX_LABELS {
+        out.push(FieldViolation::new(
+            field,
+            format!("must have at most {MAX_LABELS} entries"),
+        ));
+        return;
+    }
+    for (key, value) in labels {
+        let key_ok = (1..=MAX_LABEL_KEY_LEN).contains(&key.len())
+            && key.as_bytes()[0].is_ascii_lowercase()
+            && key.bytes().all(|b| {
+                b.is_ascii_lowercase()
+                    || b.is_ascii_digit()
+                    || matches!(b, b'_' | b'.' | b'/' | b'-')
+            });
+        if !key_ok {
+            let shown: String = key.chars().take(MAX_LABEL_KEY_LEN).collect();
+            out.push(FieldViolation::new(
+                format!("{field}[{shown:?}]"),
+                "key must match ^[a-z][a-z0-9_./-]{0,62}$",
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
+            let shown: String = key.chars().take(MAX_LABEL_KEY_LEN).collect();
+            out.push(FieldViolation::new(
+                format!("{field}[{shown:?}]"),
+                format!(
+                    "value must be at most {MAX_LABEL_VALUE_LEN} bytes without control characters"
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> TenantInput {
+        TenantInput {
+            slug: "acme".into(),
+            display_name: "Acme Inc.".into(),
+            admin_email: "admin@acme.test".into(),
+            plan: String::new(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_good_tenant_gets_the_default_plan() {
+        let t = NewTenant::validate(input()).unwrap();
+        assert_eq!(t.plan, DEFAULT_PLAN);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported_at_once() {
+        let bad = TenantInput {
+            slug: "Robert'); DROP TABLE tenants;--".into(),
+            display_name: "x".repeat(201),
+            admin_email: "not-an-email".into(),
+            plan: "NoSuchPlan".into(),
+            labels: [("Bad Key".to_owned(), "v".to_owned())].into(),
+        };
+        let fields: Vec<_> = NewTenant::validate(bad)
+            .unwrap_err()
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "tenant.slug",
+                "tenant.display_name",
+                "tenant.admin_email",
+                "tenant.labels[\"Bad Key\"]",
+                "tenant.plan"
+            ]
+        );
+    }
+
+    #[test]
+    fn slug_bounds() {
+        for (slug, ok) in [
+            ("abc", true),
+            ("ab", false),
+            ("a".repeat(40).as_str(), true),
+            ("a".repeat(41).as_str(), false),
+            ("1abc", false),
+            ("abc_d", false),
+            ("аbc", false), // Cyrillic a
+            ("a-b-c", true),
+        ] {
+            let mut v = Vec::new();
+            check_slug("s", slug, &mut v);
+            assert_eq!(v.is_empty(), ok, "{slug}");
+        }
+    }
+
+    #[test]
+    fn digest_tells_parameters_apart() {
+        let a = NewTenant::validate(input()).unwrap();
+        let mut other = input();
+        other.display_name = "Acme Inc".into();
+        let b = NewTenant::validate(other).unwrap();
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(a.digest(), NewTenant::validate(input()).unwrap().digest());
+    }
+
+    #[test]
+    fn page_size_follows_aip_158() {
+        assert_eq!(validate_page_size(0).unwrap(), DEFAULT_PAGE_SIZE);
+        assert_eq!(validate_page_size(5000).unwrap(), MAX_PAGE_SIZE);
+        assert!(validate_page_size(-1).is_err());
+    }
+}

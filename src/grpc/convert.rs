@@ -1,0 +1,180 @@
+//! Plain functions between protobuf messages and domain types.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use prost_types::Timestamp;
+
+use crate::domain::{
+    FieldViolation, Step, StepStatus, Tenant, TenantInput, TenantPatch, TenantState,
+};
+use crate::error::Error;
+use crate::proto as pb;
+
+/// Mutable fields UpdateTenant accepts in its mask.
+const MUTABLE_FIELDS: [&str; 3] = ["display_name", "admin_email", "labels"];
+
+pub fn tenant(t: Tenant) -> pb::Tenant {
+    let etag = t.etag();
+    pb::Tenant {
+        id: if t.id.is_nil() {
+            String::new()
+        } else {
+            t.id.to_string()
+        },
+        slug: t.slug,
+        display_name: t.display_name,
+        admin_email: t.admin_email,
+        plan: t.plan,
+        labels: t.labels.into_iter().collect(),
+        state: tenant_state(t.state) as i32,
+        steps: t.steps.into_iter().map(step).collect(),
+        outputs: t.outputs.into_iter().collect(),
+        create_time: Some(timestamp(t.create_time)),
+        update_time: Some(timestamp(t.update_time)),
+        delete_time: t.delete_time.map(timestamp),
+        purge_time: t.purge_time.map(timestamp),
+        etag: if t.revision == 0 { String::new() } else { etag },
+        cancel_requested: t.cancel_requested,
+        state_reason: t.state_reason,
+        leftover_resources: t.leftover_resources,
+    }
+}
+
+fn step(s: Step) -> pb::Step {
+    pb::Step {
+        name: s.name,
+        status: step_status(s.status) as i32,
+        critical: s.critical,
+        attempts: s.attempts,
+        max_attempts: s.max_attempts,
+        last_error: s.last_error.unwrap_or_default(),
+        start_time: s.start_time.map(timestamp),
+        finish_time: s.finish_time.map(timestamp),
+        output: s.output.into_iter().collect(),
+    }
+}
+
+pub fn tenant_state(s: TenantState) -> pb::TenantState {
+    match s {
+        TenantState::Provisioning => pb::TenantState::Provisioning,
+        TenantState::Active => pb::TenantState::Active,
+        TenantState::Suspended => pb::TenantState::Suspended,
+        TenantState::Failed => pb::TenantState::Failed,
+        TenantState::Cancelled => pb::TenantState::Cancelled,
+        TenantState::Deprovisioning => pb::TenantState::Deprovisioning,
+        TenantState::Deprovisioned => pb::TenantState::Deprovisioned,
+        TenantState::NeedsAttention => pb::TenantState::NeedsAttention,
+    }
+}
+
+/// A state filter: UNSPECIFIED means none; an unknown number is an error.
+pub fn state_filter(field: &str, value: i32) -> Result<Option<TenantState>, FieldViolation> {
+    let state = pb::TenantState::try_from(value)
+        .map_err(|_| FieldViolation::new(field, format!("{value} is not a TenantState")))?;
+    Ok(match state {
+        pb::TenantState::Unspecified => None,
+        pb::TenantState::Provisioning => Some(TenantState::Provisioning),
+        pb::TenantState::Active => Some(TenantState::Active),
+        pb::TenantState::Suspended => Some(TenantState::Suspended),
+        pb::TenantState::Failed => Some(TenantState::Failed),
+        pb::TenantState::Cancelled => Some(TenantState::Cancelled),
+        pb::TenantState::Deprovisioning => Some(TenantState::Deprovisioning),
+        pb::TenantState::Deprovisioned => Some(TenantState::Deprovisioned),
+        pb::TenantState::NeedsAttention => Some(TenantState::NeedsAttention),
+    })
+}
+
+fn step_status(s: StepStatus) -> pb::StepStatus {
+    match s {
+        StepStatus::Pending => pb::StepStatus::Pending,
+        StepStatus::Running => pb::StepStatus::Running,
+        StepStatus::Succeeded => pb::StepStatus::Succeeded,
+        StepStatus::Failed => pb::StepStatus::Failed,
+        StepStatus::Skipped => pb::StepStatus::Skipped,
+        StepStatus::Compensating => pb::StepStatus::Compensating,
+        StepStatus::Compensated => pb::StepStatus::Compensated,
+        StepStatus::Cancelled => pb::StepStatus::Cancelled,
+    }
+}
+
+pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// The caller-settable fields of a tenant; output-only fields are ignored.
+pub fn tenant_input(t: Option<pb::Tenant>) -> Result<TenantInput, Error> {
+    let t = t.ok_or_else(|| Error::invalid("tenant", "is required"))?;
+    Ok(TenantInput {
+        slug: t.slug,
+        display_name: t.display_name,
+        admin_email: t.admin_email,
+        plan: t.plan,
+        labels: t.labels.into_iter().collect(),
+    })
+}
+
+/// An UpdateTenant request as a patch (AIP-134): the mask names the fields;
+/// no mask means every mutable field that is set; `*` means all of them.
+pub fn patch(
+    t: Option<pb::Tenant>,
+    mask: Option<prost_types::FieldMask>,
+) -> Result<TenantPatch, Error> {
+    let t = t.ok_or_else(|| Error::invalid("tenant", "is required"))?;
+    let paths: Vec<String> = match mask {
+        Some(mask) if mask.paths.iter().any(|p| p == "*") => {
+            MUTABLE_FIELDS.iter().map(|f| (*f).to_owned()).collect()
+        }
+        Some(mask) => mask.paths,
+        None => {
+            let mut set = Vec::new();
+            if !t.display_name.is_empty() {
+                set.push("display_name".to_owned());
+            }
+            if !t.admin_email.is_empty() {
+                set.push("admin_email".to_owned());
+            }
+            if !t.labels.is_empty() {
+                set.push("labels".to_owned());
+            }
+            set
+        }
+    };
+    let mut violations = Vec::new();
+    let mut patch = TenantPatch {
+        expected_etag: (!t.etag.is_empty()).then_some(t.etag),
+        ..TenantPatch::default()
+    };
+    let labels: BTreeMap<String, String> = t.labels.into_iter().collect();
+    for path in paths {
+        match path.as_str() {
+            "display_name" => patch.display_name = Some(t.display_name.clone()),
+            "admin_email" => patch.admin_email = Some(t.admin_email.clone()),
+            "labels" => patch.labels = Some(labels.clone()),
+            "id" | "slug" | "plan" | "state" | "steps" | "outputs" | "create_time"
+            | "update_time" | "delete_time" | "purge_time" | "etag" | "cancel_requested"
+            | "state_reason" | "leftover_resources" => violations.push(FieldViolation::new(
+                "update_mask",
+                format!(
+                    "{path} cannot be updated; mutable fields are {}",
+                    MUTABLE_FIELDS.join(", ")
+                ),
+            )),
+            other => {
+                let shown: String = other.chars().take(64).collect();
+                violations.push(FieldViolation::new(
+                    "update_mask",
+                    format!("unknown field {shown:?}"),
+                ))
+            }
+        }
+    }
+    if violations.is_empty() {
+        Ok(patch)
+    } else {
+        Err(Error::InvalidArgument(violations))
+    }
+}

@@ -1,0 +1,50 @@
+//! The transport: the only module that knows tonic. Services convert requests
+//! to domain input, call `ops`, and convert results back.
+
+mod convert;
+mod status;
+mod tenant_service;
+
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+
+pub use tenant_service::TenantApi;
+
+use crate::ops::Ops;
+use crate::proto;
+use crate::proto::tenant_service_server::TenantServiceServer;
+
+/// Largest request the server decodes (tonic's default, made explicit). A
+/// valid tenant is a few KiB; larger fields are decoded so that validation
+/// can name them in INVALID_ARGUMENT instead of failing the whole message.
+pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Every service the server exposes: TenantService, health and reflection
+/// (v1 for grpcurl, v1alpha for older clients such as Python's grpcio).
+pub async fn routes(ops: Ops) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<TenantServiceServer<TenantApi>>().await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let tenants = TenantServiceServer::new(TenantApi::new(ops))
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let routes = Routes::new(tenants)
+        .add_service(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
+    Ok((routes, health))
+}
+
+/// Flips every service to NOT_SERVING, first step of a graceful shutdown.
+pub async fn set_not_serving(health: &HealthReporter) {
+    health
+        .set_not_serving::<TenantServiceServer<TenantApi>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+}

@@ -1,0 +1,175 @@
+//! `tenancy.v1.TenantService`: convert the request, call the use case,
+//! convert the result.
+
+use std::pin::Pin;
+
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::convert;
+use crate::db::tenants::ListFilter;
+use crate::domain::{Caller, validate_tenant_id};
+use crate::error::Error;
+use crate::ops::Ops;
+use crate::proto as pb;
+use crate::proto::tenant_service_server::TenantService;
+
+/// The gRPC face of [`Ops`].
+#[derive(Clone)]
+pub struct TenantApi {
+    ops: Ops,
+}
+
+impl TenantApi {
+    pub fn new(ops: Ops) -> Self {
+        Self { ops }
+    }
+}
+
+fn caller<T>(_request: &Request<T>) -> Caller {
+    Caller::anonymous()
+}
+
+fn tenant_id(id: &str) -> Result<uuid::Uuid, Status> {
+    validate_tenant_id("tenant_id", id).map_err(|v| Error::InvalidArgument(vec![v]).into())
+}
+
+type StatusStream =
+    Pin<Box<dyn Stream<Item = Result<pb::StreamProvisioningStatusResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl TenantService for TenantApi {
+    async fn create_tenant(
+        &self,
+        request: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::CreateTenantResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let input = convert::tenant_input(req.tenant)?;
+        let tenant = self
+            .ops
+            .create_tenant(&caller, input, &req.request_id, req.validate_only)
+            .await?;
+        Ok(Response::new(pb::CreateTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
+    }
+
+    async fn get_tenant(
+        &self,
+        request: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::GetTenantResponse>, Status> {
+        let id = tenant_id(&request.get_ref().tenant_id)?;
+        let tenant = self.ops.get_tenant(id).await?;
+        Ok(Response::new(pb::GetTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let req = request.into_inner();
+        let filter = ListFilter {
+            state: convert::state_filter("state", req.state)
+                .map_err(|v| Error::InvalidArgument(vec![v]))?,
+            plan: (!req.plan.is_empty()).then_some(req.plan),
+            labels: req.labels.into_iter().collect(),
+        };
+        let page = self
+            .ops
+            .list_tenants(filter, req.page_size, &req.page_token)
+            .await?;
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: page.tenants.into_iter().map(convert::tenant).collect(),
+            next_page_token: page.next_page_token,
+        }))
+    }
+
+    async fn update_tenant(
+        &self,
+        request: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::UpdateTenantResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let id = tenant_id(&req.tenant_id)?;
+        if let Some(t) = &req.tenant
+            && !t.id.is_empty()
+            && t.id != req.tenant_id
+        {
+            return Err(Error::invalid("tenant.id", "must be empty or equal tenant_id").into());
+        }
+        let patch = convert::patch(req.tenant, req.update_mask)?;
+        let tenant = self.ops.update_tenant(&caller, id, patch).await?;
+        Ok(Response::new(pb::UpdateTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
+    }
+
+    async fn delete_tenant(
+        &self,
+        request: Request<pb::DeleteTenantRequest>,
+    ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let id = tenant_id(&req.tenant_id)?;
+        let etag = (!req.etag.is_empty()).then_some(req.etag.as_str());
+        let tenant = self.ops.delete_tenant(&caller, id, etag).await?;
+        Ok(Response::new(pb::DeleteTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
+    }
+
+    async fn deprovision(
+        &self,
+        _request: Request<pb::DeprovisionRequest>,
+    ) -> Result<Response<pb::DeprovisionResponse>, Status> {
+        Err(Status::unimplemented("Deprovision is not implemented yet"))
+    }
+
+    async fn cancel_provisioning(
+        &self,
+        _request: Request<pb::CancelProvisioningRequest>,
+    ) -> Result<Response<pb::CancelProvisioningResponse>, Status> {
+        Err(Status::unimplemented(
+            "CancelProvisioning is not implemented yet",
+        ))
+    }
+
+    async fn retry_provisioning(
+        &self,
+        _request: Request<pb::RetryProvisioningRequest>,
+    ) -> Result<Response<pb::RetryProvisioningResponse>, Status> {
+        Err(Status::unimplemented(
+            "RetryProvisioning is not implemented yet",
+        ))
+    }
+
+    async fn suspend_tenant(
+        &self,
+        _request: Request<pb::SuspendTenantRequest>,
+    ) -> Result<Response<pb::SuspendTenantResponse>, Status> {
+        Err(Status::unimplemented(
+            "SuspendTenant is not implemented yet",
+        ))
+    }
+
+    async fn resume_tenant(
+        &self,
+        _request: Request<pb::ResumeTenantRequest>,
+    ) -> Result<Response<pb::ResumeTenantResponse>, Status> {
+        Err(Status::unimplemented("ResumeTenant is not implemented yet"))
+    }
+
+    type StreamProvisioningStatusStream = StatusStream;
+
+    async fn stream_provisioning_status(
+        &self,
+        _request: Request<pb::StreamProvisioningStatusRequest>,
+    ) -> Result<Response<Self::StreamProvisioningStatusStream>, Status> {
+        Err(Status::unimplemented(
+            "StreamProvisioningStatus is not implemented yet",
+        ))
+    }
+}

@@ -1,0 +1,29 @@
+//! tenantd: a gRPC control plane that creates, provisions, watches and
+//! deprovisions the tenants of a multi-tenant SaaS.
+//!
+//! # Layout
+//!
+//! | module      | what lives there |
+//! |-------------|------------------|
+//! | [`config`]  | every flag and environment variable, documented |
+//! | [`server`]  | wiring, startup, graceful shutdown |
+//! | [`grpc`]    | the only module that knows tonic: services, conversions, status codes |
+//! | [`ops`]     | use cases; each owns its transaction (state + event + outbox row) |
+//! | [`domain`]  | pure types, state machine, validation |
+//! | [`db`]      | pool, migrations, row models, queries on `&mut AsyncPgConnection`, the embedded cluster |
+//! | [`outbox`]  | how committed work reaches dispatchers |
+//! | [`proto`]   | generated code and the descriptor set |
+//!
+//! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod grpc;
+pub mod ops;
+pub mod outbox;
+pub mod proto;
+pub mod server;
+pub mod telemetry;

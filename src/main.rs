@@ -1,0 +1,31 @@
+//! `tenantd`: parse the command line, set up logging, call into the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tenantd::config::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tenantd::telemetry::init(cli.log_format);
+    let command = match cli.command {
+        Some(command) => command,
+        // Plain `tenantd` is `tenantd serve`, with flags from the environment.
+        None => Cli::parse_from(["tenantd", "serve"])
+            .command
+            .unwrap_or_else(|| unreachable!()),
+    };
+    let result = match command {
+        Command::Serve(args) => tenantd::server::serve(args).await,
+        Command::Migrate(args) => tenantd::server::migrate(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tenantd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

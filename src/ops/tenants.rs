@@ -1,0 +1,337 @@
+//! Tenant CRUD: create (idempotent per request id), get, list, update, delete.
+
+use chrono::Utc;
+use diesel_async::AsyncConnection;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::Ops;
+use crate::db::models::{NewTenantRow, json_map};
+use crate::db::outbox::Operation;
+use crate::db::tenants::{LIVE_SLUG_CONSTRAINT, ListFilter, REQUEST_ID_CONSTRAINT};
+use crate::db::{self, is_unique_violation};
+use crate::domain::{
+    Caller, EventKind, NewEvent, NewTenant, PageToken, Plan, Step, StepStatus, Tenant, TenantInput,
+    TenantPatch, TenantState, etag_of, validate_page_size, validate_patch, validate_request_id,
+};
+use crate::error::{Error, Result};
+
+/// One page of ListTenants.
+#[derive(Debug)]
+pub struct ListPage {
+    pub tenants: Vec<Tenant>,
+    /// Empty on the last page.
+    pub next_page_token: String,
+}
+
+impl Ops {
+    /// Validates, then writes the tenant, its steps, its first event and the
+    /// outbox row of its first step in one transaction.
+    pub async fn create_tenant(
+        &self,
+        caller: &Caller,
+        input: TenantInput,
+        request_id: &str,
+        validate_only: bool,
+    ) -> Result<Tenant> {
+        let request_id =
+            validate_request_id(request_id).map_err(|v| Error::InvalidArgument(vec![v]))?;
+        let new = NewTenant::validate(input).map_err(Error::InvalidArgument)?;
+        let digest = new.digest();
+        let mut conn = db::conn(&self.pool).await?;
+
+        if let Some(request_id) = &request_id
+            && let Some(existing) = db::tenants::find_by_request_id(&mut conn, request_id).await?
+        {
+            return replay(&mut conn, existing, &digest).await;
+        }
+        let plan = db::plans::find(&mut conn, &new.plan)
+            .await?
+            .ok_or_else(|| {
+                Error::invalid(
+                    "tenant.plan",
+                    format!("there is no plan named {:?}", new.plan),
+                )
+            })?;
+        if validate_only {
+            if db::tenants::slug_taken(&mut conn, &new.slug).await? {
+                return Err(slug_taken(&new.slug));
+            }
+            return Ok(preview(&new, &plan));
+        }
+
+        let id = Uuid::now_v7();
+        let row = NewTenantRow {
+            id,
+            slug: &new.slug,
+            display_name: &new.display_name,
+            admin_email: &new.admin_email,
+            plan: &plan.name,
+            plan_version: plan.version,
+            labels: json_map(&new.labels),
+            state: TenantState::Provisioning.as_str(),
+            request_id: request_id.as_deref(),
+            request_digest: request_id.as_ref().map(|_| digest.as_str()),
+        };
+        let event = NewEvent {
+            tenant_id: id,
+            kind: EventKind::TenantCreated,
+            step: None,
+            attempt: None,
+            state: TenantState::Provisioning,
+            message: format!(
+                "tenant {} created with plan {} v{}",
+                new.slug, plan.name, plan.version
+            ),
+            actor: caller.subject.clone(),
+        };
+        let first_step = &plan.steps[0].name;
+        let written = conn
+            .transaction(async |conn| {
+                db::tenants::insert(conn, &row, &plan.steps).await?;
+                db::events::append(conn, &event).await?;
+                db::outbox::enqueue(conn, id, Operation::Provision, first_step).await
+            })
+            .await;
+        match written {
+            Ok(()) => {}
+            Err(e)
+                if is_unique_violation(&e, REQUEST_ID_CONSTRAINT)
+                    || is_unique_violation(&e, LIVE_SLUG_CONSTRAINT) =>
+            {
+                // A concurrent call with the same request id may have won the
+                // race on either index; that is a replay, not a conflict.
+                if let Some(request_id) = &request_id
+                    && let Some(existing) =
+                        db::tenants::find_by_request_id(&mut conn, request_id).await?
+                {
+                    return replay(&mut conn, existing, &digest).await;
+                }
+                return Err(slug_taken(&new.slug));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.wakeup.work_committed();
+        tracing::info!(tenant_id = %id, slug = %new.slug, plan = %plan.name, "tenant created");
+        db::tenants::load(&mut conn, id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("tenant {id} vanished after create")))
+    }
+
+    /// One live tenant with its steps.
+    pub async fn get_tenant(&self, id: Uuid) -> Result<Tenant> {
+        let mut conn = db::conn(&self.pool).await?;
+        db::tenants::load(&mut conn, id)
+            .await?
+            .ok_or_else(|| Error::tenant_not_found(id))
+    }
+
+    /// A page of live tenants in creation order.
+    pub async fn list_tenants(
+        &self,
+        filter: ListFilter,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<ListPage> {
+        let limit = validate_page_size(page_size).map_err(|v| Error::InvalidArgument(vec![v]))?;
+        let digest = filter_digest(&filter);
+        let token =
+            PageToken::decode(page_token, &digest).map_err(|v| Error::InvalidArgument(vec![v]))?;
+        let mut conn = db::conn(&self.pool).await?;
+        let mut rows =
+            db::tenants::list(&mut conn, &filter, token.map(|t| t.after), limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_page_token = match rows.last() {
+            Some(last) if more => PageToken {
+                after: last.id,
+                filter_digest: digest,
+            }
+            .encode(),
+            _ => String::new(),
+        };
+        let tenants = db::tenants::with_steps(&mut conn, rows).await?;
+        Ok(ListPage {
+            tenants,
+            next_page_token,
+        })
+    }
+
+    /// Changes mutable fields, optionally only if the etag still matches.
+    pub async fn update_tenant(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        patch: TenantPatch,
+    ) -> Result<Tenant> {
+        validate_patch(&patch).map_err(Error::InvalidArgument)?;
+        let fields = patch.fields();
+        if fields.is_empty() {
+            return Err(Error::invalid("update_mask", "names no field to change"));
+        }
+        let mut conn = db::conn(&self.pool).await?;
+        let tenant = conn
+            .transaction(async |conn| {
+                let row = db::tenants::lock(conn, id)
+                    .await?
+                    .ok_or_else(|| Error::tenant_not_found(id))?;
+                check_etag(patch.expected_etag.as_deref(), row.revision)?;
+                let state = db::models::parse_state(&row.state)?;
+                if state == TenantState::Deprovisioned {
+                    return Err(Error::FailedPrecondition(format!(
+                        "tenant {id} is DEPROVISIONED and can no longer be updated"
+                    )));
+                }
+                db::tenants::apply_patch(conn, id, &patch).await?;
+                db::events::append(
+                    conn,
+                    &NewEvent {
+                        tenant_id: id,
+                        kind: EventKind::TenantUpdated,
+                        step: None,
+                        attempt: None,
+                        state,
+                        message: format!("updated {}", fields.join(", ")),
+                        actor: caller.subject.clone(),
+                    },
+                )
+                .await?;
+                db::tenants::load(conn, id)
+                    .await?
+                    .ok_or_else(|| Error::tenant_not_found(id))
+            })
+            .await?;
+        self.wakeup.work_committed();
+        Ok(tenant)
+    }
+
+    /// Removes a DEPROVISIONED, FAILED or CANCELLED tenant; its events stay.
+    pub async fn delete_tenant(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        etag: Option<&str>,
+    ) -> Result<Tenant> {
+        let mut conn = db::conn(&self.pool).await?;
+        let tenant = conn
+            .transaction(async |conn| {
+                let row = db::tenants::lock(conn, id).await?.ok_or_else(|| Error::tenant_not_found(id))?;
+                check_etag(etag, row.revision)?;
+                let state = db::models::parse_state(&row.state)?;
+                if !state.is_deletable() {
+                    return Err(Error::FailedPrecondition(format!(
+                        "tenant {id} is {state}; only DEPROVISIONED, FAILED or CANCELLED tenants can be deleted"
+                    )));
+                }
+                let deleted = db::tenants::mark_deleted(conn, id).await?;
+                db::events::append(conn, &NewEvent {
+                    tenant_id: id,
+                    kind: EventKind::TenantDeleted,
+                    step: None,
+                    attempt: None,
+                    state,
+                    message: format!("tenant {} deleted", row.slug),
+                    actor: caller.subject.clone(),
+                })
+                .await?;
+                let mut tenants = db::tenants::with_steps(conn, vec![deleted]).await?;
+                tenants.pop().ok_or_else(|| Error::Internal("deleted tenant not loaded".into()))
+            })
+            .await?;
+        self.wakeup.work_committed();
+        Ok(tenant)
+    }
+}
+
+/// The answer to a repeated request id: the same tenant if the parameters
+/// match, an error if they do not.
+async fn replay(
+    conn: &mut diesel_async::AsyncPgConnection,
+    existing: db::models::TenantRow,
+    digest: &str,
+) -> Result<Tenant> {
+    if existing.request_digest.as_deref() != Some(digest) {
+        return Err(Error::invalid(
+            "request_id",
+            "was already used for a CreateTenant call with different parameters; use a new request_id",
+        ));
+    }
+    let mut tenants = db::tenants::with_steps(conn, vec![existing]).await?;
+    tenants
+        .pop()
+        .ok_or_else(|| Error::Internal("replayed tenant not loaded".into()))
+}
+
+fn check_etag(expected: Option<&str>, revision: i64) -> Result<()> {
+    match expected {
+        Some(etag) if etag != etag_of(revision) => Err(Error::Aborted(
+            "etag mismatch: the tenant changed since it was read; get it again and retry".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn slug_taken(slug: &str) -> Error {
+    Error::AlreadyExists(format!("slug {slug:?} is already used by a live tenant"))
+}
+
+/// The tenant CreateTenant would create, for validate_only.
+fn preview(new: &NewTenant, plan: &Plan) -> Tenant {
+    let now = Utc::now();
+    Tenant {
+        id: Uuid::nil(),
+        slug: new.slug.clone(),
+        display_name: new.display_name.clone(),
+        admin_email: new.admin_email.clone(),
+        plan: plan.name.clone(),
+        plan_version: plan.version,
+        labels: new.labels.clone(),
+        state: TenantState::Provisioning,
+        state_reason: String::new(),
+        cancel_requested: false,
+        outputs: Default::default(),
+        leftover_resources: Vec::new(),
+        revision: 0,
+        create_time: now,
+        update_time: now,
+        delete_time: None,
+        purge_time: None,
+        steps: plan
+            .steps
+            .iter()
+            .zip(0..)
+            .map(|(s, position)| Step {
+                position,
+                name: s.name.clone(),
+                status: StepStatus::Pending,
+                critical: s.critical,
+                attempts: 0,
+                max_attempts: s.max_attempts,
+                last_error: None,
+                output: Default::default(),
+                start_time: None,
+                finish_time: None,
+            })
+            .collect(),
+    }
+}
+
+fn filter_digest(filter: &ListFilter) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(
+        filter
+            .state
+            .map(TenantState::as_str)
+            .unwrap_or("")
+            .as_bytes(),
+    );
+    hasher.update([0]);
+    hasher.update(filter.plan.as_deref().unwrap_or("").as_bytes());
+    for (key, value) in &filter.labels {
+        hasher.update([0]);
+        hasher.update(key.as_bytes());
+        hasher.update([1]);
+        hasher.update(value.as_bytes());
+    }
+    hex::encode(&hasher.finalize()[..8])
+}

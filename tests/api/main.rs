@@ -1,0 +1,9 @@
+//! Integration tests of the gRPC API against a real server and PostgreSQL.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod create;
+mod crud;
+mod embedded;
+mod meta;

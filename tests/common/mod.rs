@@ -1,0 +1,281 @@
+//! Test fixtures: a database per test, cloned from a migrated template, and
+//! the real server on a real socket.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use sha2::{Digest, Sha256};
+use tenantd::config::Config;
+use tenantd::proto::tenant_service_client::TenantServiceClient;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// Where tests find PostgreSQL: `TEST_DATABASE_URL` (a server URL without a
+/// database), by default the machine's trust-auth server.
+pub fn server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Serialises template creation across test processes.
+const TEMPLATE_LOCK_KEY: i64 = 0x7465_7374_7470_6c00;
+
+/// A database of its own, migrated, dropped when the value is dropped.
+pub struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let template = template().await;
+        let name = format!("tenantd_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = admin_conn().await;
+        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = format!("{}/{name}", server_url());
+        TestDb { name, url }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub async fn conn(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.url)
+            .await
+            .expect("connect to test database")
+    }
+
+    /// Runs SQL that returns a single bigint.
+    pub async fn count(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.conn().await;
+        let row: Count = diesel::sql_query(format!("SELECT ({sql})::bigint AS n"))
+            .get_result(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        row.n
+    }
+
+    /// Runs one or more SQL statements for their effect.
+    pub async fn execute(&self, sql: &str) {
+        use diesel_async::SimpleAsyncConnection;
+        let mut conn = self.conn().await;
+        conn.batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime, which cannot be blocked on;
+        // a thread with its own runtime does the async work.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = admin_conn().await;
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await
+                    .map(|_| ())
+                    .map_err(std::io::Error::other)
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {
+            panic!("dropping test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+async fn admin_conn() -> AsyncPgConnection {
+    let url = format!("{}/postgres", server_url());
+    AsyncPgConnection::establish(&url)
+        .await
+        .expect("connect to PostgreSQL (is it running on 127.0.0.1:5432?)")
+}
+
+/// The migrated template, named after a digest of migrations/ so that a
+/// changed migration gets a fresh template.
+async fn template() -> String {
+    let name = format!("tenantd_template_{}", migrations_digest());
+    let mut admin = admin_conn().await;
+    diesel::sql_query(format!("SELECT pg_advisory_lock({TEMPLATE_LOCK_KEY})"))
+        .execute(&mut admin)
+        .await
+        .expect("template lock");
+    let exists = {
+        #[derive(diesel::QueryableByName)]
+        struct Exists {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            e: bool,
+        }
+        let row: Exists = diesel::sql_query(format!(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{name}') AS e"
+        ))
+        .get_result(&mut admin)
+        .await
+        .expect("query pg_database");
+        row.e
+    };
+    if !exists {
+        let building = format!("{name}_building");
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+            .execute(&mut admin)
+            .await
+            .expect("drop stale template");
+        diesel::sql_query(format!("CREATE DATABASE {building}"))
+            .execute(&mut admin)
+            .await
+            .expect("create template");
+        tenantd::db::migrate(&format!("{}/{building}", server_url()))
+            .await
+            .expect("migrate template");
+        diesel::sql_query(format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .execute(&mut admin)
+            .await
+            .expect("publish template");
+    }
+    diesel::sql_query(format!("SELECT pg_advisory_unlock({TEMPLATE_LOCK_KEY})"))
+        .execute(&mut admin)
+        .await
+        .expect("template unlock");
+    name
+}
+
+fn migrations_digest() -> String {
+    fn walk(dir: &Path, hasher: &mut Sha256) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .expect("read migrations")
+            .flatten()
+            .collect();
+        entries.sort_by_key(|e| e.path());
+        for entry in entries {
+            let path = entry.path();
+            hasher.update(path.to_string_lossy().as_bytes());
+            if path.is_dir() {
+                walk(&path, hasher);
+            } else {
+                hasher.update(std::fs::read(&path).expect("read migration"));
+            }
+        }
+    }
+    let mut hasher = Sha256::new();
+    walk(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"),
+        &mut hasher,
+    );
+    hex::encode(&hasher.finalize()[..6])
+}
+
+/// The real server on 127.0.0.1:0 against its own test database.
+pub struct TestApp {
+    pub db: TestDb,
+    pub addr: SocketAddr,
+    pub client: TenantServiceClient<Channel>,
+    shutdown: CancellationToken,
+    server: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with a configuration adjusted by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let db = TestDb::new().await;
+        let mut config = Config::new(db.url());
+        config.pool_size = 8;
+        tweak(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = CancellationToken::new();
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            tenantd::server::run(config, listener, token)
+                .await
+                .expect("server failed");
+        });
+        let client = TenantServiceClient::new(channel(addr).await);
+        TestApp {
+            db,
+            addr,
+            client,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    /// A fresh client on its own connection.
+    pub async fn client(&self) -> TenantServiceClient<Channel> {
+        TenantServiceClient::new(channel(self.addr).await)
+    }
+
+    pub async fn channel(&self) -> Channel {
+        channel(self.addr).await
+    }
+
+    /// Graceful shutdown; panics if the server does not stop.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(30), server)
+                .await
+                .expect("server stops within 30 s")
+                .expect("server task");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect to test server")
+}
+
+/// A valid CreateTenant request body.
+pub fn tenant(slug: &str) -> tenantd::proto::Tenant {
+    tenantd::proto::Tenant {
+        slug: slug.into(),
+        display_name: format!("Tenant {slug}"),
+        admin_email: format!("admin@{slug}.test"),
+        ..Default::default()
+    }
+}
+
+/// The google.rpc.BadRequest field names of an error.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|br| br.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
