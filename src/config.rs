@@ -29,6 +29,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
     /// Run the gRPC server (the default when no command is given).
     Serve(ServeArgs),
@@ -61,88 +62,183 @@ impl fmt::Debug for DatabaseArgs {
     }
 }
 
+/// Defaults, shared by the flags and by [`Config::new`].
+pub mod defaults {
+    pub const LISTEN: &str = "127.0.0.1:50051";
+    pub const POOL_SIZE: usize = 16;
+    pub const NOTIFY_DEBOUNCE_MS: u64 = 10;
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 30;
+    pub const CONCURRENCY: usize = 16;
+    pub const LEASE_MS: u64 = 30_000;
+    pub const POLL_INTERVAL_MS: u64 = 5_000;
+    pub const RETRY_BASE_MS: u64 = 1_000;
+    pub const RETRY_CAP_MS: u64 = 300_000;
+    pub const STEP_TIMEOUT_SECS: u64 = 300;
+    pub const TENANT_ROLE_PREFIX: &str = "tenant_";
+    pub const MAIL_FROM: &str = "tenantd <no-reply@tenantd.localhost>";
+    pub const INVITATION_URL: &str = "http://localhost:8080/invitations/accept";
+}
+
 /// Settings of `tenantd serve`.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// Address the gRPC server listens on.
-    #[arg(long, env = "TENANTD_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "TENANTD_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
     /// Maximum pooled database connections. Each in-flight RPC or step holds
     /// one for the length of a short transaction.
-    #[arg(long, env = "TENANTD_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "TENANTD_POOL_SIZE", default_value_t = defaults::POOL_SIZE)]
     pub pool_size: usize,
     /// Minimum milliseconds between two NOTIFYs this replica sends to wake
     /// other replicas; bursts of commits fold into one.
-    #[arg(long, env = "TENANTD_NOTIFY_DEBOUNCE_MS", default_value_t = 10)]
+    #[arg(long, env = "TENANTD_NOTIFY_DEBOUNCE_MS", default_value_t = defaults::NOTIFY_DEBOUNCE_MS)]
     pub notify_debounce_ms: u64,
-    /// Seconds a graceful shutdown waits for in-flight RPCs and work before
-    /// exiting anyway.
-    #[arg(long, env = "TENANTD_SHUTDOWN_TIMEOUT_SECS", default_value_t = 30)]
+    /// Seconds a graceful shutdown waits for in-flight RPCs and steps before
+    /// exiting anyway (their leases then expire and another replica resumes).
+    #[arg(long, env = "TENANTD_SHUTDOWN_TIMEOUT_SECS", default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS)]
     pub shutdown_timeout_secs: u64,
+    /// Database holding tenant schemas and roles. Unset: the control-plane
+    /// database, where database steps commit with their completion (exactly once).
+    #[arg(long, env = "TENANT_DATABASE_URL", hide_env_values = true)]
+    pub tenant_database_url: Option<String>,
+    /// Steps of different tenants run at once by this replica; 0 runs the API
+    /// only, with no dispatcher.
+    #[arg(long, env = "TENANTD_CONCURRENCY", default_value_t = defaults::CONCURRENCY)]
+    pub concurrency: usize,
+    /// Milliseconds a claimed step stays leased without a heartbeat (sent
+    /// every third of it); a dead replica's work resumes after about this long.
+    #[arg(long, env = "TENANTD_LEASE_MS", default_value_t = defaults::LEASE_MS)]
+    pub lease_ms: u64,
+    /// Milliseconds between fallback polls of the outbox when no wake-up
+    /// arrives (jittered by +-20%).
+    #[arg(long, env = "TENANTD_POLL_INTERVAL_MS", default_value_t = defaults::POLL_INTERVAL_MS)]
+    pub poll_interval_ms: u64,
+    /// Ceiling of the first retry's delay; doubles per attempt (full jitter).
+    #[arg(long, env = "TENANTD_RETRY_BASE_MS", default_value_t = defaults::RETRY_BASE_MS)]
+    pub retry_base_ms: u64,
+    /// No retry waits longer than this.
+    #[arg(long, env = "TENANTD_RETRY_CAP_MS", default_value_t = defaults::RETRY_CAP_MS)]
+    pub retry_cap_ms: u64,
+    /// Seconds one attempt's external work (SMTP, RPC) may take.
+    #[arg(long, env = "TENANTD_STEP_TIMEOUT_SECS", default_value_t = defaults::STEP_TIMEOUT_SECS)]
+    pub step_timeout_secs: u64,
+    /// Prefix of tenant role names. Roles are cluster-wide: control planes
+    /// sharing a PostgreSQL cluster need different prefixes.
+    #[arg(long, env = "TENANTD_TENANT_ROLE_PREFIX", default_value = defaults::TENANT_ROLE_PREFIX)]
+    pub tenant_role_prefix: String,
+    /// SMTP server for welcome emails, e.g. `smtp://127.0.0.1:2525` or
+    /// `smtps://user:pass@mail.example.com`. Unset: emails are written as
+    /// `.eml` files into --mail-dir.
+    #[arg(long, env = "TENANTD_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Folder for `.eml` files when no SMTP server is set (default
+    /// `<data-dir>/mail`).
+    #[arg(long, env = "TENANTD_MAIL_DIR")]
+    pub mail_dir: Option<PathBuf>,
+    /// Sender of welcome emails.
+    #[arg(long, env = "TENANTD_MAIL_FROM", default_value = defaults::MAIL_FROM)]
+    pub mail_from: String,
+    /// Base of invitation links; `?tenant=<slug>&token=<token>` is appended.
+    #[arg(long, env = "TENANTD_INVITATION_URL", default_value = defaults::INVITATION_URL)]
+    pub invitation_url: String,
 }
 
-impl Default for ServeArgs {
-    fn default() -> Self {
-        // Parsing an empty command line yields every documented default.
-        ServeArgs::from_env_free_defaults()
+impl fmt::Debug for ServeArgs {
+    // URLs may carry passwords; they are left out.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("database", &self.database)
+            .field("listen", &self.listen)
+            .field("concurrency", &self.concurrency)
+            .finish_non_exhaustive()
     }
 }
 
 impl ServeArgs {
-    fn from_env_free_defaults() -> Self {
-        ServeArgs {
-            database: DatabaseArgs {
-                database_url: None,
-                data_dir: PathBuf::from(".tenantd"),
-            },
-            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
-            pool_size: 16,
-            notify_debounce_ms: 10,
-            shutdown_timeout_secs: 30,
-        }
-    }
-
     /// The server configuration once the database URL is known.
     pub fn resolve(&self, database_url: String) -> Config {
         Config {
             database_url,
+            tenant_database_url: self.tenant_database_url.clone(),
             pool_size: self.pool_size,
             notify_debounce: Duration::from_millis(self.notify_debounce_ms),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+            concurrency: self.concurrency,
+            lease: Duration::from_millis(self.lease_ms),
+            poll_interval: Duration::from_millis(self.poll_interval_ms),
+            retry_base: Duration::from_millis(self.retry_base_ms),
+            retry_cap: Duration::from_millis(self.retry_cap_ms),
+            step_timeout: Duration::from_secs(self.step_timeout_secs),
+            tenant_role_prefix: self.tenant_role_prefix.clone(),
+            smtp_url: self.smtp_url.clone(),
+            mail_dir: self
+                .mail_dir
+                .clone()
+                .unwrap_or_else(|| self.database.data_dir.join("mail")),
+            mail_from: self.mail_from.clone(),
+            invitation_url: self.invitation_url.clone(),
         }
     }
 }
 
-/// Everything the server needs, resolved.
+/// Everything the server needs, resolved. Fields mirror [`ServeArgs`], whose
+/// docs explain them.
 #[derive(Clone)]
 pub struct Config {
-    /// Control-plane database.
     pub database_url: String,
-    /// See [`ServeArgs::pool_size`].
+    pub tenant_database_url: Option<String>,
     pub pool_size: usize,
-    /// See [`ServeArgs::notify_debounce_ms`].
     pub notify_debounce: Duration,
-    /// See [`ServeArgs::shutdown_timeout_secs`].
     pub shutdown_timeout: Duration,
+    pub concurrency: usize,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+    pub step_timeout: Duration,
+    pub tenant_role_prefix: String,
+    pub smtp_url: Option<String>,
+    pub mail_dir: PathBuf,
+    pub mail_from: String,
+    pub invitation_url: String,
 }
 
 impl Config {
-    /// Defaults for everything but the database.
+    /// The documented defaults, for `database_url`.
     pub fn new(database_url: impl Into<String>) -> Self {
-        ServeArgs::default().resolve(database_url.into())
+        Config {
+            database_url: database_url.into(),
+            tenant_database_url: None,
+            pool_size: defaults::POOL_SIZE,
+            notify_debounce: Duration::from_millis(defaults::NOTIFY_DEBOUNCE_MS),
+            shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
+            concurrency: defaults::CONCURRENCY,
+            lease: Duration::from_millis(defaults::LEASE_MS),
+            poll_interval: Duration::from_millis(defaults::POLL_INTERVAL_MS),
+            retry_base: Duration::from_millis(defaults::RETRY_BASE_MS),
+            retry_cap: Duration::from_millis(defaults::RETRY_CAP_MS),
+            step_timeout: Duration::from_secs(defaults::STEP_TIMEOUT_SECS),
+            tenant_role_prefix: defaults::TENANT_ROLE_PREFIX.to_owned(),
+            smtp_url: None,
+            mail_dir: PathBuf::from(".tenantd/mail"),
+            mail_from: defaults::MAIL_FROM.to_owned(),
+            invitation_url: defaults::INVITATION_URL.to_owned(),
+        }
     }
 }
 
 impl fmt::Debug for Config {
+    // URLs may carry passwords; they are left out.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("database_url", &"<redacted>")
             .field("pool_size", &self.pool_size)
-            .field("notify_debounce", &self.notify_debounce)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .finish()
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .field("tenant_role_prefix", &self.tenant_role_prefix)
+            .field("mail_dir", &self.mail_dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,24 +247,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_flags_and_secrets_stay_hidden() {
+    fn flags_default_like_config_new_and_secrets_stay_hidden() {
+        let url = "postgres://u:hunter2@h/db";
         let cli = Cli::try_parse_from([
             "tenantd",
             "serve",
             "--database-url",
-            "postgres://u:hunter2@h/db",
+            url,
+            "--smtp-url",
+            "smtps://u:pw2@h",
         ])
         .unwrap();
         let Some(Command::Serve(args)) = cli.command else {
             panic!("not serve")
         };
-        let defaults = ServeArgs::default();
-        assert_eq!(args.listen, defaults.listen);
-        assert_eq!(args.pool_size, defaults.pool_size);
-        assert_eq!(args.notify_debounce_ms, defaults.notify_debounce_ms);
-        assert!(!format!("{args:?}").contains("hunter2"));
-        assert!(
-            !format!("{:?}", args.resolve("postgres://u:hunter2@h/db".into())).contains("hunter2")
-        );
+        let resolved = args.resolve(url.into());
+        let defaults = Config::new(url);
+        assert_eq!(args.listen.to_string(), defaults::LISTEN);
+        assert_eq!(resolved.pool_size, defaults.pool_size);
+        assert_eq!(resolved.lease, defaults.lease);
+        assert_eq!(resolved.retry_cap, defaults.retry_cap);
+        assert_eq!(resolved.mail_dir, defaults.mail_dir);
+        for shown in [format!("{args:?}"), format!("{resolved:?}")] {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("pw2"),
+                "{shown}"
+            );
+        }
     }
 }

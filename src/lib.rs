@@ -11,7 +11,8 @@
 //! | [`ops`]     | use cases; each owns its transaction (state + event + outbox row) |
 //! | [`domain`]  | pure types, state machine, validation |
 //! | [`db`]      | pool, migrations, row models, queries on `&mut AsyncPgConnection`, the embedded cluster |
-//! | [`outbox`]  | how committed work reaches dispatchers |
+//! | [`outbox`]  | the outbox: wake-ups, LISTEN, claim/lease, the dispatcher, pipeline transitions |
+//! | [`steps`]   | provisioning steps behind one trait, and their registry |
 //! | [`proto`]   | generated code and the descriptor set |
 //!
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
@@ -26,4 +27,5 @@ pub mod ops;
 pub mod outbox;
 pub mod proto;
 pub mod server;
+pub mod steps;
 pub mod telemetry;

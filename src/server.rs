@@ -13,7 +13,9 @@ use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
 use crate::ops::Ops;
-use crate::outbox::Wakeup;
+use crate::outbox::dispatcher::Dispatcher;
+use crate::outbox::{Backoff, DispatcherConfig, Wakeup, listener};
+use crate::steps::{Mailer, Registry, is_valid_role_prefix};
 use crate::{db, grpc};
 
 /// Any startup or serving failure, for `main` to report.
@@ -25,21 +27,74 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), BoxError> {
+    run_with(config, listener, shutdown, Registry::new()).await
+}
+
+/// [`run`] with extra steps registered beside the standard ones.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    extra_steps: Registry,
+) -> Result<(), BoxError> {
+    if !is_valid_role_prefix(&config.tenant_role_prefix) {
+        return Err(format!(
+            "TENANTD_TENANT_ROLE_PREFIX {:?} must be 1 to 20 characters of [a-z0-9_], starting with a letter",
+            config.tenant_role_prefix
+        )
+        .into());
+    }
     let applied = db::migrate(&config.database_url).await?;
     if !applied.is_empty() {
         tracing::info!(migrations = ?applied, "applied control-plane migrations");
     }
     let pool = db::pool(&config.database_url, config.pool_size)?;
-    let tracker = TaskTracker::new();
-    let background = CancellationToken::new();
+    let tenant_pool = match &config.tenant_database_url {
+        Some(url) => db::pool(url, config.pool_size)?,
+        None => pool.clone(),
+    };
+    let mut registry = Registry::standard(mailer(&config).await?);
+    registry.extend(extra_steps);
 
+    let tracker = TaskTracker::new();
     let wakeup = Wakeup::new();
     wakeup.spawn_notifier(
         pool.clone(),
         config.notify_debounce,
-        background.clone(),
+        shutdown.clone(),
         &tracker,
     );
+    if config.concurrency > 0 {
+        let listening = listener::spawn(
+            config.database_url.clone(),
+            wakeup.clone(),
+            shutdown.clone(),
+            &tracker,
+        );
+        let dispatcher_config = DispatcherConfig {
+            owner: owner_id(),
+            concurrency: config.concurrency,
+            lease: config.lease,
+            poll_interval: config.poll_interval,
+            backoff: Backoff {
+                base: config.retry_base,
+                cap: config.retry_cap,
+            },
+            step_timeout: config.step_timeout,
+            role_prefix: config.tenant_role_prefix.clone(),
+            same_database: config.tenant_database_url.is_none(),
+        };
+        let dispatcher = Dispatcher {
+            config: dispatcher_config,
+            pool: pool.clone(),
+            tenant_pool,
+            registry,
+            wakeup: wakeup.clone(),
+        };
+        dispatcher.spawn(listening, shutdown.clone(), &tracker);
+    } else {
+        tracing::info!("concurrency 0: serving the API only, no dispatcher");
+    }
     let ops = Ops::new(pool, wakeup);
     let (routes, health) = grpc::routes(ops).await?;
 
@@ -50,7 +105,9 @@ pub async fn run(
         let shutdown = shutdown.clone();
         async move {
             shutdown.cancelled().await;
-            tracing::info!("shutting down: NOT_SERVING, draining in-flight calls");
+            tracing::info!(
+                "shutting down: NOT_SERVING, no new claims, draining in-flight calls and steps"
+            );
             grpc::set_not_serving(&health).await;
         }
     };
@@ -60,24 +117,68 @@ pub async fn run(
     tokio::pin!(serve);
 
     // Serve until shutdown; then give the drain `shutdown_timeout` at most.
-    tokio::select! {
-        served = &mut serve => served?,
+    let deadline = tokio::select! {
+        served = &mut serve => { served?; tokio::time::Instant::now() + config.shutdown_timeout }
         () = shutdown.cancelled() => {
-            if tokio::time::timeout(config.shutdown_timeout, &mut serve).await.is_err() {
+            let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+            if tokio::time::timeout_at(deadline, &mut serve).await.is_err() {
                 tracing::warn!("in-flight calls did not finish within the shutdown timeout");
             }
+            deadline
         }
-    }
-    background.cancel();
+    };
+    shutdown.cancel();
     tracker.close();
-    if tokio::time::timeout(config.shutdown_timeout, tracker.wait())
+    if tokio::time::timeout_at(deadline, tracker.wait())
         .await
         .is_err()
     {
-        tracing::warn!("background tasks did not stop within the shutdown timeout");
+        tracing::warn!(
+            "steps still running at the shutdown timeout; their leases will expire and another replica resumes them"
+        );
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SMTP when configured, else `.eml` files in the mail folder.
+async fn mailer(config: &Config) -> Result<Mailer, BoxError> {
+    let from = config.mail_from.parse().map_err(|e| {
+        format!(
+            "TENANTD_MAIL_FROM {:?} is not a mailbox: {e}",
+            config.mail_from
+        )
+    })?;
+    match &config.smtp_url {
+        Some(url) => Ok(Mailer::smtp(url, from, config.invitation_url.clone())?),
+        None => {
+            tokio::fs::create_dir_all(&config.mail_dir)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot create mail folder {}: {e}",
+                        config.mail_dir.display()
+                    )
+                })?;
+            tracing::info!(dir = %config.mail_dir.display(), "no TENANTD_SMTP_URL: welcome emails are written as .eml files");
+            Ok(Mailer::files(
+                config.mail_dir.clone(),
+                from,
+                config.invitation_url.clone(),
+            ))
+        }
+    }
+}
+
+/// This process in leases: host, pid and a random suffix (pids repeat
+/// across restarts in containers).
+fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "tenantd".to_owned());
+    format!(
+        "{host}:{}:{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 /// `tenantd serve`: resolves the database (starting the embedded cluster when

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tenantd::proto::tenant_service_client::TenantServiceClient;
-use tenantd::proto::{CreateTenantRequest, GetTenantRequest, ListTenantsRequest, Tenant, TenantState};
+use tenantd::proto::{
+    CreateTenantRequest, GetTenantRequest, ListTenantsRequest, Tenant, TenantState,
+};
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
@@ -13,7 +15,11 @@ use tonic_types::StatusExt;
 #[command(name = "tenantctl", version, about)]
 struct Cli {
     /// The server's address.
-    #[arg(long, env = "TENANTD_ENDPOINT", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        env = "TENANTD_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
     endpoint: String,
     #[command(subcommand)]
     command: Cmd,
@@ -88,7 +94,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("cannot reach {}: {e}", cli.endpoint))?;
     let mut client = TenantServiceClient::new(channel);
     match cli.command {
-        Cmd::Create { slug, display_name, admin_email, plan, labels, request_id, validate_only } => {
+        Cmd::Create {
+            slug,
+            display_name,
+            admin_email,
+            plan,
+            labels,
+            request_id,
+            validate_only,
+        } => {
             let tenant = Tenant {
                 slug,
                 display_name,
@@ -97,15 +111,32 @@ async fn run(cli: Cli) -> Result<(), String> {
                 labels: labels.into_iter().collect(),
                 ..Default::default()
             };
-            let request = CreateTenantRequest { tenant: Some(tenant), request_id, validate_only };
-            let created = client.create_tenant(request).await.map_err(describe)?.into_inner();
+            let request = CreateTenantRequest {
+                tenant: Some(tenant),
+                request_id,
+                validate_only,
+            };
+            let created = client
+                .create_tenant(request)
+                .await
+                .map_err(describe)?
+                .into_inner();
             print_tenant(&created.tenant.unwrap_or_default());
         }
         Cmd::Get { tenant_id } => {
-            let got = client.get_tenant(GetTenantRequest { tenant_id }).await.map_err(describe)?.into_inner();
+            let got = client
+                .get_tenant(GetTenantRequest { tenant_id })
+                .await
+                .map_err(describe)?
+                .into_inner();
             print_tenant(&got.tenant.unwrap_or_default());
         }
-        Cmd::List { page_size, page_token, plan, labels } => {
+        Cmd::List {
+            page_size,
+            page_token,
+            plan,
+            labels,
+        } => {
             let request = ListTenantsRequest {
                 page_size,
                 page_token,
@@ -113,10 +144,20 @@ async fn run(cli: Cli) -> Result<(), String> {
                 labels: labels.into_iter().collect(),
                 ..Default::default()
             };
-            let page = client.list_tenants(request).await.map_err(describe)?.into_inner();
+            let page = client
+                .list_tenants(request)
+                .await
+                .map_err(describe)?
+                .into_inner();
             println!("{:<36}  {:<24}  {:<16}  PLAN", "ID", "SLUG", "STATE");
             for t in &page.tenants {
-                println!("{:<36}  {:<24}  {:<16}  {}", t.id, t.slug, state(t.state), t.plan);
+                println!(
+                    "{:<36}  {:<24}  {:<16}  {}",
+                    t.id,
+                    t.slug,
+                    state(t.state),
+                    t.plan
+                );
             }
             if !page.next_page_token.is_empty() {
                 println!("next page: --page-token {}", page.next_page_token);
@@ -147,7 +188,10 @@ fn print_tenant(t: &Tenant) {
         let status = tenantd::proto::StepStatus::try_from(step.status)
             .map(|s| s.as_str_name().trim_start_matches("STEP_STATUS_"))
             .unwrap_or("UNKNOWN");
-        println!("step:         {:<22} {:<12} attempts {}/{}", step.name, status, step.attempts, step.max_attempts);
+        println!(
+            "step:         {:<22} {:<12} attempts {}/{}",
+            step.name, status, step.attempts, step.max_attempts
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! Use cases. Each owns its transaction and writes state, event and outbox
 //! row together; wake-ups are sent only after commit.
 
+mod lifecycle;
 mod tenants;
 
 pub use tenants::ListPage;

@@ -1,4 +1,5 @@
-//! The outbox's wake-up path: how committed work reaches dispatchers.
+//! The outbox of due work: how committed work reaches dispatchers, and the
+//! dispatcher that runs it (see `dispatcher` for the flow).
 //!
 //! ```text
 //! writer tx commits ──> Wakeup::work_committed()
@@ -10,6 +11,13 @@
 //! the writer's transaction: NOTIFY takes a database-wide lock at commit and
 //! would serialise every writer.
 
+mod backoff;
+pub mod dispatcher;
+pub mod listener;
+pub mod pipeline;
+pub mod store;
 mod wakeup;
 
+pub use backoff::Backoff;
+pub use dispatcher::DispatcherConfig;
 pub use wakeup::{NOTIFY_CHANNEL, Wakeup};

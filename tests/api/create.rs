@@ -15,7 +15,7 @@ fn create(slug: &str, request_id: &str) -> CreateTenantRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_writes_tenant_steps_event_and_outbox_together() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut client = app.client.clone();
     let mut req = create("acme", "");
     req.tenant.as_mut().unwrap().labels = [("env".to_owned(), "prod".to_owned())].into();
@@ -92,11 +92,11 @@ async fn create_writes_tenant_steps_event_and_outbox_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_last_insert_leaves_nothing_behind() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     // Test-only fault: this database's outbox refuses every insert, so the
     // last write of CreateTenant's transaction fails.
     app.db
-        .execute(
+        .exec(
             "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$;
              CREATE TRIGGER refuse_outbox BEFORE INSERT ON outbox FOR EACH ROW EXECUTE FUNCTION refuse();",
         )
@@ -123,7 +123,7 @@ async fn a_failing_last_insert_leaves_nothing_behind() {
 
     // Once the fault is gone the same request succeeds: the failed attempt
     // did not burn the request id or the slug.
-    app.db.execute("DROP TRIGGER refuse_outbox ON outbox").await;
+    app.db.exec("DROP TRIGGER refuse_outbox ON outbox").await;
     let created = app
         .client
         .clone()
@@ -137,7 +137,7 @@ async fn a_failing_last_insert_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_request_id_returns_the_same_tenant() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut client = app.client.clone();
     let first = client
         .create_tenant(create("acme", "r-42"))
@@ -169,7 +169,7 @@ async fn the_same_request_id_returns_the_same_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_with_one_request_id_make_one_tenant() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut calls = Vec::new();
     for _ in 0..8 {
         let mut client = app.client().await;
@@ -198,7 +198,7 @@ async fn concurrent_creates_with_one_request_id_make_one_tenant() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_creates_of_one_slug_let_exactly_one_win() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut calls = Vec::new();
     for i in 0..8 {
         let mut client = app.client().await;
@@ -222,7 +222,7 @@ async fn concurrent_creates_of_one_slug_let_exactly_one_win() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_validation_error_names_its_field_and_writes_nothing() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut client = app.client.clone();
     type Mutation = Box<dyn Fn(&mut CreateTenantRequest)>;
     let cases: Vec<(&str, Mutation, &str)> = vec![
@@ -349,7 +349,7 @@ async fn every_validation_error_names_its_field_and_writes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_only_returns_the_plan_and_writes_nothing() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut client = app.client.clone();
     let mut req = create("acme", "");
     req.validate_only = true;

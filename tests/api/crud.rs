@@ -31,7 +31,7 @@ async fn create(app: &TestApp, slug: &str, labels: &[(&str, &str)]) -> Tenant {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_reports_bad_and_unknown_ids() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut client = app.client.clone();
     let err = client
         .get_tenant(GetTenantRequest {
@@ -62,7 +62,7 @@ async fn get_reports_bad_and_unknown_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagination_walks_every_tenant_once_in_creation_order() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut created = Vec::new();
     for i in 0..23 {
         let env = if i % 3 == 0 { "prod" } else { "dev" };
@@ -189,7 +189,7 @@ async fn pagination_walks_every_tenant_once_in_creation_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_honours_mask_and_etag() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut client = app.client.clone();
     let t = create(&app, "acme", &[("env", "dev")]).await;
 
@@ -281,7 +281,7 @@ async fn update_honours_mask_and_etag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_only_takes_finished_tenants_and_frees_the_slug() {
-    let app = TestApp::start().await;
+    let app = TestApp::api_only().await;
     let mut client = app.client.clone();
     let t = create(&app, "acme", &[]).await;
     let delete = DeleteTenantRequest {
@@ -294,13 +294,13 @@ async fn delete_only_takes_finished_tenants_and_frees_the_slug() {
     assert!(err.message().contains("PROVISIONING"), "{}", err.message());
 
     app.db
-        .execute(&format!(
+        .exec(&format!(
             "UPDATE tenants SET state = 'FAILED' WHERE id = '{}'",
             t.id
         ))
         .await;
     app.db
-        .execute(&format!("DELETE FROM outbox WHERE tenant_id = '{}'", t.id))
+        .exec(&format!("DELETE FROM outbox WHERE tenant_id = '{}'", t.id))
         .await;
     let err = client
         .delete_tenant(DeleteTenantRequest {

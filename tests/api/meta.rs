@@ -1,6 +1,6 @@
 //! Health, reflection, and the RPCs not served yet.
 
-use tenantd::proto::CancelProvisioningRequest;
+use tenantd::proto::SuspendTenantRequest;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -96,7 +96,7 @@ async fn rpcs_of_later_features_say_unimplemented() {
     let err = app
         .client
         .clone()
-        .cancel_provisioning(CancelProvisioningRequest {
+        .suspend_tenant(SuspendTenantRequest {
             tenant_id: uuid::Uuid::now_v7().to_string(),
             reason: String::new(),
         })

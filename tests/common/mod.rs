@@ -4,11 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use tenantd::config::Config;
+use tenantd::proto::TenantState;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
+use tenantd::steps::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,10 +27,15 @@ pub fn server_url() -> String {
 /// Serialises template creation across test processes.
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_7374_7470_6c00;
 
-/// A database of its own, migrated, dropped when the value is dropped.
+pub mod smtp;
+
+/// A database of its own, migrated, dropped when the value is dropped, with
+/// a role prefix of its own (roles are cluster-wide), whose roles are
+/// dropped with it.
 pub struct TestDb {
     name: String,
     url: String,
+    pub role_prefix: String,
 }
 
 impl TestDb {
@@ -40,7 +48,12 @@ impl TestDb {
             .await
             .expect("create test database");
         let url = format!("{}/{name}", server_url());
-        TestDb { name, url }
+        let role_prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        TestDb {
+            name,
+            url,
+            role_prefix,
+        }
     }
 
     pub fn url(&self) -> &str {
@@ -73,7 +86,7 @@ impl TestDb {
     }
 
     /// Runs one or more SQL statements for their effect.
-    pub async fn execute(&self, sql: &str) {
+    pub async fn exec(&self, sql: &str) {
         use diesel_async::SimpleAsyncConnection;
         let mut conn = self.conn().await;
         conn.batch_execute(sql)
@@ -85,6 +98,7 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         let name = self.name.clone();
+        let prefix = self.role_prefix.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on;
         // a thread with its own runtime does the async work.
         let dropped = std::thread::spawn(move || {
@@ -93,10 +107,21 @@ impl Drop for TestDb {
                 .build()?;
             runtime.block_on(async {
                 let mut admin = admin_conn().await;
+                use diesel_async::SimpleAsyncConnection;
                 diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .execute(&mut admin)
                     .await
-                    .map(|_| ())
+                    .map_err(std::io::Error::other)?;
+                // The database held every object of these roles.
+                admin
+                    .batch_execute(&format!(
+                        "DO $$ DECLARE r record; BEGIN
+                             FOR r IN SELECT rolname FROM pg_roles WHERE rolname LIKE '{prefix}%' LOOP
+                                 EXECUTE format('DROP ROLE %I', r.rolname);
+                             END LOOP;
+                         END $$;"
+                    ))
+                    .await
                     .map_err(std::io::Error::other)
             })
         })
@@ -192,27 +217,46 @@ pub struct TestApp {
     pub db: TestDb,
     pub addr: SocketAddr,
     pub client: TenantServiceClient<Channel>,
+    pub config: Config,
+    /// Where `.eml` files land when no SMTP server is configured.
+    pub mail_dir: tempfile::TempDir,
     shutdown: CancellationToken,
     server: Option<JoinHandle<()>>,
 }
 
 impl TestApp {
     pub async fn start() -> Self {
-        Self::start_with(|_| {}).await
+        Self::start_with(|_| {}, Registry::new()).await
     }
 
-    /// Starts with a configuration adjusted by `tweak`.
-    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+    /// The API only: no dispatcher, so pipelines stay where tests put them.
+    pub async fn api_only() -> Self {
+        Self::start_with(|c| c.concurrency = 0, Registry::new()).await
+    }
+
+    /// Starts with a configuration adjusted by `tweak` and extra steps.
+    /// Test defaults: short retries, leases and polls, so nothing waits long.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config), steps: Registry) -> Self {
         let db = TestDb::new().await;
+        let mail_dir = tempfile::tempdir().expect("mail dir");
         let mut config = Config::new(db.url());
         config.pool_size = 8;
+        config.concurrency = 8;
+        config.tenant_role_prefix = db.role_prefix.clone();
+        config.mail_dir = mail_dir.path().to_owned();
+        config.retry_base = Duration::from_millis(20);
+        config.retry_cap = Duration::from_millis(200);
+        config.lease = Duration::from_secs(3);
+        config.poll_interval = Duration::from_millis(500);
+        config.shutdown_timeout = Duration::from_secs(10);
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let shutdown = CancellationToken::new();
         let token = shutdown.clone();
+        let server_config = config.clone();
         let server = tokio::spawn(async move {
-            tenantd::server::run(config, listener, token)
+            tenantd::server::run_with(server_config, listener, token, steps)
                 .await
                 .expect("server failed");
         });
@@ -221,6 +265,8 @@ impl TestApp {
             db,
             addr,
             client,
+            config,
+            mail_dir,
             shutdown,
             server: Some(server),
         }
@@ -235,11 +281,105 @@ impl TestApp {
         channel(self.addr).await
     }
 
-    /// Graceful shutdown; panics if the server does not stop.
+    /// Creates a tenant (default plan unless `plan` is set) and returns it.
+    pub async fn create(&self, slug: &str, plan: &str) -> tenantd::proto::Tenant {
+        let mut t = tenant(slug);
+        t.plan = plan.into();
+        self.client
+            .clone()
+            .create_tenant(tenantd::proto::CreateTenantRequest {
+                tenant: Some(t),
+                ..Default::default()
+            })
+            .await
+            .expect("create tenant")
+            .into_inner()
+            .tenant
+            .expect("tenant")
+    }
+
+    pub async fn get(&self, id: &str) -> tenantd::proto::Tenant {
+        self.client
+            .clone()
+            .get_tenant(tenantd::proto::GetTenantRequest {
+                tenant_id: id.into(),
+            })
+            .await
+            .expect("get tenant")
+            .into_inner()
+            .tenant
+            .expect("tenant")
+    }
+
+    /// Polls until the tenant is in `state` (panics after 30 s).
+    pub async fn wait_for(&self, id: &str, state: TenantState) -> tenantd::proto::Tenant {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = self.get(id).await;
+            if t.state == state as i32 {
+                return t;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "tenant {id} never reached {state:?}: {t:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Events of a tenant as (kind, step, message), in order.
+    pub async fn events(&self, id: &str) -> Vec<(String, String, String)> {
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            kind: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            step: String,
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            message: String,
+        }
+        let mut conn = self.db.conn().await;
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT kind, coalesce(step, '') AS step, message FROM events WHERE tenant_id = '{id}' ORDER BY id"
+        ))
+        .load(&mut conn)
+        .await
+        .expect("events");
+        rows.into_iter()
+            .map(|r| (r.kind, r.step, r.message))
+            .collect()
+    }
+
+    /// Adds a plan with the given (step, critical, max_attempts) list.
+    pub async fn add_plan(&self, name: &str, steps: &[(&str, bool, i32)]) {
+        let steps: Vec<_> = steps
+            .iter()
+            .map(|(n, c, m)| serde_json::json!({"name": n, "critical": c, "max_attempts": m}))
+            .collect();
+        let json = serde_json::Value::Array(steps).to_string();
+        self.db
+            .exec(&format!(
+                "INSERT INTO plans (name, steps) VALUES ('{name}', '{json}')"
+            ))
+            .await;
+    }
+
+    /// Graceful shutdown. With a dispatcher, first waits for the outbox to
+    /// drain and fails if work is left in it.
     pub async fn stop(mut self) {
+        if self.config.concurrency > 0 {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while self.db.count("SELECT count(*) FROM outbox").await > 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "work left in the outbox"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
-            tokio::time::timeout(std::time::Duration::from_secs(30), server)
+            tokio::time::timeout(Duration::from_secs(30), server)
                 .await
                 .expect("server stops within 30 s")
                 .expect("server task");

@@ -1,0 +1,470 @@
+//! The dispatcher: claims due outbox rows and runs them.
+//!
+//! ```text
+//!        wake-ups: local signal | LISTEN tenantd_work | next due time | jittered poll
+//!                                   │
+//!                                   ▼
+//!   ┌──────────── loop ─────────────────────────────────────────────┐
+//!   │ claim(min(free permits, batch))  one statement, SKIP LOCKED   │
+//!   │   └─ per row: spawn worker (holds a concurrency permit)       │
+//!   │        ├─ run_external   no connection held; heartbeats;      │
+//!   │        │                 timeout; panic = failed attempt      │
+//!   │        └─ one transaction: lock tenant, check lease,          │
+//!   │             run_in_db, step status + event, next outbox row   │
+//!   │             (or retry with backoff, or saga, or ACTIVE)       │
+//!   │ drained? wait for the next wake-up                            │
+//!   └───────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! One outbox row per tenant (unique index) keeps a tenant's steps in order;
+//! different tenants run in parallel up to `concurrency`.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel_async::AsyncConnection;
+use futures::FutureExt;
+use rand::Rng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::pipeline::{self, Outcome, Transition, TxError};
+use super::store::{self, Claim};
+use super::{Backoff, Wakeup};
+use crate::db::outbox::Operation;
+use crate::db::{self, DbPool};
+use crate::error::Result;
+use crate::steps::{Output, Registry, Step, StepCtx, StepError};
+
+/// Largest batch one claim statement takes.
+const MAX_CLAIM_BATCH: usize = 256;
+/// Pause after a failed claim (database down) before trying again.
+const CLAIM_ERROR_PAUSE: Duration = Duration::from_millis(500);
+
+/// How the dispatcher runs.
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    /// Identifies this process in leases.
+    pub owner: String,
+    /// Steps of different tenants running at once.
+    pub concurrency: usize,
+    /// How long a claim is valid without a heartbeat; a dead replica's work
+    /// is picked up after about this long.
+    pub lease: Duration,
+    /// Fallback poll when no wake-up arrives (jittered by +-20%).
+    pub poll_interval: Duration,
+    /// Retry policy for failed attempts.
+    pub backoff: Backoff,
+    /// Bound on one attempt's external work.
+    pub step_timeout: Duration,
+    /// Prefix of tenant role names.
+    pub role_prefix: String,
+    /// Whether tenant data lives in the control-plane database, so that
+    /// database steps commit with their completion.
+    pub same_database: bool,
+}
+
+/// Everything the dispatcher and its workers share.
+pub struct Dispatcher {
+    pub config: DispatcherConfig,
+    /// The control-plane database.
+    pub pool: DbPool,
+    /// The tenant database (the same pool unless configured apart).
+    pub tenant_pool: DbPool,
+    pub registry: Registry,
+    pub wakeup: Wakeup,
+}
+
+type Shared = Dispatcher;
+
+impl Dispatcher {
+    /// Starts the loop on `tracker`; it stops claiming when `token` is
+    /// cancelled, and in-flight attempts finish (they are tracked too).
+    pub fn spawn(
+        self,
+        listening: tokio::sync::watch::Receiver<bool>,
+        token: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let workers = tracker.clone();
+        tracker.spawn(run(Arc::new(self), listening, token, workers));
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    mut listening: tokio::sync::watch::Receiver<bool>,
+    token: CancellationToken,
+    workers: TaskTracker,
+) {
+    // Register for notifications before the first query, so that a NOTIFY
+    // sent meanwhile is not lost.
+    let _ = tokio::time::timeout(Duration::from_secs(5), listening.wait_for(|ready| *ready)).await;
+    let permits = Arc::new(Semaphore::new(shared.config.concurrency));
+    tracing::info!(owner = %shared.config.owner, concurrency = shared.config.concurrency, "dispatcher started");
+    loop {
+        if token.is_cancelled() {
+            break;
+        }
+        let free = permits.available_permits().min(MAX_CLAIM_BATCH);
+        if free == 0 {
+            tokio::select! {
+                () = token.cancelled() => break,
+                permit = permits.clone().acquire_owned() => drop(permit),
+            }
+            continue;
+        }
+        let claims = match claim(&shared, free).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming outbox rows failed");
+                tokio::select! {
+                    () = token.cancelled() => break,
+                    () = tokio::time::sleep(CLAIM_ERROR_PAUSE) => continue,
+                }
+            }
+        };
+        let claimed = claims.len();
+        for claim in claims {
+            // Only this loop acquires permits, and `free` were available.
+            let permit = permits
+                .clone()
+                .try_acquire_owned()
+                .expect("a free permit was counted");
+            workers.spawn(work(shared.clone(), claim, permit));
+        }
+        if claimed == free {
+            continue; // more may be due
+        }
+        let wait = idle_wait(&shared).await;
+        tokio::select! {
+            () = token.cancelled() => break,
+            () = shared.wakeup.local_signal() => {}
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+    tracing::info!("dispatcher stopped claiming");
+}
+
+async fn claim(shared: &Shared, limit: usize) -> Result<Vec<Claim>> {
+    let mut conn = db::conn(&shared.pool).await?;
+    store::claim(
+        &mut conn,
+        &shared.config.owner,
+        shared.config.lease,
+        limit as i64,
+    )
+    .await
+}
+
+/// Until the next row is due, at most the jittered poll interval.
+async fn idle_wait(shared: &Shared) -> Duration {
+    let poll = shared
+        .config
+        .poll_interval
+        .mul_f64(rand::rng().random_range(0.8..1.2));
+    let next = match db::conn(&shared.pool).await {
+        Ok(mut conn) => store::next_due(&mut conn).await.ok().flatten(),
+        Err(_) => None,
+    };
+    match next {
+        Some(at) => (at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .min(poll),
+        None => poll,
+    }
+}
+
+/// Runs one claimed row to the end of its attempt.
+async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) {
+    let span = tracing::info_span!(
+        "step",
+        tenant_id = %claim.tenant_id,
+        step = %claim.step,
+        attempt = claim.attempt,
+        operation = %claim.operation
+    );
+    async {
+        let attempt = AssertUnwindSafe(attempt(&shared, &claim)).catch_unwind().await;
+        let failed = match attempt {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(panic) => Some(format!("step panicked: {}", panic_message(&panic))),
+        };
+        if let Some(error) = failed {
+            tracing::warn!(%error, "attempt failed outside the step; the lease will expire and it runs again");
+        }
+        shared.wakeup.wake_local();
+    }
+    .instrument(span)
+    .await;
+}
+
+async fn attempt(shared: &Shared, claim: &Claim) -> Result<()> {
+    let operation = claim.operation()?;
+    let step = shared.registry.get(&claim.step);
+    let ctx = {
+        let mut conn = db::conn(&shared.pool).await?;
+        pipeline::load_ctx(
+            &mut conn,
+            claim,
+            &shared.config.role_prefix,
+            &shared.tenant_pool,
+        )
+        .await?
+    };
+    let same_db = shared.config.same_database;
+    match operation {
+        Operation::Provision if claim.cancel_requested => {
+            apply(shared, claim, Action::CancelledBeforeStep)
+                .await
+                .map_err(TxError::into_error)
+        }
+        Operation::Provision => {
+            let Some(step) = step else {
+                let error =
+                    StepError::new(format!("this build has no step named {:?}", claim.step));
+                return apply(shared, claim, Action::Failed(&error))
+                    .await
+                    .map_err(TxError::into_error);
+            };
+            let mut outcome = guarded(shared, claim, step.run_external(&ctx)).await;
+            if let Ok(output) = &mut outcome
+                && !same_db
+            {
+                match in_tenant_db(shared, &ctx, step.as_ref(), false).await {
+                    Ok(more) => output.extend(more),
+                    Err(error) => outcome = Err(error),
+                }
+            }
+            let done = match outcome {
+                Ok(output) => {
+                    apply(
+                        shared,
+                        claim,
+                        Action::Succeeded {
+                            step: step.as_ref(),
+                            ctx: &ctx,
+                            output,
+                        },
+                    )
+                    .await
+                }
+                Err(error) => Err(TxError::Step(error)),
+            };
+            match done {
+                Err(TxError::Step(error)) => {
+                    tracing::warn!(%error, "step attempt failed");
+                    apply(shared, claim, Action::Failed(&error))
+                        .await
+                        .map_err(TxError::into_error)
+                }
+                other => other.map_err(TxError::into_error),
+            }
+        }
+        Operation::Compensate => {
+            let Some(step) = step else {
+                let error =
+                    StepError::new(format!("this build has no step named {:?}", claim.step));
+                return apply(
+                    shared,
+                    claim,
+                    Action::CompensationFailed {
+                        error: &error,
+                        ctx: &ctx,
+                    },
+                )
+                .await
+                .map_err(TxError::into_error);
+            };
+            let mut outcome = guarded(shared, claim, step.compensate_external(&ctx)).await;
+            if outcome.is_ok() && !same_db {
+                outcome = in_tenant_db(shared, &ctx, step.as_ref(), true)
+                    .await
+                    .map(|_| ());
+            }
+            let done = match outcome {
+                Ok(()) => {
+                    apply(
+                        shared,
+                        claim,
+                        Action::Compensated {
+                            step: step.as_ref(),
+                            ctx: &ctx,
+                        },
+                    )
+                    .await
+                }
+                Err(error) => Err(TxError::Step(error)),
+            };
+            match done {
+                Err(TxError::Step(error)) => {
+                    tracing::warn!(%error, "compensation attempt failed");
+                    apply(
+                        shared,
+                        claim,
+                        Action::CompensationFailed {
+                            error: &error,
+                            ctx: &ctx,
+                        },
+                    )
+                    .await
+                    .map_err(TxError::into_error)
+                }
+                other => other.map_err(TxError::into_error),
+            }
+        }
+        Operation::Deprovision => {
+            let error = StepError::new("deprovisioning is not supported by this build");
+            apply(shared, claim, Action::Failed(&error))
+                .await
+                .map_err(TxError::into_error)
+        }
+    }
+}
+
+/// How an attempt ended, to be recorded in one transaction.
+enum Action<'a> {
+    /// External work succeeded; database work (same database) runs now.
+    Succeeded {
+        step: &'a dyn Step,
+        ctx: &'a StepCtx,
+        output: Output,
+    },
+    Failed(&'a StepError),
+    CancelledBeforeStep,
+    /// External undo succeeded; database undo (same database) runs now.
+    Compensated {
+        step: &'a dyn Step,
+        ctx: &'a StepCtx,
+    },
+    CompensationFailed {
+        error: &'a StepError,
+        ctx: &'a StepCtx,
+    },
+}
+
+/// Records `action` in one transaction after locking the tenant and checking
+/// the lease. A step's own database error rolls it back and is returned as
+/// `TxError::Step`, to be recorded as a failed attempt.
+async fn apply(shared: &Shared, claim: &Claim, action: Action<'_>) -> Result<(), TxError> {
+    let t = Transition {
+        claim,
+        owner: &shared.config.owner,
+        registry: &shared.registry,
+        backoff: shared.config.backoff,
+    };
+    let same_db = shared.config.same_database;
+    let mut conn = db::conn(&shared.pool).await.map_err(TxError::Db)?;
+    let outcome = conn
+        .transaction(async |conn| {
+            let Some(locked) = pipeline::lock(conn, claim, &shared.config.owner).await? else {
+                return Ok::<_, TxError>(Outcome::LeaseLost);
+            };
+            match action {
+                Action::Succeeded {
+                    step,
+                    ctx,
+                    mut output,
+                } => {
+                    if same_db {
+                        output.extend(step.run_in_db(conn, ctx).await.map_err(TxError::Step)?);
+                    }
+                    t.step_succeeded(conn, &locked, &output).await?;
+                }
+                Action::Failed(error) => t.step_failed(conn, &locked, error).await?,
+                Action::CancelledBeforeStep => t.cancelled_before_step(conn, &locked).await?,
+                Action::Compensated { step, ctx } => {
+                    if same_db {
+                        step.compensate_in_db(conn, ctx)
+                            .await
+                            .map_err(TxError::Step)?;
+                    }
+                    t.compensation_succeeded(conn, &locked).await?;
+                }
+                Action::CompensationFailed { error, ctx } => {
+                    t.compensation_failed(conn, &locked, error, ctx).await?
+                }
+            }
+            Ok(Outcome::Applied)
+        })
+        .await;
+    if let Ok(Outcome::LeaseLost) = outcome {
+        tracing::warn!("lease lost before completion; another worker owns the row now");
+    }
+    outcome.map(|_| ())
+}
+
+/// Database work in a separate tenant database: its own transaction,
+/// committed before the completion (at least once; steps are idempotent).
+async fn in_tenant_db(
+    shared: &Shared,
+    ctx: &StepCtx,
+    step: &dyn Step,
+    compensate: bool,
+) -> Result<Output, StepError> {
+    let mut conn = db::conn(&shared.tenant_pool)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))?;
+    conn.transaction(async |conn| {
+        if compensate {
+            step.compensate_in_db(conn, ctx)
+                .await
+                .map(|()| Output::new())
+        } else {
+            step.run_in_db(conn, ctx).await
+        }
+    })
+    .await
+}
+
+/// Runs external work with a timeout and a heartbeat that keeps the lease;
+/// stops early if the lease is lost or cancellation is asked for.
+async fn guarded<T>(
+    shared: &Shared,
+    claim: &Claim,
+    work: impl std::future::Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
+    let lease = shared.config.lease;
+    let mut beat = tokio::time::interval(lease / 3);
+    beat.tick().await; // the first tick is immediate
+    let work = tokio::time::timeout(
+        shared.config.step_timeout,
+        AssertUnwindSafe(work).catch_unwind(),
+    );
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => {
+                return match done {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(panic)) => Err(StepError::new(format!("step panicked: {}", panic_message(&panic)))),
+                    Err(_) => Err(StepError::new(format!("timed out after {:?}", shared.config.step_timeout))),
+                };
+            }
+            _ = beat.tick() => {
+                let Ok(mut conn) = db::conn(&shared.pool).await else { continue };
+                match store::heartbeat(&mut conn, claim, &shared.config.owner, lease).await {
+                    Ok(Some(true)) if claim.operation == "PROVISION" => {
+                        return Err(StepError::new("cancelled while running"));
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return Err(StepError::new("lease lost while running")),
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}

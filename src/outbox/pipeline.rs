@@ -1,0 +1,638 @@
+//! What happens to a tenant when an attempt ends: success, failure, retry,
+//! the saga of compensations, cancellation. Every function here runs inside
+//! one transaction that first locks the tenant row and then checks that the
+//! worker still holds its lease, so a zombie worker changes nothing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::store::Claim;
+use crate::db::models::{StepRow, TenantRow, json_map};
+use crate::db::outbox::Operation;
+use crate::db::schema::{outbox, tenant_steps, tenants};
+use crate::db::{self};
+use crate::domain::{EventKind, NewEvent, SYSTEM_ACTOR, StepStatus, TenantState};
+use crate::error::{Error, Result};
+use crate::steps::{Registry, StepCtx, StepError, TenantNames};
+
+/// Errors inside a completion transaction: a database error, or the step's
+/// own database work failing (which rolls the transaction back and is then
+/// recorded as a failed attempt).
+#[derive(Debug)]
+pub enum TxError {
+    Db(Error),
+    Step(StepError),
+}
+
+impl TxError {
+    /// Outside a step's own transaction a step error is unexpected.
+    pub fn into_error(self) -> Error {
+        match self {
+            TxError::Db(e) => e,
+            TxError::Step(e) => Error::Internal(e.0),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(e: diesel::result::Error) -> Self {
+        TxError::Db(e.into())
+    }
+}
+
+impl From<Error> for TxError {
+    fn from(e: Error) -> Self {
+        TxError::Db(e)
+    }
+}
+
+/// How a completion transaction ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Committed.
+    Applied,
+    /// The lease was gone: someone else owns the row now; nothing changed.
+    LeaseLost,
+}
+
+/// The tenant, locked, with its steps in order.
+pub struct Locked {
+    pub tenant: TenantRow,
+    pub steps: Vec<StepRow>,
+}
+
+impl Locked {
+    fn state(&self) -> Result<TenantState> {
+        db::models::parse_state(&self.tenant.state)
+    }
+
+    fn step(&self, name: &str) -> Result<&StepRow> {
+        self.steps
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| Error::Internal(format!("tenant {} has no step {name}", self.tenant.id)))
+    }
+}
+
+/// Locks the tenant and checks the lease; `None` if the lease is lost.
+pub async fn lock(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    owner: &str,
+) -> Result<Option<Locked>> {
+    let tenant = db::tenants::lock(conn, claim.tenant_id)
+        .await?
+        .ok_or_else(|| Error::tenant_not_found(claim.tenant_id))?;
+    let held: Option<i64> = outbox::table
+        .filter(outbox::id.eq(claim.id))
+        .filter(outbox::lease_owner.eq(owner))
+        .select(outbox::id)
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    if held.is_none() {
+        return Ok(None);
+    }
+    let steps = tenant_steps::table
+        .filter(tenant_steps::tenant_id.eq(claim.tenant_id))
+        .order(tenant_steps::position)
+        .select(StepRow::as_select())
+        .load(conn)
+        .await?;
+    Ok(Some(Locked { tenant, steps }))
+}
+
+/// The context a step runs with, read outside any transaction.
+pub async fn load_ctx(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    role_prefix: &str,
+    tenant_db: &db::DbPool,
+) -> Result<StepCtx> {
+    let tenant = db::tenants::find(conn, claim.tenant_id)
+        .await?
+        .ok_or_else(|| Error::tenant_not_found(claim.tenant_id))?;
+    let names = TenantNames::derive(&tenant.slug, role_prefix).map_err(Error::Internal)?;
+    Ok(StepCtx {
+        tenant_id: tenant.id,
+        outputs: db::models::string_map(tenant.outputs)?,
+        slug: tenant.slug,
+        display_name: tenant.display_name,
+        admin_email: tenant.admin_email,
+        attempt: claim.attempt,
+        names,
+        tenant_db: tenant_db.clone(),
+    })
+}
+
+/// What a pipeline transition needs besides the connection.
+pub struct Transition<'a> {
+    pub claim: &'a Claim,
+    pub owner: &'a str,
+    pub registry: &'a Registry,
+    pub backoff: super::Backoff,
+}
+
+impl Transition<'_> {
+    /// A provisioning step succeeded: record it, merge its outputs, and move
+    /// on to the next step, to the saga if cancelled, or to ACTIVE.
+    pub async fn step_succeeded(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        output: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let state = locked.state()?;
+        set_step(
+            conn,
+            claim.tenant_id,
+            &claim.step,
+            StepStatus::Succeeded,
+            None,
+            Some(output),
+        )
+        .await?;
+        event(
+            conn,
+            claim,
+            EventKind::StepSucceeded,
+            state,
+            format!("{} succeeded", claim.step),
+        )
+        .await?;
+        if !output.is_empty() {
+            diesel::sql_query(
+                "UPDATE tenants SET outputs = outputs || $2, revision = revision + 1, update_time = now() WHERE id = $1",
+            )
+            .bind::<diesel::sql_types::Uuid, _>(claim.tenant_id)
+            .bind::<diesel::sql_types::Jsonb, _>(json_map(output))
+            .execute(conn)
+            .await?;
+        }
+        let position = locked.step(&claim.step)?.position;
+        if locked.tenant.cancel_requested {
+            return self
+                .start_saga(conn, locked, position, StepStatus::Cancelled)
+                .await;
+        }
+        self.advance(conn, locked, position).await
+    }
+
+    /// An attempt failed: retry after a backoff, or give up on the step
+    /// (warning for a non-critical step, saga for a critical one).
+    pub async fn step_failed(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        error: &StepError,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let state = locked.state()?;
+        let step = locked.step(&claim.step)?;
+        let message = bounded(&error.0);
+        if locked.tenant.cancel_requested {
+            set_step(
+                conn,
+                claim.tenant_id,
+                &claim.step,
+                StepStatus::Cancelled,
+                Some(&message),
+                None,
+            )
+            .await?;
+            return self
+                .start_saga(conn, locked, step.position - 1, StepStatus::Cancelled)
+                .await;
+        }
+        if claim.attempt < step.max_attempts {
+            let delay = self.backoff.delay(claim.attempt);
+            retry_later(conn, claim, delay, &message).await?;
+            diesel::update(tenant_steps::table.find((claim.tenant_id, step.position)))
+                .set(tenant_steps::last_error.eq(&message))
+                .execute(conn)
+                .await?;
+            let text = format!(
+                "{} attempt {}/{} failed: {message}; retrying in {} ms",
+                claim.step,
+                claim.attempt,
+                step.max_attempts,
+                delay.as_millis()
+            );
+            event(conn, claim, EventKind::StepRetrying, state, text).await?;
+            return Ok(());
+        }
+        set_step(
+            conn,
+            claim.tenant_id,
+            &claim.step,
+            StepStatus::Failed,
+            Some(&message),
+            None,
+        )
+        .await?;
+        let text = format!(
+            "{} failed after {} attempts: {message}",
+            claim.step, claim.attempt
+        );
+        if step.critical {
+            event(conn, claim, EventKind::StepFailed, state, text.clone()).await?;
+            set_reason(conn, claim.tenant_id, &text).await?;
+            self.start_saga(conn, locked, step.position - 1, StepStatus::Failed)
+                .await
+        } else {
+            event(
+                conn,
+                claim,
+                EventKind::StepWarning,
+                state,
+                format!("{text}; not critical, continuing"),
+            )
+            .await?;
+            self.advance(conn, locked, step.position).await
+        }
+    }
+
+    /// Cancellation seen before the step started: the step is CANCELLED and
+    /// the saga undoes what came before it.
+    pub async fn cancelled_before_step(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let position = locked.step(&claim.step)?.position;
+        set_step(
+            conn,
+            claim.tenant_id,
+            &claim.step,
+            StepStatus::Cancelled,
+            None,
+            None,
+        )
+        .await?;
+        self.start_saga(conn, locked, position - 1, StepStatus::Cancelled)
+            .await
+    }
+
+    /// A compensation succeeded: compensate the previous step, or finish.
+    pub async fn compensation_succeeded(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let state = locked.state()?;
+        let position = locked.step(&claim.step)?.position;
+        set_step(
+            conn,
+            claim.tenant_id,
+            &claim.step,
+            StepStatus::Compensated,
+            None,
+            None,
+        )
+        .await?;
+        event(
+            conn,
+            claim,
+            EventKind::CompensationSucceeded,
+            state,
+            format!("{} undone", claim.step),
+        )
+        .await?;
+        self.next_compensation(conn, locked, position - 1).await
+    }
+
+    /// A compensation failed: retry it, or stop with NEEDS_ATTENTION and the
+    /// list of what is left behind.
+    pub async fn compensation_failed(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        error: &StepError,
+        ctx: &StepCtx,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let state = locked.state()?;
+        let step = locked.step(&claim.step)?;
+        let message = bounded(&error.0);
+        if claim.attempt < step.max_attempts {
+            let delay = self.backoff.delay(claim.attempt);
+            retry_later(conn, claim, delay, &message).await?;
+            let text = format!(
+                "undoing {} attempt {}/{} failed: {message}; retrying in {} ms",
+                claim.step,
+                claim.attempt,
+                step.max_attempts,
+                delay.as_millis()
+            );
+            event(conn, claim, EventKind::CompensationFailed, state, text).await?;
+            return Ok(());
+        }
+        // Give up: everything not yet undone, this step included, is left.
+        let mut leftovers = Vec::new();
+        for s in locked
+            .steps
+            .iter()
+            .filter(|s| s.position <= step.position)
+            .rev()
+        {
+            let pending = s.position == step.position || s.status == StepStatus::Succeeded.as_str();
+            if let Some(impl_) = self.registry.get(&s.name)
+                && pending
+                && impl_.compensable()
+            {
+                leftovers.extend(impl_.resources(ctx));
+            }
+        }
+        set_step(
+            conn,
+            claim.tenant_id,
+            &claim.step,
+            StepStatus::Failed,
+            Some(&message),
+            None,
+        )
+        .await?;
+        let text = format!(
+            "undoing {} failed after {} attempts: {message}",
+            claim.step, claim.attempt
+        );
+        event(
+            conn,
+            claim,
+            EventKind::CompensationFailed,
+            state,
+            text.clone(),
+        )
+        .await?;
+        delete_row(conn, claim).await?;
+        diesel::update(tenants::table.find(claim.tenant_id))
+            .set((
+                tenants::state.eq(TenantState::NeedsAttention.as_str()),
+                tenants::state_reason.eq(&text),
+                tenants::leftover_resources.eq(&leftovers),
+                tenants::revision.eq(tenants::revision + 1),
+                tenants::update_time.eq(diesel::dsl::now),
+            ))
+            .execute(conn)
+            .await?;
+        let message = format!("NEEDS_ATTENTION: left behind {}", leftovers.join(", "));
+        event(
+            conn,
+            claim,
+            EventKind::StateChanged,
+            TenantState::NeedsAttention,
+            message,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The next step that is not done yet, or ACTIVE.
+    async fn advance(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        after: i32,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let next = locked
+            .steps
+            .iter()
+            .find(|s| s.position > after && s.status != StepStatus::Succeeded.as_str());
+        match next {
+            Some(next) => requeue(conn, claim, Operation::Provision, &next.name).await,
+            None => {
+                delete_row(conn, claim).await?;
+                set_state(conn, claim, TenantState::Active, "provisioning complete").await
+            }
+        }
+    }
+
+    /// Starts undoing steps `..= from` in reverse. `outcome` is the final
+    /// state's reason: FAILED or CANCELLED.
+    async fn start_saga(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        from: i32,
+        outcome: StepStatus,
+    ) -> Result<()> {
+        if outcome == StepStatus::Cancelled {
+            // Steps that never ran will not run.
+            diesel::update(
+                tenant_steps::table
+                    .filter(tenant_steps::tenant_id.eq(self.claim.tenant_id))
+                    .filter(tenant_steps::status.eq(StepStatus::Pending.as_str())),
+            )
+            .set(tenant_steps::status.eq(StepStatus::Cancelled.as_str()))
+            .execute(conn)
+            .await?;
+        }
+        self.next_compensation(conn, locked, from).await
+    }
+
+    /// Queues the compensation of the last succeeded, compensable step at or
+    /// before `from`; with none left, the tenant is FAILED or CANCELLED.
+    async fn next_compensation(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        from: i32,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let target = locked.steps.iter().rev().find(|s| {
+            s.position <= from
+                && s.status == StepStatus::Succeeded.as_str()
+                && self
+                    .registry
+                    .get(&s.name)
+                    .is_some_and(|step| step.compensable())
+        });
+        if let Some(step) = target {
+            return requeue(conn, claim, Operation::Compensate, &step.name).await;
+        }
+        delete_row(conn, claim).await?;
+        if locked.tenant.cancel_requested {
+            set_state(
+                conn,
+                claim,
+                TenantState::Cancelled,
+                "cancelled; compensations done",
+            )
+            .await
+        } else {
+            set_state(
+                conn,
+                claim,
+                TenantState::Failed,
+                "failed; compensations done",
+            )
+            .await
+        }
+    }
+}
+
+/// Turns the claimed row into the next piece of work, due now, lease freed.
+async fn requeue(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    operation: Operation,
+    step: &str,
+) -> Result<()> {
+    let operation: &'static str = operation.into();
+    diesel::update(outbox::table.find(claim.id))
+        .set((
+            outbox::operation.eq(operation),
+            outbox::step.eq(step),
+            outbox::attempt.eq(0),
+            outbox::available_at.eq(diesel::dsl::now),
+            outbox::lease_owner.eq(None::<String>),
+            outbox::locked_until.eq(None::<chrono::DateTime<chrono::Utc>>),
+            outbox::last_error.eq(None::<String>),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn retry_later(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    delay: Duration,
+    error: &str,
+) -> Result<()> {
+    diesel::sql_query(
+        "UPDATE outbox SET available_at = now() + make_interval(secs => $2), lease_owner = NULL,
+             locked_until = NULL, last_error = $3
+         WHERE id = $1",
+    )
+    .bind::<BigInt, _>(claim.id)
+    .bind::<Double, _>(delay.as_secs_f64())
+    .bind::<Text, _>(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn delete_row(conn: &mut AsyncPgConnection, claim: &Claim) -> Result<()> {
+    diesel::delete(outbox::table.find(claim.id))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn set_step(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    name: &str,
+    status: StepStatus,
+    error: Option<&str>,
+    output: Option<&BTreeMap<String, String>>,
+) -> Result<()> {
+    let finished = matches!(
+        status,
+        StepStatus::Succeeded
+            | StepStatus::Failed
+            | StepStatus::Cancelled
+            | StepStatus::Compensated
+    );
+    let target = tenant_steps::table
+        .filter(tenant_steps::tenant_id.eq(tenant_id))
+        .filter(tenant_steps::name.eq(name));
+    diesel::update(target)
+        .set((
+            tenant_steps::status.eq(status.as_str()),
+            tenant_steps::last_error.eq(error),
+            tenant_steps::finish_time.eq(finished.then(chrono::Utc::now)),
+        ))
+        .execute(conn)
+        .await?;
+    if let Some(output) = output {
+        diesel::update(
+            tenant_steps::table
+                .filter(tenant_steps::tenant_id.eq(tenant_id))
+                .filter(tenant_steps::name.eq(name)),
+        )
+        .set(tenant_steps::output.eq(json_map(output)))
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn set_state(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    state: TenantState,
+    message: &str,
+) -> Result<()> {
+    diesel::update(tenants::table.find(claim.tenant_id))
+        .set((
+            tenants::state.eq(state.as_str()),
+            tenants::revision.eq(tenants::revision + 1),
+            tenants::update_time.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    event(
+        conn,
+        claim,
+        EventKind::StateChanged,
+        state,
+        format!("{state}: {message}"),
+    )
+    .await
+}
+
+async fn set_reason(conn: &mut AsyncPgConnection, tenant_id: Uuid, reason: &str) -> Result<()> {
+    diesel::update(tenants::table.find(tenant_id))
+        .set(tenants::state_reason.eq(reason))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn event(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    kind: EventKind,
+    state: TenantState,
+    message: String,
+) -> Result<()> {
+    db::events::append(
+        conn,
+        &NewEvent {
+            tenant_id: claim.tenant_id,
+            kind,
+            step: Some(claim.step.clone()),
+            attempt: Some(claim.attempt),
+            state,
+            message,
+            actor: SYSTEM_ACTOR.to_owned(),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Error texts go into rows and events; keep them bounded.
+fn bounded(message: &str) -> String {
+    const MAX: usize = 1000;
+    if message.len() <= MAX {
+        return message.to_owned();
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &message[..end])
+}

@@ -1,0 +1,162 @@
+//! The outbox's claim, heartbeat and release statements. Completion and
+//! failure live in `pipeline.rs`, where they join the step's transaction.
+//!
+//! A claimed row's `available_at` is moved to its lease expiry, so one index
+//! on `available_at` finds both due rows and rows whose lease expired: every
+//! claim is also a sweep of dead replicas' work.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{
+    BigInt, Bool, Double, Integer, Nullable, Text, Timestamptz, Uuid as SqlUuid,
+};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::db::outbox::Operation;
+use crate::error::{Error, Result};
+
+/// A row this worker holds a lease on.
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub struct Claim {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = SqlUuid)]
+    pub tenant_id: Uuid,
+    #[diesel(sql_type = Text)]
+    pub operation: String,
+    #[diesel(sql_type = Text)]
+    pub step: String,
+    /// This attempt's number, counted at claim time.
+    #[diesel(sql_type = Integer)]
+    pub attempt: i32,
+    #[diesel(sql_type = Bool)]
+    pub cancel_requested: bool,
+}
+
+impl Claim {
+    pub fn operation(&self) -> Result<Operation> {
+        self.operation
+            .parse()
+            .map_err(|_| Error::Internal(format!("unknown outbox operation {:?}", self.operation)))
+    }
+}
+
+/// Claims up to `limit` due rows in one statement: selects them with
+/// `FOR UPDATE SKIP LOCKED` (so concurrent dispatchers never take the same
+/// row), leases them to `owner`, counts the attempt, locks their tenants (so
+/// the STARTED events commit in id order with every other writer's) and
+/// marks their steps running.
+pub async fn claim(
+    conn: &mut AsyncPgConnection,
+    owner: &str,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claim>> {
+    let claims = diesel::sql_query(
+        "WITH due AS MATERIALIZED (
+             SELECT id FROM outbox
+             WHERE available_at <= now()
+             ORDER BY available_at
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED
+         ), claimed AS (
+             UPDATE outbox o
+             SET lease_owner = $2,
+                 locked_until = now() + make_interval(secs => $3),
+                 available_at = now() + make_interval(secs => $3),
+                 attempt = o.attempt + 1
+             FROM due WHERE o.id = due.id
+             RETURNING o.id, o.tenant_id, o.operation, o.step, o.attempt
+         ), locked AS (
+             SELECT t.id, t.state, t.cancel_requested
+             FROM tenants t JOIN claimed c ON c.tenant_id = t.id
+             FOR UPDATE OF t
+         ), started AS (
+             UPDATE tenant_steps s
+             SET status = CASE c.operation WHEN 'COMPENSATE' THEN 'COMPENSATING' ELSE 'RUNNING' END,
+                 attempts = CASE c.operation WHEN 'COMPENSATE' THEN s.attempts ELSE c.attempt END,
+                 start_time = coalesce(s.start_time, now())
+             FROM claimed c
+             WHERE s.tenant_id = c.tenant_id AND s.name = c.step
+         ), logged AS (
+             INSERT INTO events (tenant_id, kind, step, attempt, state, message, actor)
+             SELECT c.tenant_id,
+                    CASE c.operation WHEN 'COMPENSATE' THEN 'COMPENSATION_STARTED' ELSE 'STEP_STARTED' END,
+                    c.step, c.attempt, l.state,
+                    CASE c.operation WHEN 'COMPENSATE' THEN 'undoing ' ELSE 'running ' END || c.step
+                        || ', attempt ' || c.attempt,
+                    'system'
+             FROM claimed c JOIN locked l ON l.id = c.tenant_id
+         )
+         SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, l.cancel_requested
+         FROM claimed c JOIN locked l ON l.id = c.tenant_id",
+    )
+    .bind::<BigInt, _>(limit)
+    .bind::<Text, _>(owner)
+    .bind::<Double, _>(lease.as_secs_f64())
+    .load(conn)
+    .await?;
+    Ok(claims)
+}
+
+#[derive(diesel::QueryableByName)]
+struct Heartbeat {
+    #[diesel(sql_type = Bool)]
+    cancel_requested: bool,
+}
+
+/// Extends the lease of a running row. `None` if the lease was lost (the
+/// row was handed to someone else); otherwise whether cancellation was asked.
+pub async fn heartbeat(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    owner: &str,
+    lease: Duration,
+) -> Result<Option<bool>> {
+    let beat: Option<Heartbeat> = diesel::sql_query(
+        "UPDATE outbox o
+         SET locked_until = now() + make_interval(secs => $3), available_at = now() + make_interval(secs => $3)
+         FROM tenants t
+         WHERE o.id = $1 AND o.lease_owner = $2 AND t.id = o.tenant_id
+         RETURNING t.cancel_requested",
+    )
+    .bind::<BigInt, _>(claim.id)
+    .bind::<Text, _>(owner)
+    .bind::<Double, _>(lease.as_secs_f64())
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(beat.map(|b| b.cancel_requested))
+}
+
+/// Gives a claimed row back untouched (graceful shutdown before the attempt
+/// started): due now, attempt not counted.
+pub async fn release(conn: &mut AsyncPgConnection, claim: &Claim, owner: &str) -> Result<bool> {
+    let n = diesel::sql_query(
+        "UPDATE outbox SET lease_owner = NULL, locked_until = NULL, available_at = now(), attempt = attempt - 1
+         WHERE id = $1 AND lease_owner = $2",
+    )
+    .bind::<BigInt, _>(claim.id)
+    .bind::<Text, _>(owner)
+    .execute(conn)
+    .await?;
+    Ok(n == 1)
+}
+
+#[derive(diesel::QueryableByName)]
+struct NextDue {
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    at: Option<DateTime<Utc>>,
+}
+
+/// When the earliest row becomes due (a retry's backoff or a lease expiry).
+pub async fn next_due(conn: &mut AsyncPgConnection) -> Result<Option<DateTime<Utc>>> {
+    let next: NextDue = diesel::sql_query("SELECT min(available_at) AS at FROM outbox")
+        .get_result(conn)
+        .await?;
+    Ok(next.at)
+}
+
+use diesel::OptionalExtension as _;

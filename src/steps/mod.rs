@@ -1,0 +1,162 @@
+//! Provisioning steps: one file per step, each behind the [`Step`] trait, and
+//! the [`Registry`] that maps a plan's step names to them.
+//!
+//! A step's effect lives in one of two places, and the trait keeps them apart:
+//! - [`Step::run_in_db`]: work in the tenant database (schema, role, tables,
+//!   rows). When tenant data shares the control-plane database it runs inside
+//!   the transaction that records the step's completion, so it happens exactly
+//!   once even across crashes.
+//! - [`Step::run_external`]: work outside (SMTP, RPC). It runs with no
+//!   connection held, at least once, so it must be idempotent.
+
+mod activate;
+mod create_schema;
+mod names;
+mod run_migrations;
+mod seed_roles_and_admin;
+mod send_welcome_email;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use diesel_async::AsyncPgConnection;
+use uuid::Uuid;
+
+pub use activate::Activate;
+pub use create_schema::CreateSchema;
+pub use names::{TenantNames, is_valid_role_prefix};
+pub use run_migrations::{RunMigrations, TENANT_MIGRATIONS};
+pub use seed_roles_and_admin::{SeedRolesAndAdmin, hash_token};
+pub use send_welcome_email::{Mailer, SendWelcomeEmail};
+
+use crate::db::DbPool;
+
+/// What a step produced: names and ids, never secrets. Merged into the
+/// tenant's outputs.
+pub type Output = BTreeMap<String, String>;
+
+/// Why an attempt failed. The message is shown to operators (step
+/// `last_error`, events), so it must not carry secrets.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StepError(pub String);
+
+impl StepError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
+impl From<diesel::result::Error> for StepError {
+    fn from(e: diesel::result::Error) -> Self {
+        StepError(format!("database: {e}"))
+    }
+}
+
+/// What a step knows about the tenant it works on.
+#[derive(Clone)]
+pub struct StepCtx {
+    pub tenant_id: Uuid,
+    pub slug: String,
+    pub display_name: String,
+    pub admin_email: String,
+    /// Attempt number of this run, from 1.
+    pub attempt: i32,
+    /// The tenant's schema and role.
+    pub names: TenantNames,
+    /// Outputs of earlier steps.
+    pub outputs: BTreeMap<String, String>,
+    /// The tenant database, for external steps that need a short
+    /// transaction of their own (never held across the external call).
+    pub tenant_db: DbPool,
+}
+
+/// One provisioning step. Every method must be idempotent.
+#[async_trait]
+pub trait Step: Send + Sync + 'static {
+    /// The name plans use.
+    fn name(&self) -> &'static str;
+
+    /// Work outside the database; runs first, with no connection held.
+    async fn run_external(&self, _ctx: &StepCtx) -> Result<Output, StepError> {
+        Ok(Output::new())
+    }
+
+    /// Work in the tenant database; see the module doc for when it commits.
+    async fn run_in_db(
+        &self,
+        _conn: &mut AsyncPgConnection,
+        _ctx: &StepCtx,
+    ) -> Result<Output, StepError> {
+        Ok(Output::new())
+    }
+
+    /// Undoes the step's external effect.
+    async fn compensate_external(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+        Ok(())
+    }
+
+    /// Undoes the step's database effect.
+    async fn compensate_in_db(
+        &self,
+        _conn: &mut AsyncPgConnection,
+        _ctx: &StepCtx,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+
+    /// Whether the saga must run (and mark) this step's compensation. Steps
+    /// whose effect cannot or need not be undone (an email) say no, and a
+    /// retried pipeline does not run them again.
+    fn compensable(&self) -> bool {
+        true
+    }
+
+    /// What the step leaves behind, listed on the tenant if its
+    /// compensation gives up.
+    fn resources(&self, _ctx: &StepCtx) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Step names to implementations.
+#[derive(Clone, Default)]
+pub struct Registry {
+    steps: HashMap<&'static str, Arc<dyn Step>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The standard steps of the default plan.
+    pub fn standard(mailer: Mailer) -> Self {
+        let mut registry = Self::new();
+        registry.register(CreateSchema);
+        registry.register(RunMigrations);
+        registry.register(SeedRolesAndAdmin);
+        registry.register(SendWelcomeEmail::new(mailer));
+        registry.register(Activate);
+        registry
+    }
+
+    /// Adds (or replaces) a step.
+    pub fn register(&mut self, step: impl Step) {
+        self.steps.insert(step.name(), Arc::new(step));
+    }
+
+    /// Adds every step of `other`, replacing same-named ones.
+    pub fn extend(&mut self, other: Registry) {
+        self.steps.extend(other.steps);
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Step>> {
+        self.steps.get(name).cloned()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.steps.contains_key(name)
+    }
+}
