@@ -130,20 +130,30 @@ impl TenantService for TenantApi {
 
     async fn cancel_provisioning(
         &self,
-        _request: Request<pb::CancelProvisioningRequest>,
+        request: Request<pb::CancelProvisioningRequest>,
     ) -> Result<Response<pb::CancelProvisioningResponse>, Status> {
-        Err(Status::unimplemented(
-            "CancelProvisioning is not implemented yet",
-        ))
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let id = tenant_id(&req.tenant_id)?;
+        let tenant = self
+            .ops
+            .cancel_provisioning(&caller, id, &req.reason)
+            .await?;
+        Ok(Response::new(pb::CancelProvisioningResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
     }
 
     async fn retry_provisioning(
         &self,
-        _request: Request<pb::RetryProvisioningRequest>,
+        request: Request<pb::RetryProvisioningRequest>,
     ) -> Result<Response<pb::RetryProvisioningResponse>, Status> {
-        Err(Status::unimplemented(
-            "RetryProvisioning is not implemented yet",
-        ))
+        let caller = caller(&request);
+        let id = tenant_id(&request.get_ref().tenant_id)?;
+        let tenant = self.ops.retry_provisioning(&caller, id).await?;
+        Ok(Response::new(pb::RetryProvisioningResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
     }
 
     async fn suspend_tenant(

@@ -7,3 +7,4 @@ mod create;
 mod crud;
 mod embedded;
 mod meta;
+mod pipeline;

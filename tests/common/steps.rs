@@ -1,0 +1,63 @@
+//! Test-only steps, registered beside the standard ones by the tests that
+//! need a step to fail, block or count. They never exist in a server binary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use tenantd::steps::{Output, Step, StepCtx, StepError};
+use tokio::sync::Semaphore;
+
+/// A step whose behaviour the test scripts.
+#[derive(Clone)]
+pub struct Scripted {
+    pub name: &'static str,
+    /// Attempts so far.
+    pub calls: Arc<AtomicUsize>,
+    /// The first this-many attempts fail.
+    pub fail_first: usize,
+    /// Every attempt fails while this is set.
+    pub failing: Arc<AtomicBool>,
+    /// If set, an attempt waits for a permit before going on.
+    pub gate: Option<Arc<Semaphore>>,
+    pub compensable: bool,
+}
+
+impl Scripted {
+    pub fn new(name: &'static str) -> Self {
+        Scripted {
+            name,
+            calls: Arc::new(AtomicUsize::new(0)),
+            fail_first: 0,
+            failing: Arc::new(AtomicBool::new(false)),
+            gate: None,
+            compensable: true,
+        }
+    }
+
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Step for Scripted {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn run_external(&self, _ctx: &StepCtx) -> Result<Output, StepError> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
+        if call <= self.fail_first || self.failing.load(Ordering::SeqCst) {
+            return Err(StepError::new(format!("scripted failure of call {call}")));
+        }
+        Ok(Output::new())
+    }
+
+    fn compensable(&self) -> bool {
+        self.compensable
+    }
+}
