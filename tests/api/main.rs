@@ -8,3 +8,4 @@ mod crud;
 mod embedded;
 mod meta;
 mod pipeline;
+mod replicas;

@@ -27,6 +27,7 @@ pub fn server_url() -> String {
 /// Serialises template creation across test processes.
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_7374_7470_6c00;
 
+pub mod process;
 pub mod smtp;
 pub mod steps;
 

@@ -1,0 +1,79 @@
+//! `tenantd serve` as a child process, for tests that kill or multiply it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tenantd::proto::tenant_service_client::TenantServiceClient;
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+use super::TestDb;
+
+/// A running server process.
+pub struct ServerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts the binary against `db` and waits until it answers health checks.
+    pub async fn spawn(db: &TestDb, mail_dir: &Path, lease_ms: u64) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
+            .args(["serve", "--database-url", db.url(), "--listen", &addr.to_string()])
+            .args(["--tenant-role-prefix", &db.role_prefix])
+            .arg("--mail-dir")
+            .arg(mail_dir)
+            .args(["--lease-ms", &lease_ms.to_string(), "--poll-interval-ms", "300"])
+            .args(["--retry-base-ms", "20", "--retry-cap-ms", "200", "--concurrency", "8"])
+            .env("RUST_LOG", "warn")
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn tenantd");
+        let process = ServerProcess { child, addr };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut health = tonic_health::pb::health_client::HealthClient::new(
+                match Channel::from_shared(format!("http://{addr}")).unwrap().connect().await {
+                    Ok(channel) => channel,
+                    Err(_) => {
+                        assert!(tokio::time::Instant::now() < deadline, "tenantd did not start");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            );
+            let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+            if health.check(request).await.is_ok() {
+                return process;
+            }
+        }
+    }
+
+    pub async fn client(&self) -> TenantServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap();
+        TenantServiceClient::new(channel)
+    }
+
+    /// SIGKILL: no chance to release anything.
+    pub async fn kill_9(mut self) {
+        self.child.start_kill().expect("kill");
+        self.child.wait().await.expect("reap");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill -TERM");
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits").unwrap();
+        assert!(exit.success(), "graceful exit: {exit:?}");
+    }
+}
