@@ -83,6 +83,7 @@ pub async fn run_with(
             step_timeout: config.step_timeout,
             role_prefix: config.tenant_role_prefix.clone(),
             same_database: config.tenant_database_url.is_none(),
+            shutdown_grace: config.shutdown_timeout / 2,
         };
         let dispatcher = Dispatcher {
             config: dispatcher_config,
@@ -90,8 +91,9 @@ pub async fn run_with(
             tenant_pool,
             registry,
             wakeup: wakeup.clone(),
+            shutdown: shutdown.clone(),
         };
-        dispatcher.spawn(listening, shutdown.clone(), &tracker);
+        dispatcher.spawn(listening, &tracker);
     } else {
         tracing::info!("concurrency 0: serving the API only, no dispatcher");
     }

@@ -65,6 +65,9 @@ pub struct DispatcherConfig {
     /// Whether tenant data lives in the control-plane database, so that
     /// database steps commit with their completion.
     pub same_database: bool,
+    /// At shutdown, how long a running step may still finish before it is
+    /// interrupted and its row released for another replica.
+    pub shutdown_grace: Duration,
 }
 
 /// Everything the dispatcher and its workers share.
@@ -76,6 +79,8 @@ pub struct Dispatcher {
     pub tenant_pool: DbPool,
     pub registry: Registry,
     pub wakeup: Wakeup,
+    /// Stops claiming; running steps get `shutdown_grace` to finish.
+    pub shutdown: CancellationToken,
 }
 
 type Shared = Dispatcher;
@@ -83,13 +88,9 @@ type Shared = Dispatcher;
 impl Dispatcher {
     /// Starts the loop on `tracker`; it stops claiming when `token` is
     /// cancelled, and in-flight attempts finish (they are tracked too).
-    pub fn spawn(
-        self,
-        listening: tokio::sync::watch::Receiver<bool>,
-        token: CancellationToken,
-        tracker: &TaskTracker,
-    ) {
+    pub fn spawn(self, listening: tokio::sync::watch::Receiver<bool>, tracker: &TaskTracker) {
         let workers = tracker.clone();
+        let token = self.shutdown.clone();
         tracker.spawn(run(Arc::new(self), listening, token, workers));
     }
 }
@@ -232,7 +233,11 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<()> {
                     .await
                     .map_err(TxError::into_error);
             };
-            let mut outcome = guarded(shared, claim, step.run_external(&ctx)).await;
+            let mut outcome = match guarded(shared, claim, step.run_external(&ctx)).await {
+                Err(Stop::Interrupted) => return release(shared, claim).await,
+                Err(Stop::Failed(error)) => Err(error),
+                Ok(output) => Ok(output),
+            };
             if let Ok(output) = &mut outcome
                 && !same_db
             {
@@ -281,7 +286,11 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<()> {
                 .await
                 .map_err(TxError::into_error);
             };
-            let mut outcome = guarded(shared, claim, step.compensate_external(&ctx)).await;
+            let mut outcome = match guarded(shared, claim, step.compensate_external(&ctx)).await {
+                Err(Stop::Interrupted) => return release(shared, claim).await,
+                Err(Stop::Failed(error)) => Err(error),
+                Ok(()) => Ok(()),
+            };
             if outcome.is_ok() && !same_db {
                 outcome = in_tenant_db(shared, &ctx, step.as_ref(), true)
                     .await
@@ -399,6 +408,15 @@ async fn apply(shared: &Shared, claim: &Claim, action: Action<'_>) -> Result<(),
     outcome.map(|_| ())
 }
 
+/// Gives an interrupted row back: due now, for any replica.
+async fn release(shared: &Shared, claim: &Claim) -> Result<()> {
+    let mut conn = db::conn(&shared.pool).await?;
+    if store::release(&mut conn, claim, &shared.config.owner).await? {
+        tracing::info!("shutting down: released the row for another replica");
+    }
+    Ok(())
+}
+
 /// Database work in a separate tenant database: its own transaction,
 /// committed before the completion (at least once; steps are idempotent).
 async fn in_tenant_db(
@@ -422,13 +440,22 @@ async fn in_tenant_db(
     .await
 }
 
+/// Why guarded work did not produce a value.
+enum Stop {
+    /// The attempt failed (error, panic, timeout, lost lease, cancellation).
+    Failed(StepError),
+    /// Shutdown interrupted it; the row is released, the attempt not counted.
+    Interrupted,
+}
+
 /// Runs external work with a timeout and a heartbeat that keeps the lease;
-/// stops early if the lease is lost or cancellation is asked for.
+/// stops early if the lease is lost or cancellation is asked for, and at
+/// shutdown after the grace period.
 async fn guarded<T>(
     shared: &Shared,
     claim: &Claim,
     work: impl std::future::Future<Output = Result<T, StepError>>,
-) -> Result<T, StepError> {
+) -> Result<T, Stop> {
     let lease = shared.config.lease;
     let mut beat = tokio::time::interval(lease / 3);
     beat.tick().await; // the first tick is immediate
@@ -437,23 +464,39 @@ async fn guarded<T>(
         AssertUnwindSafe(work).catch_unwind(),
     );
     tokio::pin!(work);
+    let grace = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(grace);
+    let mut stopping = false;
     loop {
         tokio::select! {
+            () = shared.shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                grace.as_mut().reset(tokio::time::Instant::now() + shared.config.shutdown_grace);
+            }
+            () = &mut grace, if stopping => return Err(Stop::Interrupted),
             done = &mut work => {
                 return match done {
-                    Ok(Ok(result)) => result,
-                    Ok(Err(panic)) => Err(StepError::new(format!("step panicked: {}", panic_message(&panic)))),
-                    Err(_) => Err(StepError::new(format!("timed out after {:?}", shared.config.step_timeout))),
+                    Ok(Ok(result)) => result.map_err(Stop::Failed),
+                    Ok(Err(panic)) => Err(Stop::Failed(StepError::new(format!(
+                        "step panicked: {}",
+                        panic_message(&panic)
+                    )))),
+                    Err(_) => Err(Stop::Failed(StepError::new(format!(
+                        "timed out after {:?}",
+                        shared.config.step_timeout
+                    )))),
                 };
             }
             _ = beat.tick() => {
                 let Ok(mut conn) = db::conn(&shared.pool).await else { continue };
                 match store::heartbeat(&mut conn, claim, &shared.config.owner, lease).await {
                     Ok(Some(true)) if claim.operation == "PROVISION" => {
-                        return Err(StepError::new("cancelled while running"));
+                        return Err(Stop::Failed(StepError::new("cancelled while running")));
                     }
                     Ok(Some(_)) => {}
-                    Ok(None) => return Err(StepError::new("lease lost while running")),
+                    Ok(None) => {
+                        return Err(Stop::Failed(StepError::new("lease lost while running")));
+                    }
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }
             }

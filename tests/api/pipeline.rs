@@ -446,3 +446,42 @@ async fn retry_resumes_at_the_first_undone_step_and_skips_what_still_stands() {
     assert_eq!(schema_runs, 2, "compensated, so created again");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_releases_a_step_that_does_not_finish() {
+    let gate = Scripted {
+        gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+        ..Scripted::new("gate")
+    };
+    let mut steps = Registry::new();
+    steps.register(gate.clone());
+    let mut app = TestApp::start_with(
+        |c| c.shutdown_timeout = std::time::Duration::from_secs(2),
+        steps,
+    )
+    .await;
+    app.add_plan("gated", &[("gate", true, 3), ("activate", true, 1)])
+        .await;
+    let created = app.create("acme", "gated").await;
+    while gate.calls() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM outbox WHERE lease_owner IS NOT NULL")
+            .await,
+        1
+    );
+
+    app.shutdown().await;
+    let released = format!(
+        "SELECT count(*) FROM outbox WHERE tenant_id = '{}' AND step = 'gate' AND lease_owner IS NULL
+         AND attempt = 0 AND available_at <= now()",
+        created.id
+    );
+    assert_eq!(
+        app.db.count(&released).await,
+        1,
+        "released, due now, the interrupted attempt not counted"
+    );
+}

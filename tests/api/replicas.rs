@@ -3,34 +3,64 @@
 
 use std::time::Duration;
 
-use tenantd::proto::{CreateTenantRequest, ListTenantsRequest, TenantState};
 use tenantd::proto::tenant_service_client::TenantServiceClient;
+use tenantd::proto::{CreateTenantRequest, ListTenantsRequest, TenantState};
 use tonic::transport::Channel;
 
 use crate::common::process::ServerProcess;
-use crate::common::{tenant, TestDb};
+use crate::common::{TestDb, tenant};
 
 /// Steps whose effect is in the database: exactly once, even across kills.
-const EXACTLY_ONCE: &str = "('create_schema', 'run_migrations', 'seed_roles_and_admin', 'activate')";
+const EXACTLY_ONCE: &str =
+    "('create_schema', 'run_migrations', 'seed_roles_and_admin', 'activate')";
 
-async fn create_many(client: &mut TenantServiceClient<Channel>, prefix: &str, n: usize) -> Vec<String> {
+async fn create_many(
+    client: &mut TenantServiceClient<Channel>,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
     let mut ids = Vec::new();
     for i in 0..n {
-        let req = CreateTenantRequest { tenant: Some(tenant(&format!("{prefix}-{i:03}"))), ..Default::default() };
-        ids.push(client.create_tenant(req).await.unwrap().into_inner().tenant.unwrap().id);
+        let req = CreateTenantRequest {
+            tenant: Some(tenant(&format!("{prefix}-{i:03}"))),
+            ..Default::default()
+        };
+        ids.push(
+            client
+                .create_tenant(req)
+                .await
+                .unwrap()
+                .into_inner()
+                .tenant
+                .unwrap()
+                .id,
+        );
     }
     ids
 }
 
 async fn count_active(client: &mut TenantServiceClient<Channel>) -> usize {
-    let req = ListTenantsRequest { page_size: 1000, state: TenantState::Active as i32, ..Default::default() };
-    client.list_tenants(req).await.unwrap().into_inner().tenants.len()
+    let req = ListTenantsRequest {
+        page_size: 1000,
+        state: TenantState::Active as i32,
+        ..Default::default()
+    };
+    client
+        .list_tenants(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .tenants
+        .len()
 }
 
 async fn wait_all_active(client: &mut TenantServiceClient<Channel>, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while count_active(client).await < n {
-        assert!(tokio::time::Instant::now() < deadline, "not every tenant reached ACTIVE");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not every tenant reached ACTIVE"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -43,12 +73,22 @@ async fn assert_exactly_once(db: &TestDb, tenants: i64) {
              WHERE kind = 'STEP_SUCCEEDED' AND step IN {EXACTLY_ONCE}
              GROUP BY tenant_id, step HAVING count(*) <> 1) x"
     );
-    assert_eq!(db.count(&twice).await, 0, "an exactly-once step succeeded twice");
-    let once = format!("SELECT count(*) FROM events WHERE kind = 'STEP_SUCCEEDED' AND step IN {EXACTLY_ONCE}");
+    assert_eq!(
+        db.count(&twice).await,
+        0,
+        "an exactly-once step succeeded twice"
+    );
+    let once = format!(
+        "SELECT count(*) FROM events WHERE kind = 'STEP_SUCCEEDED' AND step IN {EXACTLY_ONCE}"
+    );
     assert_eq!(db.count(&once).await, tenants * 4);
     let migrations = "SELECT count(*) FROM pg_tables WHERE tablename = 'schema_migrations' AND schemaname LIKE 'tenant_%'";
     assert_eq!(db.count(migrations).await, tenants);
-    assert_eq!(db.count("SELECT count(*) FROM outbox").await, 0, "work left in the outbox");
+    assert_eq!(
+        db.count("SELECT count(*) FROM outbox").await,
+        0,
+        "work left in the outbox"
+    );
     // Each tenant schema holds exactly its three roles and one admin: the
     // seeding ran once (a second run would have been a no-op, but a
     // duplicated transaction would show as a second event above).
@@ -66,12 +106,20 @@ async fn a_killed_server_loses_nothing_and_runs_nothing_twice() {
     let mut client = first.client().await;
     let ids = create_many(&mut client, "crash", 50).await;
     // Let it get going, then pull the plug mid-run.
-    while db.count("SELECT count(*) FROM events WHERE kind = 'STEP_SUCCEEDED'").await < 20 {
+    while db
+        .count("SELECT count(*) FROM events WHERE kind = 'STEP_SUCCEEDED'")
+        .await
+        < 20
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     first.kill_9().await;
-    let active_at_kill = db.count("SELECT count(*) FROM tenants WHERE state = 'ACTIVE'").await;
-    let leased_at_kill = db.count("SELECT count(*) FROM outbox WHERE lease_owner IS NOT NULL").await;
+    let active_at_kill = db
+        .count("SELECT count(*) FROM tenants WHERE state = 'ACTIVE'")
+        .await;
+    let leased_at_kill = db
+        .count("SELECT count(*) FROM outbox WHERE lease_owner IS NOT NULL")
+        .await;
     eprintln!("at kill: {active_at_kill} of 50 active, {leased_at_kill} rows leased");
 
     let second = ServerProcess::spawn(&db, mail.path(), lease_ms).await;
@@ -88,13 +136,21 @@ async fn two_servers_share_the_work_and_each_step_runs_once() {
     let a = ServerProcess::spawn(&db, mail.path(), 5000).await;
     let b = ServerProcess::spawn(&db, mail.path(), 5000).await;
     let (mut ca, mut cb) = (a.client().await, b.client().await);
-    let (left, right) = tokio::join!(create_many(&mut ca, "left", 50), create_many(&mut cb, "right", 50));
+    let (left, right) = tokio::join!(
+        create_many(&mut ca, "left", 50),
+        create_many(&mut cb, "right", 50)
+    );
     assert_eq!(left.len() + right.len(), 100);
     wait_all_active(&mut ca, 100).await;
-    let started_twice = "SELECT count(*) FROM (SELECT tenant_id, step FROM events WHERE kind = 'STEP_STARTED'
+    let started_twice =
+        "SELECT count(*) FROM (SELECT tenant_id, step FROM events WHERE kind = 'STEP_STARTED'
                          GROUP BY tenant_id, step HAVING count(*) <> 1) x";
     assert_eq!(db.count(started_twice).await, 0, "a step ran twice");
-    assert_eq!(db.count("SELECT count(*) FROM events WHERE kind = 'STEP_SUCCEEDED'").await, 500);
+    assert_eq!(
+        db.count("SELECT count(*) FROM events WHERE kind = 'STEP_SUCCEEDED'")
+            .await,
+        500
+    );
     assert_exactly_once(&db, 100).await;
     a.terminate().await;
     b.terminate().await;

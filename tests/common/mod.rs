@@ -379,6 +379,12 @@ impl TestApp {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        self.shutdown().await;
+    }
+
+    /// Graceful shutdown without waiting for the outbox; panics if the
+    /// server does not stop.
+    pub async fn shutdown(&mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             tokio::time::timeout(Duration::from_secs(30), server)

@@ -20,15 +20,37 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary against `db` and waits until it answers health checks.
     pub async fn spawn(db: &TestDb, mail_dir: &Path, lease_ms: u64) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tenantd"))
-            .args(["serve", "--database-url", db.url(), "--listen", &addr.to_string()])
+            .args([
+                "serve",
+                "--database-url",
+                db.url(),
+                "--listen",
+                &addr.to_string(),
+            ])
             .args(["--tenant-role-prefix", &db.role_prefix])
             .arg("--mail-dir")
             .arg(mail_dir)
-            .args(["--lease-ms", &lease_ms.to_string(), "--poll-interval-ms", "300"])
-            .args(["--retry-base-ms", "20", "--retry-cap-ms", "200", "--concurrency", "8"])
+            .args([
+                "--lease-ms",
+                &lease_ms.to_string(),
+                "--poll-interval-ms",
+                "300",
+            ])
+            .args([
+                "--retry-base-ms",
+                "20",
+                "--retry-cap-ms",
+                "200",
+                "--concurrency",
+                "8",
+            ])
             .env("RUST_LOG", "warn")
             .env_remove("DATABASE_URL")
             .stdin(Stdio::null())
@@ -41,16 +63,25 @@ impl ServerProcess {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let mut health = tonic_health::pb::health_client::HealthClient::new(
-                match Channel::from_shared(format!("http://{addr}")).unwrap().connect().await {
+                match Channel::from_shared(format!("http://{addr}"))
+                    .unwrap()
+                    .connect()
+                    .await
+                {
                     Ok(channel) => channel,
                     Err(_) => {
-                        assert!(tokio::time::Instant::now() < deadline, "tenantd did not start");
+                        assert!(
+                            tokio::time::Instant::now() < deadline,
+                            "tenantd did not start"
+                        );
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 },
             );
-            let request = tonic_health::pb::HealthCheckRequest { service: String::new() };
+            let request = tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            };
             if health.check(request).await.is_ok() {
                 return process;
             }
@@ -58,7 +89,11 @@ impl ServerProcess {
     }
 
     pub async fn client(&self) -> TenantServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr)).unwrap().connect().await.unwrap();
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
         TenantServiceClient::new(channel)
     }
 
@@ -71,9 +106,16 @@ impl ServerProcess {
     /// SIGTERM, then waits for a clean exit.
     pub async fn terminate(mut self) {
         let pid = self.child.id().expect("running").to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill -TERM");
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .expect("kill -TERM");
         assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.expect("exits").unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("exits")
+            .unwrap();
         assert!(exit.success(), "graceful exit: {exit:?}");
     }
 }
