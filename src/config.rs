@@ -35,6 +35,39 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending control-plane migrations and exit.
     Migrate(DatabaseArgs),
+    /// Measure throughput and latency on scratch databases (created on
+    /// --server-url and dropped afterwards).
+    Bench(BenchArgs),
+}
+
+/// Settings of `tenantd bench`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// PostgreSQL server to create scratch databases on (no database name).
+    #[arg(
+        long,
+        env = "TENANTD_BENCH_SERVER_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    pub server_url: String,
+    /// Concurrent clients, connections and dispatcher slots.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds each throughput measurement runs.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Tenants taken to ACTIVE for `provision_tps`.
+    #[arg(long, default_value_t = 500)]
+    pub provision_tenants: usize,
+    /// No-op steps queued for `noop_steps_per_sec`.
+    #[arg(long, default_value_t = 100_000)]
+    pub noop_steps: usize,
+    /// Creates timed for `wake_p50_ms` / `wake_p99_ms`.
+    #[arg(long, default_value_t = 200)]
+    pub wake_samples: usize,
+    /// Print one JSON object of named figures.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Where the control-plane database is.

@@ -14,10 +14,12 @@
 //! | [`outbox`]  | the outbox: wake-ups, LISTEN, claim/lease, the dispatcher, pipeline transitions |
 //! | [`steps`]   | provisioning steps behind one trait, and their registry |
 //! | [`proto`]   | generated code and the descriptor set |
+//! | [`bench`]   | `tenantd bench`: figures on scratch databases, and the SMTP listener it sends to |
 //!
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -8,7 +8,13 @@ use tenantd::config::{Cli, Command};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tenantd::telemetry::init(cli.log_format);
+    // The benchmark prints figures; per-request logs would drown them.
+    let level = if matches!(cli.command, Some(Command::Bench(_))) {
+        "warn"
+    } else {
+        "info"
+    };
+    tenantd::telemetry::init(cli.log_format, level);
     let command = match cli.command {
         Some(command) => command,
         // Plain `tenantd` is `tenantd serve`, with flags from the environment.
@@ -19,6 +25,7 @@ async fn main() -> ExitCode {
     let result = match command {
         Command::Serve(args) => tenantd::server::serve(args).await,
         Command::Migrate(args) => tenantd::server::migrate(args).await,
+        Command::Bench(args) => tenantd::bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

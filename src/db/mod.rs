@@ -16,8 +16,10 @@ use std::time::Duration;
 
 use diesel::Connection as _;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
@@ -40,9 +42,15 @@ pub type PooledConn = Object<AsyncPgConnection>;
 /// database outage surfaces as a fast error instead of a hang.
 pub const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Builds the pool; connections are opened lazily.
+/// Builds the pool; connections are opened lazily. Recycling only checks
+/// that a connection is not broken or inside a transaction: a `SELECT 1` per
+/// checkout would add a round trip to every RPC, and a connection that died
+/// meanwhile fails its first query as UNAVAILABLE, which clients retry.
 pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(database_url);
+    let mut config = ManagerConfig::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(deadpool::Runtime::Tokio1)

@@ -18,6 +18,13 @@ pub enum Operation {
     Deprovision,
 }
 
+impl Operation {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
 /// Makes `step` due now for `tenant_id`. At most one row per tenant exists
 /// (unique index), so this fails if another operation is in flight.
 pub async fn enqueue(

@@ -16,15 +16,16 @@ pub const LIVE_SLUG_CONSTRAINT: &str = "tenants_live_slug_key";
 /// Unique constraint on AIP-155 request ids.
 pub const REQUEST_ID_CONSTRAINT: &str = "tenants_request_id_key";
 
-/// Inserts a tenant and its planned steps, all PENDING.
+/// Inserts a tenant and its planned steps, all PENDING; returns both rows.
 pub async fn insert(
     conn: &mut AsyncPgConnection,
     row: &NewTenantRow<'_>,
     steps: &[PlanStep],
-) -> QueryResult<()> {
-    diesel::insert_into(tenants::table)
+) -> QueryResult<(TenantRow, Vec<StepRow>)> {
+    let tenant = diesel::insert_into(tenants::table)
         .values(row)
-        .execute(conn)
+        .returning(TenantRow::as_returning())
+        .get_result(conn)
         .await?;
     let step_rows: Vec<StepRow> = steps
         .iter()
@@ -47,7 +48,7 @@ pub async fn insert(
         .values(&step_rows)
         .execute(conn)
         .await?;
-    Ok(())
+    Ok((tenant, step_rows))
 }
 
 /// A live (not deleted) tenant row.

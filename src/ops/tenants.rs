@@ -88,13 +88,14 @@ impl Ops {
         let first_step = &plan.steps[0].name;
         let written = conn
             .transaction(async |conn| {
-                db::tenants::insert(conn, &row, &plan.steps).await?;
+                let rows = db::tenants::insert(conn, &row, &plan.steps).await?;
                 db::events::append(conn, &event).await?;
-                db::outbox::enqueue(conn, id, Operation::Provision, first_step).await
+                db::outbox::enqueue(conn, id, Operation::Provision, first_step).await?;
+                Ok(rows)
             })
             .await;
-        match written {
-            Ok(()) => {}
+        let (tenant, steps) = match written {
+            Ok(rows) => rows,
             Err(e)
                 if is_unique_violation(&e, REQUEST_ID_CONSTRAINT)
                     || is_unique_violation(&e, LIVE_SLUG_CONSTRAINT) =>
@@ -110,12 +111,10 @@ impl Ops {
                 return Err(slug_taken(&new.slug));
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         self.wakeup.work_committed();
-        tracing::info!(tenant_id = %id, slug = %new.slug, plan = %plan.name, "tenant created");
-        db::tenants::load(&mut conn, id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("tenant {id} vanished after create")))
+        tracing::debug!(tenant_id = %id, slug = %new.slug, plan = %plan.name, "tenant created");
+        tenant.into_domain(steps)
     }
 
     /// One live tenant with its steps.

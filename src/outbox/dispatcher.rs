@@ -180,44 +180,43 @@ async fn idle_wait(shared: &Shared) -> Duration {
     }
 }
 
-/// Runs one claimed row to the end of its attempt.
+/// Runs one claimed row to the end of its attempt, then the tenant's next
+/// steps as long as the completion hands them back still leased.
 async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) {
-    let span = tracing::info_span!(
-        "step",
-        tenant_id = %claim.tenant_id,
-        step = %claim.step,
-        attempt = claim.attempt,
-        operation = %claim.operation
-    );
-    async {
-        let attempt = AssertUnwindSafe(attempt(&shared, &claim)).catch_unwind().await;
-        let failed = match attempt {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(panic) => Some(format!("step panicked: {}", panic_message(&panic))),
-        };
-        if let Some(error) = failed {
-            tracing::warn!(%error, "attempt failed outside the step; the lease will expire and it runs again");
+    let mut next = Some(claim);
+    while let Some(claim) = next.take() {
+        let span = tracing::info_span!(
+            "step",
+            tenant_id = %claim.tenant_id,
+            step = %claim.step,
+            attempt = claim.attempt,
+            operation = %claim.operation
+        );
+        next = async {
+            match AssertUnwindSafe(attempt(&shared, &claim)).catch_unwind().await {
+                Ok(Ok(next)) => next,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "attempt failed outside the step; it runs again when its lease expires");
+                    None
+                }
+                Err(panic) => {
+                    let error = panic_message(&panic);
+                    tracing::error!(%error, "attempt panicked outside the step; it runs again when its lease expires");
+                    None
+                }
+            }
         }
-        shared.wakeup.wake_local();
+        .instrument(span)
+        .await;
     }
-    .instrument(span)
-    .await;
+    shared.wakeup.wake_local();
 }
 
-async fn attempt(shared: &Shared, claim: &Claim) -> Result<()> {
+/// One attempt; returns the tenant's next step if this worker keeps going.
+async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
     let operation = claim.operation()?;
     let step = shared.registry.get(&claim.step);
-    let ctx = {
-        let mut conn = db::conn(&shared.pool).await?;
-        pipeline::load_ctx(
-            &mut conn,
-            claim,
-            &shared.config.role_prefix,
-            &shared.tenant_pool,
-        )
-        .await?
-    };
+    let ctx = pipeline::step_ctx(claim, &shared.config.role_prefix, &shared.tenant_pool)?;
     let same_db = shared.config.same_database;
     match operation {
         Operation::Provision if claim.cancel_requested => {
@@ -234,7 +233,7 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<()> {
                     .map_err(TxError::into_error);
             };
             let mut outcome = match guarded(shared, claim, step.run_external(&ctx)).await {
-                Err(Stop::Interrupted) => return release(shared, claim).await,
+                Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
                 Err(Stop::Failed(error)) => Err(error),
                 Ok(output) => Ok(output),
             };
@@ -287,7 +286,7 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<()> {
                 .map_err(TxError::into_error);
             };
             let mut outcome = match guarded(shared, claim, step.compensate_external(&ctx)).await {
-                Err(Stop::Interrupted) => return release(shared, claim).await,
+                Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
                 Err(Stop::Failed(error)) => Err(error),
                 Ok(()) => Ok(()),
             };
@@ -360,12 +359,19 @@ enum Action<'a> {
 /// Records `action` in one transaction after locking the tenant and checking
 /// the lease. A step's own database error rolls it back and is returned as
 /// `TxError::Step`, to be recorded as a failed attempt.
-async fn apply(shared: &Shared, claim: &Claim, action: Action<'_>) -> Result<(), TxError> {
+async fn apply(
+    shared: &Shared,
+    claim: &Claim,
+    action: Action<'_>,
+) -> Result<Option<Claim>, TxError> {
     let t = Transition {
         claim,
         owner: &shared.config.owner,
         registry: &shared.registry,
         backoff: shared.config.backoff,
+        lease: shared.config.lease,
+        may_continue: !shared.shutdown.is_cancelled(),
+        continued: std::sync::Mutex::new(None),
     };
     let same_db = shared.config.same_database;
     let mut conn = db::conn(&shared.pool).await.map_err(TxError::Db)?;
@@ -402,10 +408,13 @@ async fn apply(shared: &Shared, claim: &Claim, action: Action<'_>) -> Result<(),
             Ok(Outcome::Applied)
         })
         .await;
-    if let Ok(Outcome::LeaseLost) = outcome {
-        tracing::warn!("lease lost before completion; another worker owns the row now");
+    match outcome? {
+        Outcome::Applied => Ok(t.continued.into_inner().ok().flatten()),
+        Outcome::LeaseLost => {
+            tracing::warn!("lease lost before completion; another worker owns the row now");
+            Ok(None)
+        }
     }
-    outcome.map(|_| ())
 }
 
 /// Gives an interrupted row back: due now, for any replica.

@@ -79,26 +79,25 @@ impl Locked {
     }
 }
 
-/// Locks the tenant and checks the lease; `None` if the lease is lost.
+/// Locks the tenant and its outbox row in one statement, which finds them
+/// only while `owner` holds the lease; `None` if the lease is lost.
 pub async fn lock(
     conn: &mut AsyncPgConnection,
     claim: &Claim,
     owner: &str,
 ) -> Result<Option<Locked>> {
-    let tenant = db::tenants::lock(conn, claim.tenant_id)
-        .await?
-        .ok_or_else(|| Error::tenant_not_found(claim.tenant_id))?;
-    let held: Option<i64> = outbox::table
+    let tenant: Option<TenantRow> = tenants::table
+        .inner_join(outbox::table.on(outbox::tenant_id.eq(tenants::id)))
         .filter(outbox::id.eq(claim.id))
         .filter(outbox::lease_owner.eq(owner))
-        .select(outbox::id)
+        .select(TenantRow::as_select())
         .for_update()
         .first(conn)
         .await
         .optional()?;
-    if held.is_none() {
+    let Some(tenant) = tenant else {
         return Ok(None);
-    }
+    };
     let steps = tenant_steps::table
         .filter(tenant_steps::tenant_id.eq(claim.tenant_id))
         .order(tenant_steps::position)
@@ -108,23 +107,15 @@ pub async fn lock(
     Ok(Some(Locked { tenant, steps }))
 }
 
-/// The context a step runs with, read outside any transaction.
-pub async fn load_ctx(
-    conn: &mut AsyncPgConnection,
-    claim: &Claim,
-    role_prefix: &str,
-    tenant_db: &db::DbPool,
-) -> Result<StepCtx> {
-    let tenant = db::tenants::find(conn, claim.tenant_id)
-        .await?
-        .ok_or_else(|| Error::tenant_not_found(claim.tenant_id))?;
-    let names = TenantNames::derive(&tenant.slug, role_prefix).map_err(Error::Internal)?;
+/// The context a step runs with, from what the claim read.
+pub fn step_ctx(claim: &Claim, role_prefix: &str, tenant_db: &db::DbPool) -> Result<StepCtx> {
+    let names = TenantNames::derive(&claim.slug, role_prefix).map_err(Error::Internal)?;
     Ok(StepCtx {
-        tenant_id: tenant.id,
-        outputs: db::models::string_map(tenant.outputs)?,
-        slug: tenant.slug,
-        display_name: tenant.display_name,
-        admin_email: tenant.admin_email,
+        tenant_id: claim.tenant_id,
+        outputs: db::models::string_map(claim.outputs.clone())?,
+        slug: claim.slug.clone(),
+        display_name: claim.display_name.clone(),
+        admin_email: claim.admin_email.clone(),
         attempt: claim.attempt,
         names,
         tenant_db: tenant_db.clone(),
@@ -137,6 +128,12 @@ pub struct Transition<'a> {
     pub owner: &'a str,
     pub registry: &'a Registry,
     pub backoff: super::Backoff,
+    pub lease: Duration,
+    /// Whether the worker may go straight on with the tenant's next step,
+    /// keeping its lease (not while shutting down).
+    pub may_continue: bool,
+    /// The next step, leased to this worker, when it may continue.
+    pub continued: std::sync::Mutex<Option<Claim>>,
 }
 
 impl Transition<'_> {
@@ -182,7 +179,11 @@ impl Transition<'_> {
                 .start_saga(conn, locked, position, StepStatus::Cancelled)
                 .await;
         }
-        self.advance(conn, locked, position).await
+        let mut outputs = locked.tenant.outputs.clone();
+        if let Some(map) = outputs.as_object_mut() {
+            map.extend(output.iter().map(|(k, v)| (k.clone(), v.clone().into())));
+        }
+        self.advance(conn, locked, position, outputs).await
     }
 
     /// An attempt failed: retry after a backoff, or give up on the step
@@ -255,7 +256,8 @@ impl Transition<'_> {
                 format!("{text}; not critical, continuing"),
             )
             .await?;
-            self.advance(conn, locked, step.position).await
+            self.advance(conn, locked, step.position, locked.tenant.outputs.clone())
+                .await
         }
     }
 
@@ -396,12 +398,15 @@ impl Transition<'_> {
         Ok(())
     }
 
-    /// The next step that is not done yet, or ACTIVE.
+    /// The next step that is not done yet, or ACTIVE. The next step stays
+    /// leased to this worker, which runs it at once, when it may continue;
+    /// otherwise it is due now for any dispatcher.
     async fn advance(
         &self,
         conn: &mut AsyncPgConnection,
         locked: &Locked,
         after: i32,
+        outputs: serde_json::Value,
     ) -> Result<()> {
         let claim = self.claim;
         let next = locked
@@ -409,12 +414,79 @@ impl Transition<'_> {
             .iter()
             .find(|s| s.position > after && s.status != StepStatus::Succeeded.as_str());
         match next {
+            Some(next) if self.may_continue => {
+                let continued = self
+                    .continue_with(conn, locked, &next.name, outputs)
+                    .await?;
+                if let Ok(mut slot) = self.continued.lock() {
+                    *slot = Some(continued);
+                }
+                Ok(())
+            }
             Some(next) => requeue(conn, claim, Operation::Provision, &next.name).await,
             None => {
                 delete_row(conn, claim).await?;
                 set_state(conn, claim, TenantState::Active, "provisioning complete").await
             }
         }
+    }
+
+    /// Moves the row to `step`, still leased to this worker, and records the
+    /// step's start (the attempt counted now, as a claim would).
+    async fn continue_with(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        step: &str,
+        outputs: serde_json::Value,
+    ) -> Result<Claim> {
+        let claim = self.claim;
+        diesel::sql_query(
+            "UPDATE outbox SET step = $2, attempt = 1, last_error = NULL,
+                 locked_until = now() + make_interval(secs => $3), available_at = now() + make_interval(secs => $3)
+             WHERE id = $1",
+        )
+        .bind::<BigInt, _>(claim.id)
+        .bind::<Text, _>(step)
+        .bind::<Double, _>(self.lease.as_secs_f64())
+        .execute(conn)
+        .await?;
+        diesel::update(
+            tenant_steps::table
+                .filter(tenant_steps::tenant_id.eq(claim.tenant_id))
+                .filter(tenant_steps::name.eq(step)),
+        )
+        .set((
+            tenant_steps::status.eq(StepStatus::Running.as_str()),
+            tenant_steps::attempts.eq(1),
+            tenant_steps::start_time.eq(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>,
+            >("coalesce(start_time, now())")),
+        ))
+        .execute(conn)
+        .await?;
+        let next = Claim {
+            id: claim.id,
+            tenant_id: claim.tenant_id,
+            operation: Operation::Provision.as_str().to_owned(),
+            step: step.to_owned(),
+            attempt: 1,
+            cancel_requested: false,
+            slug: locked.tenant.slug.clone(),
+            display_name: locked.tenant.display_name.clone(),
+            admin_email: locked.tenant.admin_email.clone(),
+            outputs,
+        };
+        let state = locked.state()?;
+        event(
+            conn,
+            &next,
+            EventKind::StepStarted,
+            state,
+            format!("running {step}, attempt 1"),
+        )
+        .await?;
+        Ok(next)
     }
 
     /// Starts undoing steps `..= from` in reverse. `outcome` is the final
@@ -545,27 +617,20 @@ async fn set_step(
             | StepStatus::Cancelled
             | StepStatus::Compensated
     );
-    let target = tenant_steps::table
-        .filter(tenant_steps::tenant_id.eq(tenant_id))
-        .filter(tenant_steps::name.eq(name));
-    diesel::update(target)
-        .set((
-            tenant_steps::status.eq(status.as_str()),
-            tenant_steps::last_error.eq(error),
-            tenant_steps::finish_time.eq(finished.then(chrono::Utc::now)),
-        ))
-        .execute(conn)
-        .await?;
-    if let Some(output) = output {
-        diesel::update(
-            tenant_steps::table
-                .filter(tenant_steps::tenant_id.eq(tenant_id))
-                .filter(tenant_steps::name.eq(name)),
-        )
-        .set(tenant_steps::output.eq(json_map(output)))
-        .execute(conn)
-        .await?;
-    }
+    diesel::sql_query(
+        "UPDATE tenant_steps
+         SET status = $3, last_error = $4, output = coalesce($6, output),
+             finish_time = CASE WHEN $5 THEN now() END
+         WHERE tenant_id = $1 AND name = $2",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+    .bind::<Text, _>(name)
+    .bind::<Text, _>(status.as_str())
+    .bind::<diesel::sql_types::Nullable<Text>, _>(error)
+    .bind::<diesel::sql_types::Bool, _>(finished)
+    .bind::<diesel::sql_types::Nullable<diesel::sql_types::Jsonb>, _>(output.map(json_map))
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

@@ -33,6 +33,15 @@ pub struct Claim {
     pub attempt: i32,
     #[diesel(sql_type = Bool)]
     pub cancel_requested: bool,
+    /// The tenant, as steps need it (read under the claim's lock).
+    #[diesel(sql_type = Text)]
+    pub slug: String,
+    #[diesel(sql_type = Text)]
+    pub display_name: String,
+    #[diesel(sql_type = Text)]
+    pub admin_email: String,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    pub outputs: serde_json::Value,
 }
 
 impl Claim {
@@ -70,7 +79,7 @@ pub async fn claim(
              FROM due WHERE o.id = due.id
              RETURNING o.id, o.tenant_id, o.operation, o.step, o.attempt
          ), locked AS (
-             SELECT t.id, t.state, t.cancel_requested
+             SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs
              FROM tenants t JOIN claimed c ON c.tenant_id = t.id
              FOR UPDATE OF t
          ), started AS (
@@ -90,7 +99,8 @@ pub async fn claim(
                     'system'
              FROM claimed c JOIN locked l ON l.id = c.tenant_id
          )
-         SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, l.cancel_requested
+         SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, l.cancel_requested,
+                l.slug, l.display_name, l.admin_email, l.outputs
          FROM claimed c JOIN locked l ON l.id = c.tenant_id",
     )
     .bind::<BigInt, _>(limit)

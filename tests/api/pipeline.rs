@@ -12,8 +12,8 @@ use tenantd::steps::Registry;
 use tonic::Code;
 
 use crate::common::TestApp;
-use crate::common::smtp::SmtpSink;
 use crate::common::steps::Scripted;
+use tenantd::bench::smtp::SmtpSink;
 
 fn status_of(t: &tenantd::proto::Tenant, step: &str) -> StepStatus {
     let s = t
@@ -35,7 +35,7 @@ fn unquote(body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_is_provisioned_end_to_end() {
-    let smtp = SmtpSink::start().await;
+    let smtp = SmtpSink::start().await.unwrap();
     let url = smtp.url();
     let app = TestApp::start_with(|c| c.smtp_url = Some(url), Registry::new()).await;
     let created = app.create("acme", "").await;
@@ -237,7 +237,7 @@ async fn a_critical_step_that_always_fails_is_compensated_and_the_tenant_fails()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_smtp_server_leaves_the_tenant_active_with_a_warning() {
-    let smtp = SmtpSink::refusing().await;
+    let smtp = SmtpSink::refusing().await.unwrap();
     let url = smtp.url();
     let app = TestApp::start_with(|c| c.smtp_url = Some(url), Registry::new()).await;
     let created = app.create("acme", "").await;

@@ -1,5 +1,6 @@
 //! A real SMTP listener on loopback that keeps what it receives, or refuses
-//! every message when told to.
+//! every message when told to. The benchmark sends its welcome emails here,
+//! and the tests use it to read what tenantd sent.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -16,12 +17,12 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     /// Accepts every message.
-    pub async fn start() -> Self {
+    pub async fn start() -> std::io::Result<Self> {
         Self::spawn(false).await
     }
 
     /// Answers every MAIL FROM with a permanent failure.
-    pub async fn refusing() -> Self {
+    pub async fn refusing() -> std::io::Result<Self> {
         Self::spawn(true).await
     }
 
@@ -30,12 +31,12 @@ impl SmtpSink {
     }
 
     pub fn messages(&self) -> Vec<String> {
-        self.messages.lock().unwrap().clone()
+        self.messages.lock().map(|m| m.clone()).unwrap_or_default()
     }
 
-    async fn spawn(refuse: bool) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+    async fn spawn(refuse: bool) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
         let messages = Arc::new(Mutex::new(Vec::new()));
         let kept = messages.clone();
         tokio::spawn(async move {
@@ -46,7 +47,7 @@ impl SmtpSink {
                 });
             }
         });
-        SmtpSink { addr, messages }
+        Ok(SmtpSink { addr, messages })
     }
 }
 
@@ -79,7 +80,9 @@ async fn session(
                     body.push_str(line.strip_prefix('.').unwrap_or(&line));
                     body.push('\n');
                 }
-                kept.lock().unwrap().push(body);
+                if let Ok(mut kept) = kept.lock() {
+                    kept.push(body);
+                }
                 b"250 OK queued\r\n"
             }
             "QUIT" => {
