@@ -176,6 +176,9 @@ pub struct ServeArgs {
     /// Base of invitation links; `?tenant=<slug>&token=<token>` is appended.
     #[arg(long, env = "TENANTD_INVITATION_URL", default_value = defaults::INVITATION_URL)]
     pub invitation_url: String,
+    /// Once serving, provision one demo tenant and log its steps.
+    #[arg(long, env = "TENANTD_DEMO")]
+    pub demo: bool,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -212,6 +215,7 @@ impl ServeArgs {
                 .unwrap_or_else(|| self.database.data_dir.join("mail")),
             mail_from: self.mail_from.clone(),
             invitation_url: self.invitation_url.clone(),
+            demo: self.demo,
         }
     }
 }
@@ -236,6 +240,7 @@ pub struct Config {
     pub mail_dir: PathBuf,
     pub mail_from: String,
     pub invitation_url: String,
+    pub demo: bool,
 }
 
 impl Config {
@@ -258,6 +263,7 @@ impl Config {
             mail_dir: PathBuf::from(".tenantd/mail"),
             mail_from: defaults::MAIL_FROM.to_owned(),
             invitation_url: defaults::INVITATION_URL.to_owned(),
+            demo: false,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | [`outbox`]  | the outbox: wake-ups, LISTEN, claim/lease, the dispatcher, pipeline transitions |
 //! | [`steps`]   | provisioning steps behind one trait, and their registry |
 //! | [`proto`]   | generated code and the descriptor set |
+//! | [`demo`]    | `serve --demo`: provisions one tenant and logs its steps |
 //! | [`bench`]   | `tenantd bench`: figures on scratch databases, and the SMTP listener it sends to |
 //!
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
@@ -22,6 +23,7 @@
 pub mod bench;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod grpc;

@@ -98,10 +98,19 @@ pub async fn run_with(
         tracing::info!("concurrency 0: serving the API only, no dispatcher");
     }
     let ops = Ops::new(pool, wakeup);
-    let (routes, health) = grpc::routes(ops).await?;
+    let (routes, health) = grpc::routes(ops.clone()).await?;
 
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving gRPC");
+    if config.demo {
+        let (demo, stop) = (crate::demo::run(ops, addr.to_string()), shutdown.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                () = demo => {}
+                () = stop.cancelled() => {}
+            }
+        });
+    }
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let drained = {
         let shutdown = shutdown.clone();
