@@ -12,6 +12,7 @@
 //! | [`domain`]  | pure types, state machine, validation |
 //! | [`db`]      | pool, migrations, row models, queries on `&mut AsyncPgConnection`, the embedded cluster |
 //! | [`outbox`]  | the outbox: wake-ups, LISTEN, claim/lease, the dispatcher, pipeline transitions |
+//! | [`stream`]  | the event hub and watchers behind StreamProvisioningStatus |
 //! | [`steps`]   | provisioning steps behind one trait, and their registry |
 //! | [`proto`]   | generated code and the descriptor set |
 //! | [`demo`]    | `serve --demo`: provisions one tenant and logs its steps |
@@ -32,4 +33,5 @@ pub mod outbox;
 pub mod proto;
 pub mod server;
 pub mod steps;
+pub mod stream;
 pub mod telemetry;

@@ -16,6 +16,7 @@ use crate::ops::Ops;
 use crate::outbox::dispatcher::Dispatcher;
 use crate::outbox::{Backoff, DispatcherConfig, Wakeup, listener};
 use crate::steps::{Mailer, Registry, is_valid_role_prefix};
+use crate::stream::EventHub;
 use crate::{db, grpc};
 
 /// Any startup or serving failure, for `main` to report.
@@ -64,13 +65,15 @@ pub async fn run_with(
         shutdown.clone(),
         &tracker,
     );
+    // One LISTEN connection serves the dispatcher and the event hub.
+    let listening = listener::spawn(
+        config.database_url.clone(),
+        wakeup.clone(),
+        shutdown.clone(),
+        &tracker,
+    );
+    let hub = EventHub::start(pool.clone(), wakeup.clone(), shutdown.clone(), &tracker).await?;
     if config.concurrency > 0 {
-        let listening = listener::spawn(
-            config.database_url.clone(),
-            wakeup.clone(),
-            shutdown.clone(),
-            &tracker,
-        );
         let dispatcher_config = DispatcherConfig {
             owner: owner_id(),
             concurrency: config.concurrency,
@@ -97,7 +100,7 @@ pub async fn run_with(
     } else {
         tracing::info!("concurrency 0: serving the API only, no dispatcher");
     }
-    let ops = Ops::new(pool, wakeup);
+    let ops = Ops::new(pool, wakeup, hub, shutdown.clone());
     let (routes, health) = grpc::routes(ops.clone()).await?;
 
     let addr: SocketAddr = listener.local_addr()?;

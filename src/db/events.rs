@@ -3,6 +3,9 @@
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use uuid::Uuid;
+
+use super::models::EventRow;
 use super::schema::events;
 use crate::domain::NewEvent;
 
@@ -34,4 +37,57 @@ pub async fn append(conn: &mut AsyncPgConnection, event: &NewEvent) -> QueryResu
         .returning(events::id)
         .get_result(conn)
         .await
+}
+
+/// Events after `cursor`, plus any of the `missing` ids that have appeared,
+/// in id order.
+pub async fn after(
+    conn: &mut AsyncPgConnection,
+    cursor: i64,
+    missing: &[i64],
+    limit: i64,
+) -> QueryResult<Vec<EventRow>> {
+    events::table
+        .filter(events::id.gt(cursor).or(events::id.eq_any(missing)))
+        .order(events::id)
+        .limit(limit)
+        .select(EventRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// One tenant's events after `after`, in id order.
+pub async fn of_tenant_after(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    after: i64,
+    limit: i64,
+) -> QueryResult<Vec<EventRow>> {
+    events::table
+        .filter(events::tenant_id.eq(tenant_id))
+        .filter(events::id.gt(after))
+        .order(events::id)
+        .limit(limit)
+        .select(EventRow::as_select())
+        .load(conn)
+        .await
+}
+
+/// The highest event id, 0 if none.
+pub async fn last_id(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
+    let max: Option<i64> = events::table
+        .select(diesel::dsl::max(events::id))
+        .first(conn)
+        .await?;
+    Ok(max.unwrap_or(0))
+}
+
+/// The highest event id of one tenant, 0 if none.
+pub async fn last_of_tenant(conn: &mut AsyncPgConnection, tenant_id: Uuid) -> QueryResult<i64> {
+    let max: Option<i64> = events::table
+        .filter(events::tenant_id.eq(tenant_id))
+        .select(diesel::dsl::max(events::id))
+        .first(conn)
+        .await?;
+    Ok(max.unwrap_or(0))
 }

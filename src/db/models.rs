@@ -131,6 +131,25 @@ pub struct EventRow {
     pub create_time: DateTime<Utc>,
 }
 
+impl EventRow {
+    pub fn into_domain(self) -> Result<crate::domain::Event> {
+        Ok(crate::domain::Event {
+            kind: self
+                .kind
+                .parse()
+                .map_err(|_| Error::Internal(format!("unknown event kind {:?}", self.kind)))?,
+            state: parse_state(&self.state)?,
+            id: self.id,
+            tenant_id: self.tenant_id,
+            step: self.step,
+            attempt: self.attempt,
+            message: self.message,
+            actor: self.actor,
+            create_time: self.create_time,
+        })
+    }
+}
+
 pub fn parse_state(s: &str) -> Result<TenantState> {
     TenantState::from_str(s).map_err(|_| Error::Internal(format!("unknown tenant state {s:?}")))
 }

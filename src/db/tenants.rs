@@ -76,6 +76,34 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<
         .optional()
 }
 
+/// A live tenant row under a share lock: waits for writers that hold the
+/// row lock, so what is read next is consistent with their events.
+pub async fn lock_shared(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TenantRow>> {
+    tenants::table
+        .find(id)
+        .filter(tenants::delete_time.is_null())
+        .select(TenantRow::as_select())
+        .for_share()
+        .first(conn)
+        .await
+        .optional()
+}
+
+/// The live tenant with this slug.
+pub async fn find_by_slug(
+    conn: &mut AsyncPgConnection,
+    slug: &str,
+) -> QueryResult<Option<TenantRow>> {
+    tenants::table
+        .filter(tenants::slug.eq(slug))
+        .filter(tenants::delete_time.is_null())
+        .order(tenants::id.desc())
+        .select(TenantRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// The tenant created under an AIP-155 request id, deleted or not.
 pub async fn find_by_request_id(
     conn: &mut AsyncPgConnection,

@@ -9,7 +9,7 @@ mod validate;
 pub use page::PageToken;
 pub use plan::{DEFAULT_PLAN, Plan, PlanStep};
 pub use tenant::{
-    EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
+    Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
 };
 pub use validate::{
     DEFAULT_PAGE_SIZE, FieldViolation, MAX_PAGE_SIZE, NewTenant, TenantInput, validate_page_size,

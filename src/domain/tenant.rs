@@ -158,6 +158,22 @@ pub struct Step {
     pub finish_time: Option<DateTime<Utc>>,
 }
 
+/// One entry of a tenant's event log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Global, increasing; within one tenant, ids commit in order.
+    pub id: i64,
+    pub tenant_id: Uuid,
+    pub kind: EventKind,
+    pub step: Option<String>,
+    pub attempt: Option<i32>,
+    /// The tenant's state after the event.
+    pub state: TenantState,
+    pub message: String,
+    pub actor: String,
+    pub create_time: DateTime<Utc>,
+}
+
 /// An event about to be appended to a tenant's log.
 #[derive(Debug, Clone)]
 pub struct NewEvent {

@@ -6,10 +6,12 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::domain::{
-    FieldViolation, Step, StepStatus, Tenant, TenantInput, TenantPatch, TenantState,
+    Event, EventKind, FieldViolation, Step, StepStatus, Tenant, TenantInput, TenantPatch,
+    TenantState,
 };
 use crate::error::Error;
 use crate::proto as pb;
+use crate::stream::WatchItem;
 
 /// Mutable fields UpdateTenant accepts in its mask.
 const MUTABLE_FIELDS: [&str; 3] = ["display_name", "admin_email", "labels"];
@@ -176,5 +178,55 @@ pub fn patch(
         Ok(patch)
     } else {
         Err(Error::InvalidArgument(violations))
+    }
+}
+
+/// One message of StreamProvisioningStatus.
+pub fn watch_item(item: WatchItem) -> pb::StreamProvisioningStatusResponse {
+    use pb::stream_provisioning_status_response::Update;
+    let update = match item {
+        WatchItem::Snapshot {
+            tenant: t,
+            last_event_id,
+        } => Update::Snapshot(pb::Snapshot {
+            tenant: Some(tenant(*t)),
+            last_event_id,
+        }),
+        WatchItem::Event(e) => Update::Event(event(&e)),
+    };
+    pb::StreamProvisioningStatusResponse {
+        update: Some(update),
+    }
+}
+
+pub fn event(e: &Event) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        tenant_id: e.tenant_id.to_string(),
+        kind: event_kind(e.kind) as i32,
+        step: e.step.clone().unwrap_or_default(),
+        state: tenant_state(e.state) as i32,
+        message: e.message.clone(),
+        create_time: Some(timestamp(e.create_time)),
+        actor: e.actor.clone(),
+        attempt: e.attempt.unwrap_or_default(),
+    }
+}
+
+fn event_kind(k: EventKind) -> pb::EventKind {
+    match k {
+        EventKind::TenantCreated => pb::EventKind::TenantCreated,
+        EventKind::TenantUpdated => pb::EventKind::TenantUpdated,
+        EventKind::StateChanged => pb::EventKind::StateChanged,
+        EventKind::StepStarted => pb::EventKind::StepStarted,
+        EventKind::StepSucceeded => pb::EventKind::StepSucceeded,
+        EventKind::StepRetrying => pb::EventKind::StepRetrying,
+        EventKind::StepFailed => pb::EventKind::StepFailed,
+        EventKind::StepWarning => pb::EventKind::StepWarning,
+        EventKind::CompensationStarted => pb::EventKind::CompensationStarted,
+        EventKind::CompensationSucceeded => pb::EventKind::CompensationSucceeded,
+        EventKind::CompensationFailed => pb::EventKind::CompensationFailed,
+        EventKind::CancelRequested => pb::EventKind::CancelRequested,
+        EventKind::TenantDeleted => pb::EventKind::TenantDeleted,
     }
 }

@@ -3,7 +3,8 @@
 
 use std::pin::Pin;
 
-use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert;
@@ -176,10 +177,18 @@ impl TenantService for TenantApi {
 
     async fn stream_provisioning_status(
         &self,
-        _request: Request<pb::StreamProvisioningStatusRequest>,
+        request: Request<pb::StreamProvisioningStatusRequest>,
     ) -> Result<Response<Self::StreamProvisioningStatusStream>, Status> {
-        Err(Status::unimplemented(
-            "StreamProvisioningStatus is not implemented yet",
-        ))
+        let req = request.into_inner();
+        if req.tenant_id.is_empty() {
+            return Err(Error::invalid("tenant_id", "is required").into());
+        }
+        let items = self
+            .ops
+            .watch_tenant(&req.tenant_id, req.resume_after_event_id, req.follow)
+            .await?;
+        let stream = ReceiverStream::new(items)
+            .map(|item| item.map(convert::watch_item).map_err(Status::from));
+        Ok(Response::new(Box::pin(stream)))
     }
 }

@@ -129,6 +129,10 @@ async fn run(
             }
         };
         let claimed = claims.len();
+        if claimed > 0 {
+            // The claim wrote STARTED events.
+            shared.wakeup.events_committed();
+        }
         for claim in claims {
             // Only this loop acquires permits, and `free` were available.
             let permit = permits
@@ -208,8 +212,9 @@ async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) 
         }
         .instrument(span)
         .await;
+        // Events were committed (and maybe work for other replicas).
+        shared.wakeup.work_committed();
     }
-    shared.wakeup.wake_local();
 }
 
 /// One attempt; returns the tenant's next step if this worker keeps going.

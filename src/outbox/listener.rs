@@ -1,6 +1,6 @@
 //! The one LISTEN connection of this process: a dedicated connection (not
 //! pooled: a pooled one would keep listening after being recycled), reopened
-//! if it drops. Each notification wakes the local dispatcher.
+//! if it drops. Each notification wakes the local dispatcher and event hub.
 
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ pub fn spawn(
                     ready.send_replace(false);
                     tracing::warn!(error = %e, retry_in = ?pause, "LISTEN connection lost; reconnecting");
                     // Work may have been committed while we were deaf.
-                    wakeup.wake_local();
+                    wakeup.remote_committed();
                 }
             }
             tokio::select! {
@@ -68,7 +68,7 @@ async fn listen(
         tokio::select! {
             () = token.cancelled() => return Ok(()),
             next = notifications.next() => match next {
-                Some(Ok(_)) => wakeup.wake_local(),
+                Some(Ok(_)) => wakeup.remote_committed(),
                 Some(Err(e)) => return Err(e.to_string()),
                 None => return Err("connection closed".into()),
             }

@@ -19,6 +19,8 @@ pub struct Wakeup {
     /// Wakes this process's dispatcher; a permit is stored if it is busy, so
     /// no signal is lost and bursts coalesce.
     local: Arc<Notify>,
+    /// Wakes this process's event hub (new events to fan out).
+    events: Arc<Notify>,
     /// Asks the notifier task to NOTIFY other replicas.
     remote: Arc<Notify>,
 }
@@ -31,7 +33,26 @@ impl Wakeup {
     /// Call after a transaction that wrote outbox rows or events committed.
     pub fn work_committed(&self) {
         self.local.notify_one();
+        self.events.notify_one();
         self.remote.notify_one();
+    }
+
+    /// Call after a transaction that wrote events but no new work for this
+    /// process committed.
+    pub fn events_committed(&self) {
+        self.events.notify_one();
+        self.remote.notify_one();
+    }
+
+    /// Another replica committed work or events (its NOTIFY arrived).
+    pub fn remote_committed(&self) {
+        self.local.notify_one();
+        self.events.notify_one();
+    }
+
+    /// Resolves at the next signal for the event hub.
+    pub async fn events_signal(&self) {
+        self.events.notified().await;
     }
 
     /// Wakes only this process's dispatcher (work it will claim itself, or a

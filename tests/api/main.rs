@@ -9,3 +9,4 @@ mod embedded;
 mod meta;
 mod pipeline;
 mod replicas;
+mod stream;

@@ -270,7 +270,8 @@ async fn cancel_mid_pipeline_compensates_and_conflicting_calls_are_refused() {
     };
     let mut steps = Registry::new();
     steps.register(gate.clone());
-    let app = TestApp::start_with(|c| c.lease = std::time::Duration::from_millis(600), steps).await;
+    let app =
+        TestApp::start_with(|c| c.lease = std::time::Duration::from_millis(1500), steps).await;
     app.add_plan(
         "gated",
         &[

@@ -247,7 +247,7 @@ impl TestApp {
         config.mail_dir = mail_dir.path().to_owned();
         config.retry_base = Duration::from_millis(20);
         config.retry_cap = Duration::from_millis(200);
-        config.lease = Duration::from_secs(3);
+        config.lease = Duration::from_secs(10);
         config.poll_interval = Duration::from_millis(500);
         config.shutdown_timeout = Duration::from_secs(10);
         tweak(&mut config);

@@ -20,6 +20,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary against `db` and waits until it answers health checks.
     pub async fn spawn(db: &TestDb, mail_dir: &Path, lease_ms: u64) -> Self {
+        Self::spawn_with(db, mail_dir, lease_ms, 8).await
+    }
+
+    /// With `concurrency` dispatcher slots (0: API only).
+    pub async fn spawn_with(
+        db: &TestDb,
+        mail_dir: &Path,
+        lease_ms: u64,
+        concurrency: usize,
+    ) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -49,7 +59,7 @@ impl ServerProcess {
                 "--retry-cap-ms",
                 "200",
                 "--concurrency",
-                "8",
+                &concurrency.to_string(),
             ])
             .env("RUST_LOG", "warn")
             .env_remove("DATABASE_URL")
