@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::scheduler::Schedules;
+
 /// tenantd: the tenant-provisioning control plane.
 #[derive(Debug, Parser)]
 #[command(name = "tenantd", version, about, long_about = None)]
@@ -110,6 +112,11 @@ pub mod defaults {
     pub const TENANT_ROLE_PREFIX: &str = "tenant_";
     pub const MAIL_FROM: &str = "tenantd <no-reply@tenantd.localhost>";
     pub const INVITATION_URL: &str = "http://localhost:8080/invitations/accept";
+    pub const REAPER_SCHEDULE: &str = "0 * * * * *";
+    pub const STALE_AFTER: &str = "30m";
+    pub const PURGE_SCHEDULE: &str = "30 * * * * *";
+    pub const PRUNE_SCHEDULE: &str = "0 15 * * * *";
+    pub const EVENT_RETENTION: &str = "90days";
 }
 
 /// Settings of `tenantd serve`.
@@ -179,6 +186,23 @@ pub struct ServeArgs {
     /// Once serving, provision one demo tenant and log its steps.
     #[arg(long, env = "TENANTD_DEMO")]
     pub demo: bool,
+    /// When the stale-pipeline reaper runs (cron, with seconds).
+    #[arg(long, env = "TENANTD_REAPER_SCHEDULE", default_value = defaults::REAPER_SCHEDULE)]
+    pub reaper_schedule: String,
+    /// A PROVISIONING tenant with no event for this long is cancelled and
+    /// compensated (e.g. `30m`, `2h`).
+    #[arg(long, env = "TENANTD_STALE_AFTER", default_value = defaults::STALE_AFTER, value_parser = humantime::parse_duration)]
+    pub stale_after: Duration,
+    /// When deprovisioned tenants past their grace period are purged.
+    #[arg(long, env = "TENANTD_PURGE_SCHEDULE", default_value = defaults::PURGE_SCHEDULE)]
+    pub purge_schedule: String,
+    /// When old events are pruned.
+    #[arg(long, env = "TENANTD_PRUNE_SCHEDULE", default_value = defaults::PRUNE_SCHEDULE)]
+    pub prune_schedule: String,
+    /// Events of deleted tenants are kept this long (e.g. `90days`); live
+    /// tenants keep their whole log.
+    #[arg(long, env = "TENANTD_EVENT_RETENTION", default_value = defaults::EVENT_RETENTION, value_parser = humantime::parse_duration)]
+    pub event_retention: Duration,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -216,6 +240,13 @@ impl ServeArgs {
             mail_from: self.mail_from.clone(),
             invitation_url: self.invitation_url.clone(),
             demo: self.demo,
+            schedules: Schedules {
+                reaper: self.reaper_schedule.clone(),
+                purge: self.purge_schedule.clone(),
+                prune: self.prune_schedule.clone(),
+                stale_after: self.stale_after,
+                event_retention: self.event_retention,
+            },
         }
     }
 }
@@ -241,6 +272,7 @@ pub struct Config {
     pub mail_from: String,
     pub invitation_url: String,
     pub demo: bool,
+    pub schedules: Schedules,
 }
 
 impl Config {
@@ -264,6 +296,13 @@ impl Config {
             mail_from: defaults::MAIL_FROM.to_owned(),
             invitation_url: defaults::INVITATION_URL.to_owned(),
             demo: false,
+            schedules: Schedules {
+                reaper: defaults::REAPER_SCHEDULE.to_owned(),
+                purge: defaults::PURGE_SCHEDULE.to_owned(),
+                prune: defaults::PRUNE_SCHEDULE.to_owned(),
+                stale_after: Duration::from_secs(30 * 60),
+                event_retention: Duration::from_secs(90 * 24 * 3600),
+            },
         }
     }
 }
@@ -307,6 +346,14 @@ mod tests {
         assert_eq!(resolved.lease, defaults.lease);
         assert_eq!(resolved.retry_cap, defaults.retry_cap);
         assert_eq!(resolved.mail_dir, defaults.mail_dir);
+        assert_eq!(
+            resolved.schedules.stale_after,
+            defaults.schedules.stale_after
+        );
+        assert_eq!(
+            resolved.schedules.event_retention,
+            defaults.schedules.event_retention
+        );
         for shown in [format!("{args:?}"), format!("{resolved:?}")] {
             assert!(
                 !shown.contains("hunter2") && !shown.contains("pw2"),

@@ -16,6 +16,7 @@
 //! | [`steps`]   | provisioning steps behind one trait, and their registry |
 //! | [`proto`]   | generated code and the descriptor set |
 //! | [`demo`]    | `serve --demo`: provisions one tenant and logs its steps |
+//! | [`scheduler`] | cron jobs: reaper, purge, prune, each under an advisory lock |
 //! | [`bench`]   | `tenantd bench`: figures on scratch databases, and the SMTP listener it sends to |
 //!
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
@@ -31,6 +32,7 @@ pub mod grpc;
 pub mod ops;
 pub mod outbox;
 pub mod proto;
+pub mod scheduler;
 pub mod server;
 pub mod steps;
 pub mod stream;

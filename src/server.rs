@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
-use crate::ops::Ops;
+use crate::ops::{Ops, TenantDb};
 use crate::outbox::dispatcher::Dispatcher;
 use crate::outbox::{Backoff, DispatcherConfig, Wakeup, listener};
 use crate::steps::{Mailer, Registry, is_valid_role_prefix};
@@ -91,7 +91,7 @@ pub async fn run_with(
         let dispatcher = Dispatcher {
             config: dispatcher_config,
             pool: pool.clone(),
-            tenant_pool,
+            tenant_pool: tenant_pool.clone(),
             registry,
             wakeup: wakeup.clone(),
             shutdown: shutdown.clone(),
@@ -100,11 +100,19 @@ pub async fn run_with(
     } else {
         tracing::info!("concurrency 0: serving the API only, no dispatcher");
     }
-    let ops = Ops::new(pool, wakeup, hub, shutdown.clone());
+    let tenant_db = TenantDb {
+        pool: tenant_pool.clone(),
+        same_database: config.tenant_database_url.is_none(),
+        role_prefix: config.tenant_role_prefix.clone(),
+    };
+    let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone());
     let (routes, health) = grpc::routes(ops.clone()).await?;
 
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving gRPC");
+    let mut scheduler = crate::scheduler::start(ops.clone(), &config.schedules)
+        .await
+        .map_err(|e| format!("starting the scheduled jobs (check the *_SCHEDULE settings): {e}"))?;
     if config.demo {
         let (demo, stop) = (crate::demo::run(ops, addr.to_string()), shutdown.clone());
         tracker.spawn(async move {
@@ -142,6 +150,9 @@ pub async fn run_with(
         }
     };
     shutdown.cancel();
+    if let Err(e) = scheduler.shutdown().await {
+        tracing::warn!(error = %e, "stopping the scheduled jobs");
+    }
     tracker.close();
     if tokio::time::timeout_at(deadline, tracker.wait())
         .await

@@ -430,6 +430,7 @@ async fn raw_provision(
                     attempt: 1,
                     outputs: Default::default(),
                     tenant_db: pool.clone(),
+                    purge: false,
                 };
                 conn.transaction(async |conn| {
                     CreateSchema.run_in_db(conn, &ctx).await?;

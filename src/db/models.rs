@@ -34,6 +34,8 @@ pub struct TenantRow {
     pub update_time: DateTime<Utc>,
     pub delete_time: Option<DateTime<Utc>>,
     pub purge_time: Option<DateTime<Utc>>,
+    pub deprovision_mode: Option<String>,
+    pub grace_period_secs: Option<i64>,
 }
 
 impl TenantRow {
@@ -96,6 +98,8 @@ pub struct StepRow {
     pub output: serde_json::Value,
     pub start_time: Option<DateTime<Utc>>,
     pub finish_time: Option<DateTime<Utc>>,
+    /// PROVISION or DEPROVISION: which pipeline the step belongs to.
+    pub phase: String,
 }
 
 impl StepRow {

@@ -33,6 +33,8 @@ diesel::table! {
         update_time -> Timestamptz,
         delete_time -> Nullable<Timestamptz>,
         purge_time -> Nullable<Timestamptz>,
+        deprovision_mode -> Nullable<Text>,
+        grace_period_secs -> Nullable<Int8>,
     }
 }
 
@@ -49,6 +51,7 @@ diesel::table! {
         output -> Jsonb,
         start_time -> Nullable<Timestamptz>,
         finish_time -> Nullable<Timestamptz>,
+        phase -> Text,
     }
 }
 

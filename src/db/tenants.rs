@@ -42,6 +42,7 @@ pub async fn insert(
             output: serde_json::json!({}),
             start_time: None,
             finish_time: None,
+            phase: "PROVISION".to_owned(),
         })
         .collect();
     diesel::insert_into(tenant_steps::table)

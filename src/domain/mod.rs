@@ -7,7 +7,7 @@ mod tenant;
 mod validate;
 
 pub use page::PageToken;
-pub use plan::{DEFAULT_PLAN, Plan, PlanStep};
+pub use plan::{DEFAULT_PLAN, Plan, PlanStep, deprovision_steps};
 pub use tenant::{
     Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
 };

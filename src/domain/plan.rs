@@ -23,3 +23,20 @@ pub struct PlanStep {
     /// Attempts before the step is FAILED.
     pub max_attempts: i32,
 }
+
+/// The deprovisioning pipeline, the same for every plan: revoke access,
+/// archive or drop the data, tell the admin (not critical).
+pub fn deprovision_steps() -> Vec<PlanStep> {
+    [
+        ("revoke_access", true),
+        ("archive_schema", true),
+        ("send_deprovision_notice", false),
+    ]
+    .into_iter()
+    .map(|(name, critical)| PlanStep {
+        name: name.to_owned(),
+        critical,
+        max_attempts: 5,
+    })
+    .collect()
+}

@@ -10,6 +10,7 @@ use crate::domain::{
     TenantState,
 };
 use crate::error::Error;
+use crate::ops::DeprovisionMode;
 use crate::proto as pb;
 use crate::stream::WatchItem;
 
@@ -228,5 +229,29 @@ fn event_kind(k: EventKind) -> pb::EventKind {
         EventKind::CompensationFailed => pb::EventKind::CompensationFailed,
         EventKind::CancelRequested => pb::EventKind::CancelRequested,
         EventKind::TenantDeleted => pb::EventKind::TenantDeleted,
+    }
+}
+
+/// A grace period in whole seconds; unset means the default.
+pub fn grace_period(d: Option<prost_types::Duration>) -> Result<Option<i64>, Error> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            Err(Error::invalid("grace_period", "must not be negative"))
+        }
+        Some(d) => Ok(Some(d.seconds)),
+    }
+}
+
+pub fn deprovision_mode(value: i32) -> Result<DeprovisionMode, Error> {
+    match pb::DeprovisionMode::try_from(value) {
+        Ok(pb::DeprovisionMode::Unspecified | pb::DeprovisionMode::Archive) => {
+            Ok(DeprovisionMode::Archive)
+        }
+        Ok(pb::DeprovisionMode::Purge) => Ok(DeprovisionMode::Purge),
+        Err(_) => Err(Error::invalid(
+            "mode",
+            format!("{value} is not a DeprovisionMode"),
+        )),
     }
 }

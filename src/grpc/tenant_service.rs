@@ -124,9 +124,20 @@ impl TenantService for TenantApi {
 
     async fn deprovision(
         &self,
-        _request: Request<pb::DeprovisionRequest>,
+        request: Request<pb::DeprovisionRequest>,
     ) -> Result<Response<pb::DeprovisionResponse>, Status> {
-        Err(Status::unimplemented("Deprovision is not implemented yet"))
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let id = tenant_id(&req.tenant_id)?;
+        let grace = convert::grace_period(req.grace_period)?;
+        let mode = convert::deprovision_mode(req.mode)?;
+        let tenant = self
+            .ops
+            .deprovision(&caller, id, grace, mode, &req.reason)
+            .await?;
+        Ok(Response::new(pb::DeprovisionResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
     }
 
     async fn cancel_provisioning(
@@ -159,18 +170,27 @@ impl TenantService for TenantApi {
 
     async fn suspend_tenant(
         &self,
-        _request: Request<pb::SuspendTenantRequest>,
+        request: Request<pb::SuspendTenantRequest>,
     ) -> Result<Response<pb::SuspendTenantResponse>, Status> {
-        Err(Status::unimplemented(
-            "SuspendTenant is not implemented yet",
-        ))
+        let caller = caller(&request);
+        let req = request.into_inner();
+        let id = tenant_id(&req.tenant_id)?;
+        let tenant = self.ops.suspend_tenant(&caller, id, &req.reason).await?;
+        Ok(Response::new(pb::SuspendTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
     }
 
     async fn resume_tenant(
         &self,
-        _request: Request<pb::ResumeTenantRequest>,
+        request: Request<pb::ResumeTenantRequest>,
     ) -> Result<Response<pb::ResumeTenantResponse>, Status> {
-        Err(Status::unimplemented("ResumeTenant is not implemented yet"))
+        let caller = caller(&request);
+        let id = tenant_id(&request.get_ref().tenant_id)?;
+        let tenant = self.ops.resume_tenant(&caller, id).await?;
+        Ok(Response::new(pb::ResumeTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
     }
 
     type StreamProvisioningStatusStream = StatusStream;

@@ -109,6 +109,7 @@ impl Ops {
                 }
                 let first: Option<String> = tenant_steps::table
                     .filter(tenant_steps::tenant_id.eq(id))
+                    .filter(tenant_steps::phase.eq("PROVISION"))
                     .filter(tenant_steps::status.ne(StepStatus::Succeeded.as_str()))
                     .order(tenant_steps::position)
                     .select(tenant_steps::name)
@@ -123,6 +124,7 @@ impl Ops {
                 diesel::update(
                     tenant_steps::table
                         .filter(tenant_steps::tenant_id.eq(id))
+                        .filter(tenant_steps::phase.eq("PROVISION"))
                         .filter(tenant_steps::status.ne(StepStatus::Succeeded.as_str())),
                 )
                 .set((
@@ -167,7 +169,10 @@ impl Ops {
 }
 
 /// The tenant's running operation, if any.
-async fn running(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<(Operation, String)>> {
+pub(super) async fn running(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<(Operation, String)>> {
     let row: Option<(String, String)> = outbox::table
         .filter(outbox::tenant_id.eq(id))
         .select((outbox::operation, outbox::step))
@@ -183,13 +188,13 @@ async fn running(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Option<(Opera
     .transpose()
 }
 
-async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Tenant> {
+pub(super) async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Tenant> {
     db::tenants::load(conn, id)
         .await?
         .ok_or_else(|| Error::tenant_not_found(id))
 }
 
-fn check_reason(reason: &str) -> Result<()> {
+pub(super) fn check_reason(reason: &str) -> Result<()> {
     if reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
         return Err(Error::invalid(
             "reason",

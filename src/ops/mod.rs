@@ -1,10 +1,14 @@
 //! Use cases. Each owns its transaction and writes state, event and outbox
 //! row together; wake-ups are sent only after commit.
 
+mod jobs;
 mod lifecycle;
+mod teardown;
 mod tenants;
 mod watch;
 
+pub use jobs::run_exclusive;
+pub use teardown::{DEFAULT_GRACE_PERIOD_SECS, DeprovisionMode, MAX_GRACE_PERIOD_SECS};
 pub use tenants::ListPage;
 
 use tokio_util::sync::CancellationToken;
@@ -13,22 +17,40 @@ use crate::db::DbPool;
 use crate::outbox::Wakeup;
 use crate::stream::EventHub;
 
+/// Where tenant schemas and roles live.
+#[derive(Clone)]
+pub struct TenantDb {
+    pub pool: DbPool,
+    /// Tenant data shares the control-plane database: tenant DDL commits in
+    /// the same transaction as the state change.
+    pub same_database: bool,
+    pub role_prefix: String,
+}
+
 /// The application: what every transport calls into.
 #[derive(Clone)]
 pub struct Ops {
     pool: DbPool,
     wakeup: Wakeup,
     hub: EventHub,
+    tenant_db: TenantDb,
     /// Ends streams at shutdown.
     shutdown: CancellationToken,
 }
 
 impl Ops {
-    pub fn new(pool: DbPool, wakeup: Wakeup, hub: EventHub, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        pool: DbPool,
+        wakeup: Wakeup,
+        hub: EventHub,
+        tenant_db: TenantDb,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self {
             pool,
             wakeup,
             hub,
+            tenant_db,
             shutdown,
         }
     }

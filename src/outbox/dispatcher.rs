@@ -229,7 +229,9 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
                 .await
                 .map_err(TxError::into_error)
         }
-        Operation::Provision => {
+        // A deprovisioning step runs like a provisioning one; only the
+        // pipeline it advances differs.
+        Operation::Provision | Operation::Deprovision => {
             let Some(step) = step else {
                 let error =
                     StepError::new(format!("this build has no step named {:?}", claim.step));
@@ -279,16 +281,9 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
             let Some(step) = step else {
                 let error =
                     StepError::new(format!("this build has no step named {:?}", claim.step));
-                return apply(
-                    shared,
-                    claim,
-                    Action::CompensationFailed {
-                        error: &error,
-                        ctx: &ctx,
-                    },
-                )
-                .await
-                .map_err(TxError::into_error);
+                return apply(shared, claim, Action::CompensationFailed(&error))
+                    .await
+                    .map_err(TxError::into_error);
             };
             let mut outcome = match guarded(shared, claim, step.compensate_external(&ctx)).await {
                 Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
@@ -317,25 +312,12 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
             match done {
                 Err(TxError::Step(error)) => {
                     tracing::warn!(%error, "compensation attempt failed");
-                    apply(
-                        shared,
-                        claim,
-                        Action::CompensationFailed {
-                            error: &error,
-                            ctx: &ctx,
-                        },
-                    )
-                    .await
-                    .map_err(TxError::into_error)
+                    apply(shared, claim, Action::CompensationFailed(&error))
+                        .await
+                        .map_err(TxError::into_error)
                 }
                 other => other.map_err(TxError::into_error),
             }
-        }
-        Operation::Deprovision => {
-            let error = StepError::new("deprovisioning is not supported by this build");
-            apply(shared, claim, Action::Failed(&error))
-                .await
-                .map_err(TxError::into_error)
         }
     }
 }
@@ -355,10 +337,7 @@ enum Action<'a> {
         step: &'a dyn Step,
         ctx: &'a StepCtx,
     },
-    CompensationFailed {
-        error: &'a StepError,
-        ctx: &'a StepCtx,
-    },
+    CompensationFailed(&'a StepError),
 }
 
 /// Records `action` in one transaction after locking the tenant and checking
@@ -371,6 +350,8 @@ async fn apply(
 ) -> Result<Option<Claim>, TxError> {
     let t = Transition {
         claim,
+        role_prefix: &shared.config.role_prefix,
+        tenant_db: &shared.tenant_pool,
         owner: &shared.config.owner,
         registry: &shared.registry,
         backoff: shared.config.backoff,
@@ -406,8 +387,8 @@ async fn apply(
                     }
                     t.compensation_succeeded(conn, &locked).await?;
                 }
-                Action::CompensationFailed { error, ctx } => {
-                    t.compensation_failed(conn, &locked, error, ctx).await?
+                Action::CompensationFailed(error) => {
+                    t.compensation_failed(conn, &locked, error).await?
                 }
             }
             Ok(Outcome::Applied)

@@ -119,12 +119,15 @@ pub fn step_ctx(claim: &Claim, role_prefix: &str, tenant_db: &db::DbPool) -> Res
         attempt: claim.attempt,
         names,
         tenant_db: tenant_db.clone(),
+        purge: claim.deprovision_mode.as_deref() == Some("PURGE"),
     })
 }
 
 /// What a pipeline transition needs besides the connection.
 pub struct Transition<'a> {
     pub claim: &'a Claim,
+    pub role_prefix: &'a str,
+    pub tenant_db: &'a db::DbPool,
     pub owner: &'a str,
     pub registry: &'a Registry,
     pub backoff: super::Backoff,
@@ -242,7 +245,12 @@ impl Transition<'_> {
             "{} failed after {} attempts: {message}",
             claim.step, claim.attempt
         );
-        if step.critical {
+        if step.critical && claim.operation()? == Operation::Deprovision {
+            // Nothing undoes a teardown: stop and say what is left.
+            event(conn, claim, EventKind::StepFailed, state, text.clone()).await?;
+            self.needs_attention(conn, locked, step.position, &text)
+                .await
+        } else if step.critical {
             event(conn, claim, EventKind::StepFailed, state, text.clone()).await?;
             set_reason(conn, claim.tenant_id, &text).await?;
             self.start_saga(conn, locked, step.position - 1, StepStatus::Failed)
@@ -319,7 +327,6 @@ impl Transition<'_> {
         conn: &mut AsyncPgConnection,
         locked: &Locked,
         error: &StepError,
-        ctx: &StepCtx,
     ) -> Result<()> {
         let claim = self.claim;
         let state = locked.state()?;
@@ -337,22 +344,6 @@ impl Transition<'_> {
             );
             event(conn, claim, EventKind::CompensationFailed, state, text).await?;
             return Ok(());
-        }
-        // Give up: everything not yet undone, this step included, is left.
-        let mut leftovers = Vec::new();
-        for s in locked
-            .steps
-            .iter()
-            .filter(|s| s.position <= step.position)
-            .rev()
-        {
-            let pending = s.position == step.position || s.status == StepStatus::Succeeded.as_str();
-            if let Some(impl_) = self.registry.get(&s.name)
-                && pending
-                && impl_.compensable()
-            {
-                leftovers.extend(impl_.resources(ctx));
-            }
         }
         set_step(
             conn,
@@ -375,11 +366,67 @@ impl Transition<'_> {
             text.clone(),
         )
         .await?;
+        self.needs_attention(conn, locked, step.position, &text)
+            .await
+    }
+
+    /// Gives up: the tenant becomes NEEDS_ATTENTION, listing what the steps
+    /// up to `position` of the claim's pipeline may have left behind.
+    async fn needs_attention(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        position: i32,
+        reason: &str,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let ctx = step_ctx(claim, self.role_prefix, self.tenant_db)?;
+        let phase = phase_of(claim.operation()?);
+        let mut leftovers = Vec::new();
+        for s in locked
+            .steps
+            .iter()
+            .filter(|s| s.phase == phase && s.position <= position)
+            .rev()
+        {
+            let pending = s.position == position || s.status == StepStatus::Succeeded.as_str();
+            if let Some(step) = self.registry.get(&s.name)
+                && pending
+                && step.compensable()
+            {
+                leftovers.extend(step.resources(&ctx));
+            }
+        }
+        if phase == DEPROVISION_PHASE {
+            // A teardown that stopped leaves whatever it had not removed.
+            leftovers = locked
+                .steps
+                .iter()
+                .filter(|s| {
+                    s.phase == PROVISION_PHASE && s.status == StepStatus::Succeeded.as_str()
+                })
+                .filter_map(|s| self.registry.get(&s.name))
+                .flat_map(|step| step.resources(&ctx))
+                .collect();
+        }
+        if let Some(step) = locked.steps.iter().find(|s| s.name == claim.step)
+            && step.status != StepStatus::Failed.as_str()
+        {
+            set_step(
+                conn,
+                claim.tenant_id,
+                &claim.step,
+                StepStatus::Failed,
+                Some(reason),
+                None,
+            )
+            .await?;
+        }
         delete_row(conn, claim).await?;
         diesel::update(tenants::table.find(claim.tenant_id))
             .set((
                 tenants::state.eq(TenantState::NeedsAttention.as_str()),
-                tenants::state_reason.eq(&text),
+                tenants::state_reason.eq(reason),
                 tenants::leftover_resources.eq(&leftovers),
                 tenants::revision.eq(tenants::revision + 1),
                 tenants::update_time.eq(diesel::dsl::now),
@@ -409,10 +456,11 @@ impl Transition<'_> {
         outputs: serde_json::Value,
     ) -> Result<()> {
         let claim = self.claim;
-        let next = locked
-            .steps
-            .iter()
-            .find(|s| s.position > after && s.status != StepStatus::Succeeded.as_str());
+        let operation = claim.operation()?;
+        let phase = phase_of(operation);
+        let next = locked.steps.iter().find(|s| {
+            s.phase == phase && s.position > after && s.status != StepStatus::Succeeded.as_str()
+        });
         match next {
             Some(next) if self.may_continue => {
                 let continued = self
@@ -423,7 +471,24 @@ impl Transition<'_> {
                 }
                 Ok(())
             }
-            Some(next) => requeue(conn, claim, Operation::Provision, &next.name).await,
+            Some(next) => requeue(conn, claim, operation, &next.name).await,
+            None if operation == Operation::Deprovision => {
+                delete_row(conn, claim).await?;
+                diesel::sql_query(
+                    "UPDATE tenants SET purge_time = now() + make_interval(secs => coalesce(grace_period_secs, 0))
+                     WHERE id = $1",
+                )
+                .bind::<diesel::sql_types::Uuid, _>(claim.tenant_id)
+                .execute(conn)
+                .await?;
+                set_state(
+                    conn,
+                    claim,
+                    TenantState::Deprovisioned,
+                    "deprovisioning complete",
+                )
+                .await
+            }
             None => {
                 delete_row(conn, claim).await?;
                 set_state(conn, claim, TenantState::Active, "provisioning complete").await
@@ -468,7 +533,7 @@ impl Transition<'_> {
         let next = Claim {
             id: claim.id,
             tenant_id: claim.tenant_id,
-            operation: Operation::Provision.as_str().to_owned(),
+            operation: claim.operation.clone(),
             step: step.to_owned(),
             attempt: 1,
             cancel_requested: false,
@@ -476,6 +541,7 @@ impl Transition<'_> {
             display_name: locked.tenant.display_name.clone(),
             admin_email: locked.tenant.admin_email.clone(),
             outputs,
+            deprovision_mode: locked.tenant.deprovision_mode.clone(),
         };
         let state = locked.state()?;
         event(
@@ -522,7 +588,8 @@ impl Transition<'_> {
     ) -> Result<()> {
         let claim = self.claim;
         let target = locked.steps.iter().rev().find(|s| {
-            s.position <= from
+            s.phase == PROVISION_PHASE
+                && s.position <= from
                 && s.status == StepStatus::Succeeded.as_str()
                 && self
                     .registry
@@ -550,6 +617,18 @@ impl Transition<'_> {
             )
             .await
         }
+    }
+}
+
+/// `tenant_steps.phase` of provisioning steps (and their compensations).
+pub const PROVISION_PHASE: &str = "PROVISION";
+/// `tenant_steps.phase` of deprovisioning steps.
+pub const DEPROVISION_PHASE: &str = "DEPROVISION";
+
+fn phase_of(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Deprovision => DEPROVISION_PHASE,
+        Operation::Provision | Operation::Compensate => PROVISION_PHASE,
     }
 }
 

@@ -42,6 +42,8 @@ pub struct Claim {
     pub admin_email: String,
     #[diesel(sql_type = diesel::sql_types::Jsonb)]
     pub outputs: serde_json::Value,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub deprovision_mode: Option<String>,
 }
 
 impl Claim {
@@ -79,7 +81,8 @@ pub async fn claim(
              FROM due WHERE o.id = due.id
              RETURNING o.id, o.tenant_id, o.operation, o.step, o.attempt
          ), locked AS (
-             SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs
+             SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs,
+                    t.deprovision_mode
              FROM tenants t JOIN claimed c ON c.tenant_id = t.id
              FOR UPDATE OF t
          ), started AS (
@@ -100,7 +103,7 @@ pub async fn claim(
              FROM claimed c JOIN locked l ON l.id = c.tenant_id
          )
          SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, l.cancel_requested,
-                l.slug, l.display_name, l.admin_email, l.outputs
+                l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode
          FROM claimed c JOIN locked l ON l.id = c.tenant_id",
     )
     .bind::<BigInt, _>(limit)

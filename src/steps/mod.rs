@@ -9,8 +9,10 @@
 //! - [`Step::run_external`]: work outside (SMTP, RPC). It runs with no
 //!   connection held, at least once, so it must be idempotent.
 
+pub mod access;
 mod activate;
 mod create_schema;
+pub mod deprovision;
 mod names;
 mod run_migrations;
 mod seed_roles_and_admin;
@@ -70,6 +72,8 @@ pub struct StepCtx {
     /// The tenant database, for external steps that need a short
     /// transaction of their own (never held across the external call).
     pub tenant_db: DbPool,
+    /// Deprovisioning drops the data instead of archiving it.
+    pub purge: bool,
 }
 
 /// One provisioning step. Every method must be idempotent.
@@ -137,8 +141,11 @@ impl Registry {
         registry.register(CreateSchema);
         registry.register(RunMigrations);
         registry.register(SeedRolesAndAdmin);
-        registry.register(SendWelcomeEmail::new(mailer));
+        registry.register(SendWelcomeEmail::new(mailer.clone()));
         registry.register(Activate);
+        registry.register(deprovision::RevokeAccess);
+        registry.register(deprovision::ArchiveSchema);
+        registry.register(deprovision::SendDeprovisionNotice::new(mailer));
         registry
     }
 

@@ -6,6 +6,7 @@ mod common;
 mod create;
 mod crud;
 mod embedded;
+mod lifecycle;
 mod meta;
 mod pipeline;
 mod replicas;

@@ -1,7 +1,5 @@
-//! Health, reflection, and the RPCs not served yet.
+//! Health and reflection.
 
-use tenantd::proto::SuspendTenantRequest;
-use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -87,21 +85,5 @@ async fn reflection_lists_services_in_v1_and_v1alpha() {
         };
         assert!(!files.file_descriptor_proto.is_empty());
     }
-    app.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rpcs_of_later_features_say_unimplemented() {
-    let app = TestApp::start().await;
-    let err = app
-        .client
-        .clone()
-        .suspend_tenant(SuspendTenantRequest {
-            tenant_id: uuid::Uuid::now_v7().to_string(),
-            reason: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
     app.stop().await;
 }

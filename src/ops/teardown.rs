@@ -1,0 +1,240 @@
+//! Suspend, resume and deprovision: taking a tenant out of service and back,
+//! or for good. Suspension is a database change done in the RPC's own
+//! transaction; deprovisioning runs its steps through the outbox.
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use uuid::Uuid;
+
+use super::Ops;
+use super::lifecycle::{check_reason, load, running};
+use crate::db::models::TenantRow;
+use crate::db::outbox::Operation;
+use crate::db::schema::{tenant_steps, tenants};
+use crate::db::{self};
+use crate::domain::{
+    Caller, EventKind, NewEvent, StepStatus, Tenant, TenantState, deprovision_steps,
+};
+use crate::error::{Error, Result};
+use crate::steps::{TenantNames, access};
+
+/// Longest grace period Deprovision accepts.
+pub const MAX_GRACE_PERIOD_SECS: i64 = 365 * 24 * 3600;
+/// Grace period when the caller gives none.
+pub const DEFAULT_GRACE_PERIOD_SECS: i64 = 30 * 24 * 3600;
+
+/// How Deprovision disposes of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeprovisionMode {
+    /// Keep it, renamed and unreachable, until the purge.
+    Archive,
+    /// Drop it now.
+    Purge,
+}
+
+impl Ops {
+    /// ACTIVE -> SUSPENDED: the tenant role loses its schema.
+    pub async fn suspend_tenant(&self, caller: &Caller, id: Uuid, reason: &str) -> Result<Tenant> {
+        check_reason(reason)?;
+        let reason = if reason.is_empty() {
+            "suspended by request"
+        } else {
+            reason
+        };
+        self.switch_access(
+            caller,
+            id,
+            TenantState::Active,
+            TenantState::Suspended,
+            reason,
+        )
+        .await
+    }
+
+    /// SUSPENDED -> ACTIVE: the tenant role gets its schema back.
+    pub async fn resume_tenant(&self, caller: &Caller, id: Uuid) -> Result<Tenant> {
+        self.switch_access(
+            caller,
+            id,
+            TenantState::Suspended,
+            TenantState::Active,
+            "resumed",
+        )
+        .await
+    }
+
+    async fn switch_access(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        from: TenantState,
+        to: TenantState,
+        reason: &str,
+    ) -> Result<Tenant> {
+        let mut conn = db::conn(self.pool()).await?;
+        let tenant = conn
+            .transaction(async |conn| {
+                let row = db::tenants::lock(conn, id)
+                    .await?
+                    .ok_or_else(|| Error::tenant_not_found(id))?;
+                let state = db::models::parse_state(&row.state)?;
+                if state == to {
+                    return load(conn, id).await;
+                }
+                refuse_if_running(conn, id).await?;
+                if state != from {
+                    return Err(Error::FailedPrecondition(format!(
+                        "tenant {id} is {state}; only a {from} tenant can become {to}"
+                    )));
+                }
+                let names = TenantNames::derive(&row.slug, &self.tenant_db.role_prefix)
+                    .map_err(Error::Internal)?;
+                let sql = if to == TenantState::Suspended {
+                    access::revoke_sql(&names)
+                } else {
+                    access::restore_sql(&names)
+                };
+                if self.tenant_db.same_database {
+                    conn.batch_execute(&sql).await?;
+                } else {
+                    // Idempotent, so committing it first is safe to repeat.
+                    let mut tenant_conn = db::conn(&self.tenant_db.pool).await?;
+                    tenant_conn.batch_execute(&sql).await?;
+                }
+                set_state(conn, &row, to, reason, caller).await?;
+                load(conn, id).await
+            })
+            .await?;
+        self.wakeup.work_committed();
+        Ok(tenant)
+    }
+
+    /// Starts tearing the tenant down through the outbox: revoke access,
+    /// archive or drop the data, tell the admin; DEPROVISIONED with a
+    /// `purge_time` after `grace_period_secs`. Idempotent: a tenant already
+    /// deprovisioning or deprovisioned is returned as it is.
+    pub async fn deprovision(
+        &self,
+        caller: &Caller,
+        id: Uuid,
+        grace_period_secs: Option<i64>,
+        mode: DeprovisionMode,
+        reason: &str,
+    ) -> Result<Tenant> {
+        check_reason(reason)?;
+        let grace = grace_period_secs.unwrap_or(DEFAULT_GRACE_PERIOD_SECS);
+        if !(0..=MAX_GRACE_PERIOD_SECS).contains(&grace) {
+            return Err(Error::invalid(
+                "grace_period",
+                "must be between 0 and 365 days",
+            ));
+        }
+        let reason = if reason.is_empty() {
+            "deprovisioned by request"
+        } else {
+            reason
+        };
+        let mut conn = db::conn(self.pool()).await?;
+        let tenant = conn
+            .transaction(async |conn| {
+                let row = db::tenants::lock(conn, id).await?.ok_or_else(|| Error::tenant_not_found(id))?;
+                let state = db::models::parse_state(&row.state)?;
+                if matches!(state, TenantState::Deprovisioning | TenantState::Deprovisioned) {
+                    return load(conn, id).await;
+                }
+                refuse_if_running(conn, id).await?;
+                if !state.can_become(TenantState::Deprovisioning) {
+                    return Err(Error::FailedPrecondition(format!(
+                        "tenant {id} is {state}; only ACTIVE, SUSPENDED or FAILED tenants can be deprovisioned"
+                    )));
+                }
+                let mode_name = match mode {
+                    DeprovisionMode::Archive => "ARCHIVE",
+                    DeprovisionMode::Purge => "PURGE",
+                };
+                diesel::update(tenants::table.find(id))
+                    .set((
+                        tenants::deprovision_mode.eq(mode_name),
+                        tenants::grace_period_secs.eq(grace),
+                    ))
+                    .execute(conn)
+                    .await?;
+                let last: Option<i32> = tenant_steps::table
+                    .filter(tenant_steps::tenant_id.eq(id))
+                    .select(diesel::dsl::max(tenant_steps::position))
+                    .first(conn)
+                    .await?;
+                let steps = deprovision_steps();
+                let rows: Vec<_> = steps
+                    .iter()
+                    .zip(last.unwrap_or(-1) + 1..)
+                    .map(|(step, position)| {
+                        (
+                            tenant_steps::tenant_id.eq(id),
+                            tenant_steps::position.eq(position),
+                            tenant_steps::name.eq(step.name.clone()),
+                            tenant_steps::critical.eq(step.critical),
+                            tenant_steps::max_attempts.eq(step.max_attempts),
+                            tenant_steps::status.eq(StepStatus::Pending.as_str()),
+                            tenant_steps::phase.eq("DEPROVISION"),
+                        )
+                    })
+                    .collect();
+                diesel::insert_into(tenant_steps::table).values(&rows).execute(conn).await?;
+                db::outbox::enqueue(conn, id, Operation::Deprovision, &steps[0].name).await?;
+                let message = format!("{reason} ({mode_name}, grace period {grace} s)");
+                set_state(conn, &row, TenantState::Deprovisioning, &message, caller).await?;
+                load(conn, id).await
+            })
+            .await?;
+        self.wakeup.work_committed();
+        Ok(tenant)
+    }
+}
+
+/// ABORTED, naming it, if another lifecycle operation is running.
+async fn refuse_if_running(conn: &mut AsyncPgConnection, id: Uuid) -> Result<()> {
+    if let Some((operation, step)) = running(conn, id).await? {
+        let what = match operation {
+            Operation::Provision => "provisioning",
+            Operation::Compensate => "a rollback",
+            Operation::Deprovision => "deprovisioning",
+        };
+        return Err(Error::Aborted(format!(
+            "tenant {id}: {what} is running (step {step}); wait for it to end"
+        )));
+    }
+    Ok(())
+}
+
+async fn set_state(
+    conn: &mut AsyncPgConnection,
+    row: &TenantRow,
+    to: TenantState,
+    reason: &str,
+    caller: &Caller,
+) -> Result<()> {
+    diesel::update(tenants::table.find(row.id))
+        .set((
+            tenants::state.eq(to.as_str()),
+            tenants::state_reason.eq(reason),
+            tenants::revision.eq(tenants::revision + 1),
+            tenants::update_time.eq(diesel::dsl::now),
+        ))
+        .execute(conn)
+        .await?;
+    db::events::append(
+        conn,
+        &NewEvent {
+            tenant_id: row.id,
+            kind: EventKind::StateChanged,
+            step: None,
+            attempt: None,
+            state: to,
+            message: format!("{to}: {reason}"),
+            actor: caller.subject.clone(),
+        },
+    )
+    .await?;
+    Ok(())
+}

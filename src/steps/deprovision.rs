@@ -1,0 +1,161 @@
+//! The deprovisioning steps: revoke access, archive (or drop) the data,
+//! tell the admin. The purge after the grace period is a scheduled job.
+
+use async_trait::async_trait;
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
+use lettre::AsyncTransport;
+use lettre::message::{Mailbox, header::ContentType};
+
+use super::send_welcome_email::Transport;
+use super::{Mailer, Output, Step, StepCtx, StepError, access};
+
+/// The archive's name: the slug plus the start of the tenant id, so that a
+/// new tenant may take the slug while the old data waits for its purge.
+pub fn archived_schema(ctx: &StepCtx) -> String {
+    let id = ctx.tenant_id.simple().to_string();
+    format!("archived_{}_{}", ctx.slug.replace('-', "_"), &id[..8])
+}
+
+/// `revoke_access`: the tenant role loses its schema; pending invitations
+/// are revoked.
+pub struct RevokeAccess;
+
+#[async_trait]
+impl Step for RevokeAccess {
+    fn name(&self) -> &'static str {
+        "revoke_access"
+    }
+
+    async fn run_in_db(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ctx: &StepCtx,
+    ) -> Result<Output, StepError> {
+        let schema = &ctx.names.schema;
+        conn.batch_execute(&format!(
+            "DO $$ BEGIN
+                 IF to_regclass('{schema}.invitations') IS NOT NULL THEN
+                     EXECUTE format('UPDATE %I.invitations SET revoked_at = now()
+                                     WHERE revoked_at IS NULL AND used_at IS NULL', '{schema}');
+                 END IF;
+             END $$;"
+        ))
+        .await?;
+        conn.batch_execute(&access::revoke_sql(&ctx.names)).await?;
+        Ok(Output::new())
+    }
+
+    fn compensable(&self) -> bool {
+        false
+    }
+}
+
+/// `archive_schema`: renames the schema out of the tenant's name (ARCHIVE)
+/// or drops it (PURGE), then drops the tenant's role.
+pub struct ArchiveSchema;
+
+#[async_trait]
+impl Step for ArchiveSchema {
+    fn name(&self) -> &'static str {
+        "archive_schema"
+    }
+
+    async fn run_in_db(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ctx: &StepCtx,
+    ) -> Result<Output, StepError> {
+        let (schema, role) = (&ctx.names.schema, &ctx.names.role);
+        let archived = archived_schema(ctx);
+        let data = if ctx.purge {
+            format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE;")
+        } else {
+            format!(
+                "DO $$ BEGIN
+                     IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '{schema}') THEN
+                         ALTER SCHEMA \"{schema}\" RENAME TO \"{archived}\";
+                     END IF;
+                 END $$;"
+            )
+        };
+        conn.batch_execute(&format!(
+            "{data}
+             DO $$ BEGIN
+                 IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                     DROP OWNED BY \"{role}\";
+                     DROP ROLE \"{role}\";
+                 END IF;
+             END $$;"
+        ))
+        .await?;
+        let output = if ctx.purge {
+            Output::from([("purged".to_owned(), "true".to_owned())])
+        } else {
+            Output::from([("archived_schema".to_owned(), archived)])
+        };
+        Ok(output)
+    }
+
+    fn compensable(&self) -> bool {
+        false
+    }
+}
+
+/// `send_deprovision_notice`: tells the admin; not critical.
+pub struct SendDeprovisionNotice {
+    mailer: Mailer,
+}
+
+impl SendDeprovisionNotice {
+    pub fn new(mailer: Mailer) -> Self {
+        Self { mailer }
+    }
+}
+
+#[async_trait]
+impl Step for SendDeprovisionNotice {
+    fn name(&self) -> &'static str {
+        "send_deprovision_notice"
+    }
+
+    async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        let to: Mailbox = ctx
+            .admin_email
+            .parse()
+            .map_err(|_| StepError::new("the admin email is not a valid address"))?;
+        let fate = if ctx.purge {
+            "Its data has been deleted."
+        } else {
+            "Its data is archived and will be deleted when the grace period ends."
+        };
+        let message = lettre::Message::builder()
+            .from(self.mailer.from.clone())
+            .to(to)
+            .subject(format!("{} has been shut down", ctx.display_name))
+            .message_id(Some(format!("<{}.deprovision@tenantd>", ctx.tenant_id)))
+            .header(ContentType::TEXT_PLAIN)
+            .body(format!(
+                "Hello,\n\nthe workspace \"{}\" has been shut down. {fate}\n",
+                ctx.display_name
+            ))
+            .map_err(|e| StepError::new(format!("building the email: {e}")))?;
+        match &self.mailer.transport {
+            Transport::Smtp(smtp) => {
+                smtp.send(message)
+                    .await
+                    .map_err(|e| StepError::new(format!("SMTP: {e}")))?;
+            }
+            Transport::Files(files, _) => {
+                files
+                    .send(message)
+                    .await
+                    .map_err(|e| StepError::new(format!("writing the email: {e}")))?;
+            }
+        }
+        Ok(Output::new())
+    }
+
+    fn compensable(&self) -> bool {
+        false
+    }
+}
