@@ -172,10 +172,11 @@ async fn a_watcher_that_reconnects_gets_exactly_the_missing_events() {
     .await;
     let t = app.create("acme", "gated").await;
 
-    // Read until the gate step has started, then hang up.
+    // Read from the start of the log (the gate may have started before the
+    // snapshot) until the gate step has started, then hang up.
     let mut client = app.client().await;
     let mut stream = client
-        .stream_provisioning_status(request(&t.id, None, false))
+        .stream_provisioning_status(request(&t.id, Some(0), false))
         .await
         .unwrap()
         .into_inner();
