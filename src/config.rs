@@ -67,6 +67,15 @@ pub struct BenchArgs {
     /// Creates timed for `wake_p50_ms` / `wake_p99_ms`.
     #[arg(long, default_value_t = 200)]
     pub wake_samples: usize,
+    /// Streams following tenants for the delivery latency figures (0: skip).
+    #[arg(long, default_value_t = 1000)]
+    pub watchers: usize,
+    /// Tenants the watchers follow, round-robin.
+    #[arg(long, default_value_t = 20)]
+    pub watched_tenants: usize,
+    /// Events per second produced while watchers follow.
+    #[arg(long, default_value_t = 100.0)]
+    pub event_rate: f64,
     /// Print one JSON object of named figures.
     #[arg(long)]
     pub json: bool,

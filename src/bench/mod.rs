@@ -8,6 +8,7 @@
 //! plain SQL transactions (the physical limit of this machine).
 
 pub mod smtp;
+mod watchers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,6 +53,7 @@ pub struct Report {
     pub wake_samples: usize,
     pub wake_p50_ms: f64,
     pub wake_p99_ms: f64,
+    pub watch: Option<watchers::WatchReport>,
 }
 
 /// Runs every benchmark and prints the report (JSON with `--json`).
@@ -118,7 +120,18 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
     );
     let (wake_p50_ms, wake_p99_ms) = wake_latency(scratch, args.wake_samples).await?;
 
+    let watch = if args.watchers > 0 {
+        eprintln!(
+            "watchers: {} following {} tenants at {} events/s",
+            args.watchers, args.watched_tenants, args.event_rate
+        );
+        Some(watchers::measure(args, scratch).await?)
+    } else {
+        None
+    };
+
     Ok(Report {
+        watch,
         concurrency: c,
         create_tenant_rps,
         raw_sql_tps,
