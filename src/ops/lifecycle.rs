@@ -91,16 +91,7 @@ impl Ops {
                 let row = db::tenants::lock(conn, id)
                     .await?
                     .ok_or_else(|| Error::tenant_not_found(id))?;
-                if let Some((operation, step)) = running(conn, id).await? {
-                    let what = match operation {
-                        Operation::Provision => "provisioning is running",
-                        Operation::Compensate => "a rollback is running",
-                        Operation::Deprovision => "deprovisioning is running",
-                    };
-                    return Err(Error::Aborted(format!(
-                        "tenant {id}: {what} (step {step}); wait for it to end"
-                    )));
-                }
+                refuse_if_running(conn, id).await?;
                 let state = db::models::parse_state(&row.state)?;
                 if state != TenantState::Failed {
                     return Err(Error::FailedPrecondition(format!(
@@ -186,6 +177,21 @@ pub(super) async fn running(
         Ok((operation, step))
     })
     .transpose()
+}
+
+/// ABORTED, naming it, if another lifecycle operation is running.
+pub(super) async fn refuse_if_running(conn: &mut AsyncPgConnection, id: Uuid) -> Result<()> {
+    if let Some((operation, step)) = running(conn, id).await? {
+        let what = match operation {
+            Operation::Provision => "provisioning",
+            Operation::Compensate => "a rollback",
+            Operation::Deprovision => "deprovisioning",
+        };
+        return Err(Error::Aborted(format!(
+            "tenant {id}: {what} is running (step {step}); wait for it to end"
+        )));
+    }
+    Ok(())
 }
 
 pub(super) async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Tenant> {

@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncC
 use uuid::Uuid;
 
 use super::Ops;
-use super::lifecycle::{check_reason, load, running};
+use super::lifecycle::{check_reason, load, refuse_if_running};
 use crate::db::models::TenantRow;
 use crate::db::outbox::Operation;
 use crate::db::schema::{tenant_steps, tenants};
@@ -190,21 +190,6 @@ impl Ops {
         self.wakeup.work_committed();
         Ok(tenant)
     }
-}
-
-/// ABORTED, naming it, if another lifecycle operation is running.
-async fn refuse_if_running(conn: &mut AsyncPgConnection, id: Uuid) -> Result<()> {
-    if let Some((operation, step)) = running(conn, id).await? {
-        let what = match operation {
-            Operation::Provision => "provisioning",
-            Operation::Compensate => "a rollback",
-            Operation::Deprovision => "deprovisioning",
-        };
-        return Err(Error::Aborted(format!(
-            "tenant {id}: {what} is running (step {step}); wait for it to end"
-        )));
-    }
-    Ok(())
 }
 
 async fn set_state(

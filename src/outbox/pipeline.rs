@@ -61,6 +61,7 @@ pub enum Outcome {
 }
 
 /// The tenant, locked, with its steps in order.
+#[derive(Clone)]
 pub struct Locked {
     pub tenant: TenantRow,
     pub steps: Vec<StepRow>,
@@ -69,6 +70,16 @@ pub struct Locked {
 impl Locked {
     fn state(&self) -> Result<TenantState> {
         db::models::parse_state(&self.tenant.state)
+    }
+
+    /// A copy that sees `name` in `status`, for decisions taken after this
+    /// transaction changed it.
+    fn with_status(&self, name: &str, status: StepStatus) -> Locked {
+        let mut copy = self.clone();
+        for step in copy.steps.iter_mut().filter(|s| s.name == name) {
+            step.status = status.as_str().to_owned();
+        }
+        copy
     }
 
     fn step(&self, name: &str) -> Result<&StepRow> {
@@ -178,8 +189,10 @@ impl Transition<'_> {
         }
         let position = locked.step(&claim.step)?.position;
         if locked.tenant.cancel_requested {
+            // This step's effect now stands too: undo it first.
+            let locked = locked.with_status(&claim.step, StepStatus::Succeeded);
             return self
-                .start_saga(conn, locked, position, StepStatus::Cancelled)
+                .start_saga(conn, &locked, position, StepStatus::Cancelled)
                 .await;
         }
         let mut outputs = locked.tenant.outputs.clone();
@@ -216,21 +229,13 @@ impl Transition<'_> {
                 .await;
         }
         if claim.attempt < step.max_attempts {
-            let delay = self.backoff.delay(claim.attempt);
-            retry_later(conn, claim, delay, &message).await?;
             diesel::update(tenant_steps::table.find((claim.tenant_id, step.position)))
                 .set(tenant_steps::last_error.eq(&message))
                 .execute(conn)
                 .await?;
-            let text = format!(
-                "{} attempt {}/{} failed: {message}; retrying in {} ms",
-                claim.step,
-                claim.attempt,
-                step.max_attempts,
-                delay.as_millis()
-            );
-            event(conn, claim, EventKind::StepRetrying, state, text).await?;
-            return Ok(());
+            return self
+                .retry(conn, locked, &message, EventKind::StepRetrying)
+                .await;
         }
         set_step(
             conn,
@@ -333,17 +338,9 @@ impl Transition<'_> {
         let step = locked.step(&claim.step)?;
         let message = bounded(&error.0);
         if claim.attempt < step.max_attempts {
-            let delay = self.backoff.delay(claim.attempt);
-            retry_later(conn, claim, delay, &message).await?;
-            let text = format!(
-                "undoing {} attempt {}/{} failed: {message}; retrying in {} ms",
-                claim.step,
-                claim.attempt,
-                step.max_attempts,
-                delay.as_millis()
-            );
-            event(conn, claim, EventKind::CompensationFailed, state, text).await?;
-            return Ok(());
+            return self
+                .retry(conn, locked, &message, EventKind::CompensationFailed)
+                .await;
         }
         set_step(
             conn,
@@ -368,6 +365,34 @@ impl Transition<'_> {
         .await?;
         self.needs_attention(conn, locked, step.position, &text)
             .await
+    }
+
+    /// Makes the row due again after a backoff and says so in an event of
+    /// `kind`.
+    async fn retry(
+        &self,
+        conn: &mut AsyncPgConnection,
+        locked: &Locked,
+        message: &str,
+        kind: EventKind,
+    ) -> Result<()> {
+        let claim = self.claim;
+        let step = locked.step(&claim.step)?;
+        let delay = self.backoff.delay(claim.attempt);
+        retry_later(conn, claim, delay, message).await?;
+        let what = if kind == EventKind::CompensationFailed {
+            "undoing "
+        } else {
+            ""
+        };
+        let text = format!(
+            "{what}{} attempt {}/{} failed: {message}; retrying in {} ms",
+            claim.step,
+            claim.attempt,
+            step.max_attempts,
+            delay.as_millis()
+        );
+        event(conn, claim, kind, locked.state()?, text).await
     }
 
     /// Gives up: the tenant becomes NEEDS_ATTENTION, listing what the steps

@@ -3,10 +3,8 @@
 
 use async_trait::async_trait;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
-use lettre::AsyncTransport;
-use lettre::message::{Mailbox, header::ContentType};
+use lettre::message::Mailbox;
 
-use super::send_welcome_email::Transport;
 use super::{Mailer, Output, Step, StepCtx, StepError, access};
 
 /// The archive's name: the slug plus the start of the tenant id, so that a
@@ -128,30 +126,14 @@ impl Step for SendDeprovisionNotice {
         } else {
             "Its data is archived and will be deleted when the grace period ends."
         };
-        let message = lettre::Message::builder()
-            .from(self.mailer.from.clone())
-            .to(to)
-            .subject(format!("{} has been shut down", ctx.display_name))
-            .message_id(Some(format!("<{}.deprovision@tenantd>", ctx.tenant_id)))
-            .header(ContentType::TEXT_PLAIN)
-            .body(format!(
-                "Hello,\n\nthe workspace \"{}\" has been shut down. {fate}\n",
-                ctx.display_name
-            ))
-            .map_err(|e| StepError::new(format!("building the email: {e}")))?;
-        match &self.mailer.transport {
-            Transport::Smtp(smtp) => {
-                smtp.send(message)
-                    .await
-                    .map_err(|e| StepError::new(format!("SMTP: {e}")))?;
-            }
-            Transport::Files(files, _) => {
-                files
-                    .send(message)
-                    .await
-                    .map_err(|e| StepError::new(format!("writing the email: {e}")))?;
-            }
-        }
+        let subject = format!("{} has been shut down", ctx.display_name);
+        let body = format!(
+            "Hello,\n\nthe workspace \"{}\" has been shut down. {fate}\n",
+            ctx.display_name
+        );
+        self.mailer
+            .send(to, subject, "deprovision", ctx.tenant_id, body)
+            .await?;
         Ok(Output::new())
     }
 

@@ -13,6 +13,7 @@ pub mod access;
 mod activate;
 mod create_schema;
 pub mod deprovision;
+mod mailer;
 mod names;
 mod run_migrations;
 mod seed_roles_and_admin;
@@ -27,10 +28,11 @@ use uuid::Uuid;
 
 pub use activate::Activate;
 pub use create_schema::CreateSchema;
+pub use mailer::{Mailer, Transport};
 pub use names::{TenantNames, is_valid_role_prefix};
 pub use run_migrations::{RunMigrations, TENANT_MIGRATIONS};
 pub use seed_roles_and_admin::{SeedRolesAndAdmin, hash_token};
-pub use send_welcome_email::{Mailer, SendWelcomeEmail};
+pub use send_welcome_email::SendWelcomeEmail;
 
 use crate::db::DbPool;
 

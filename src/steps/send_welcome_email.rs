@@ -2,59 +2,14 @@
 //! embedded default, as `.eml` files in a folder. Not critical: a failure is
 //! a warning and provisioning goes on.
 
-use std::path::PathBuf;
-
 use async_trait::async_trait;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
 use diesel_async::RunQueryDsl;
-use lettre::message::{Mailbox, header::ContentType};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::message::Mailbox;
 
 use super::seed_roles_and_admin::{INVITATION_TTL, admin_user_id, hash_token, new_token};
-use super::{Output, Step, StepCtx, StepError};
+use super::{Mailer, Output, Step, StepCtx, StepError};
 use crate::db;
-
-/// Where emails go.
-#[derive(Clone)]
-pub enum Transport {
-    /// A real SMTP server (`smtp://`, `smtps://user:pass@host`).
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    /// `.eml` files in a folder.
-    Files(AsyncFileTransport<Tokio1Executor>, PathBuf),
-}
-
-/// The mail transport plus what every email needs.
-#[derive(Clone)]
-pub struct Mailer {
-    pub transport: Transport,
-    pub from: Mailbox,
-    /// The invitation link is `<invitation_url>?tenant=<slug>&token=<token>`.
-    pub invitation_url: String,
-}
-
-impl Mailer {
-    /// SMTP from a URL such as `smtp://127.0.0.1:2525` or `smtps://user:pass@host`.
-    pub fn smtp(url: &str, from: Mailbox, invitation_url: String) -> Result<Self, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("TENANTD_SMTP_URL is not a valid SMTP URL: {e}"))?
-            .build();
-        Ok(Self {
-            transport: Transport::Smtp(transport),
-            from,
-            invitation_url,
-        })
-    }
-
-    /// `.eml` files in `dir`.
-    pub fn files(dir: PathBuf, from: Mailbox, invitation_url: String) -> Self {
-        let transport = AsyncFileTransport::<Tokio1Executor>::new(&dir);
-        Self {
-            transport: Transport::Files(transport, dir),
-            from,
-            invitation_url,
-        }
-    }
-}
 
 pub struct SendWelcomeEmail {
     mailer: Mailer,
@@ -106,43 +61,17 @@ impl Step for SendWelcomeEmail {
             "{}?tenant={}&token={token}",
             self.mailer.invitation_url, ctx.slug
         );
-        let message = Message::builder()
-            .from(self.mailer.from.clone())
-            .to(to)
-            .subject(format!("Welcome to {}", ctx.display_name))
-            // Deterministic, so a receiver can drop a duplicate of a retried send.
-            .message_id(Some(format!("<{}.welcome@tenantd>", ctx.tenant_id)))
-            .header(ContentType::TEXT_PLAIN)
-            .body(format!(
-                "Hello,\n\nthe workspace \"{}\" is ready and you are its administrator.\n\
-                 Accept your invitation (valid for {INVITATION_TTL}, usable once):\n\n{link}\n",
-                ctx.display_name
-            ))
-            .map_err(|e| StepError::new(format!("building the email: {e}")))?;
-
-        match &self.mailer.transport {
-            Transport::Smtp(smtp) => {
-                smtp.send(message)
-                    .await
-                    .map_err(|e| StepError::new(format!("SMTP: {e}")))?;
-                Ok(Output::from([(
-                    "welcome_email".to_owned(),
-                    "sent".to_owned(),
-                )]))
-            }
-            Transport::Files(files, dir) => {
-                let id = files
-                    .send(message)
-                    .await
-                    .map_err(|e| StepError::new(format!("writing the email: {e}")))?;
-                let path = dir.join(format!("{id}.eml"));
-                tracing::info!(tenant_id = %ctx.tenant_id, path = %path.display(), "welcome email written");
-                Ok(Output::from([(
-                    "welcome_email".to_owned(),
-                    path.display().to_string(),
-                )]))
-            }
-        }
+        let body = format!(
+            "Hello,\n\nthe workspace \"{}\" is ready and you are its administrator.\n\
+             Accept your invitation (valid for {INVITATION_TTL}, usable once):\n\n{link}\n",
+            ctx.display_name
+        );
+        let subject = format!("Welcome to {}", ctx.display_name);
+        let sent = self
+            .mailer
+            .send(to, subject, "welcome", ctx.tenant_id, body)
+            .await?;
+        Ok(Output::from([("welcome_email".to_owned(), sent)]))
     }
 
     fn compensable(&self) -> bool {

@@ -486,3 +486,54 @@ async fn graceful_shutdown_releases_a_step_that_does_not_finish() {
         "released, due now, the interrupted attempt not counted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_seen_at_completion_undoes_the_step_that_just_succeeded() {
+    let gate = Scripted {
+        gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
+        ..Scripted::new("gate")
+    };
+    let mut steps = Registry::new();
+    steps.register(gate.clone());
+    // A long lease: no heartbeat sees the cancel before the step completes.
+    let app = TestApp::start_with(|c| c.lease = std::time::Duration::from_secs(30), steps).await;
+    app.add_plan(
+        "gated",
+        &[
+            ("create_schema", true, 1),
+            ("gate", true, 1),
+            ("activate", true, 1),
+        ],
+    )
+    .await;
+    let created = app.create("acme", "gated").await;
+    while gate.calls() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let cancel = CancelProvisioningRequest {
+        tenant_id: created.id.clone(),
+        reason: String::new(),
+    };
+    app.client
+        .clone()
+        .cancel_provisioning(cancel)
+        .await
+        .unwrap();
+    gate.gate.as_ref().unwrap().add_permits(1);
+
+    let t = app.wait_for(&created.id, TenantState::Cancelled).await;
+    assert_eq!(
+        status_of(&t, "gate"),
+        StepStatus::Compensated,
+        "the step that finished is undone"
+    );
+    assert_eq!(status_of(&t, "create_schema"), StepStatus::Compensated);
+    assert_eq!(status_of(&t, "activate"), StepStatus::Cancelled);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_acme'")
+            .await,
+        0
+    );
+    app.stop().await;
+}
