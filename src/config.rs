@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// No-op steps queued for `noop_steps_per_sec`.
     #[arg(long, default_value_t = 100_000)]
     pub noop_steps: usize,
+    /// Dispatcher slots for `noop_steps_per_sec`: no-op steps hold nothing,
+    /// so many run at once and their completions batch.
+    #[arg(long, default_value_t = 256)]
+    pub noop_concurrency: usize,
     /// Creates timed for `wake_p50_ms` / `wake_p99_ms`.
     #[arg(long, default_value_t = 200)]
     pub wake_samples: usize,

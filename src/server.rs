@@ -95,6 +95,7 @@ pub async fn run_with(
             registry,
             wakeup: wakeup.clone(),
             shutdown: shutdown.clone(),
+            completer: None,
         };
         dispatcher.spawn(listening, &tracker);
     } else {

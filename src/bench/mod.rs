@@ -49,6 +49,7 @@ pub struct Report {
     pub raw_provision_tps: f64,
     pub provision_vs_raw: f64,
     pub noop_steps: usize,
+    pub noop_concurrency: usize,
     pub noop_steps_per_sec: f64,
     pub wake_samples: usize,
     pub wake_p50_ms: f64,
@@ -112,7 +113,7 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
         "noop_steps_per_sec: {} queued no-op steps",
         tenants * NOOP_STEPS_PER_TENANT
     );
-    let noop_steps_per_sec = noop_throughput(scratch, c, tenants).await?;
+    let noop_steps_per_sec = noop_throughput(scratch, args.noop_concurrency, tenants).await?;
 
     eprintln!(
         "wake latency: {} creates on an idle server",
@@ -141,6 +142,7 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
         raw_provision_tps,
         provision_vs_raw: provision_tps / raw_provision_tps,
         noop_steps: tenants * NOOP_STEPS_PER_TENANT,
+        noop_concurrency: args.noop_concurrency,
         noop_steps_per_sec,
         wake_samples: args.wake_samples,
         wake_p50_ms,
@@ -473,6 +475,10 @@ impl Step for Noop {
     async fn run_external(&self, _ctx: &StepCtx) -> Result<Output, StepError> {
         Ok(Output::new())
     }
+
+    fn database_work(&self) -> bool {
+        false
+    }
 }
 
 const NOOP_NAMES: [&str; NOOP_STEPS_PER_TENANT] = [
@@ -515,7 +521,8 @@ async fn noop_throughput(
     config.tenant_role_prefix = scratch.role_prefix.clone();
     config.mail_dir = mail.path().to_owned();
     config.concurrency = concurrency;
-    config.pool_size = concurrency + 8;
+    // Workers of no-op steps hold no connection; claims and batches need few.
+    config.pool_size = 16;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(crate::server::run_with(

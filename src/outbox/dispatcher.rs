@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::batch::{Completer, Reply};
 use super::pipeline::{self, Outcome, Transition, TxError};
 use super::store::{self, Claim};
 use super::{Backoff, Wakeup};
@@ -81,6 +82,9 @@ pub struct Dispatcher {
     pub wakeup: Wakeup,
     /// Stops claiming; running steps get `shutdown_grace` to finish.
     pub shutdown: CancellationToken,
+    /// Records successes of steps without database work in batches; set by
+    /// `spawn`.
+    pub completer: Option<Completer>,
 }
 
 type Shared = Dispatcher;
@@ -88,7 +92,16 @@ type Shared = Dispatcher;
 impl Dispatcher {
     /// Starts the loop on `tracker`; it stops claiming when `token` is
     /// cancelled, and in-flight attempts finish (they are tracked too).
-    pub fn spawn(self, listening: tokio::sync::watch::Receiver<bool>, tracker: &TaskTracker) {
+    pub fn spawn(mut self, listening: tokio::sync::watch::Receiver<bool>, tracker: &TaskTracker) {
+        // Stops after the workers: it is cancelled by the same token but
+        // drains its queue first.
+        self.completer = Some(Completer::spawn(
+            self.pool.clone(),
+            self.config.owner.clone(),
+            self.config.lease,
+            self.shutdown.clone(),
+            tracker,
+        ));
         let workers = tracker.clone();
         let token = self.shutdown.clone();
         tracker.spawn(run(Arc::new(self), listening, token, workers));
@@ -250,6 +263,17 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
                 match in_tenant_db(shared, &ctx, step.as_ref(), false).await {
                     Ok(more) => output.extend(more),
                     Err(error) => outcome = Err(error),
+                }
+            }
+            if let Ok(output) = &outcome
+                && !step.database_work()
+                && !shared.shutdown.is_cancelled()
+                && let Some(completer) = &shared.completer
+            {
+                match completer.complete(claim.clone(), output.clone()).await {
+                    Reply::Continue(next) => return Ok(Some(next)),
+                    Reply::Done => return Ok(None),
+                    Reply::Fallback => {}
                 }
             }
             let done = match outcome {

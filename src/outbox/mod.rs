@@ -12,6 +12,7 @@
 //! would serialise every writer.
 
 mod backoff;
+pub mod batch;
 pub mod dispatcher;
 pub mod listener;
 pub mod pipeline;

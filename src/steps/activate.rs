@@ -13,6 +13,10 @@ impl Step for Activate {
         "activate"
     }
 
+    fn database_work(&self) -> bool {
+        false
+    }
+
     fn compensable(&self) -> bool {
         false
     }

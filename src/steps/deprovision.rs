@@ -137,6 +137,10 @@ impl Step for SendDeprovisionNotice {
         Ok(Output::new())
     }
 
+    fn database_work(&self) -> bool {
+        false
+    }
+
     fn compensable(&self) -> bool {
         false
     }

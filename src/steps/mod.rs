@@ -112,6 +112,13 @@ pub trait Step: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether `run_in_db` does anything. Steps that say no may have their
+    /// completion recorded together with other tenants' in one batched
+    /// transaction. The default is the safe answer.
+    fn database_work(&self) -> bool {
+        true
+    }
+
     /// Whether the saga must run (and mark) this step's compensation. Steps
     /// whose effect cannot or need not be undone (an email) say no, and a
     /// retried pipeline does not run them again.

@@ -74,6 +74,10 @@ impl Step for SendWelcomeEmail {
         Ok(Output::from([("welcome_email".to_owned(), sent)]))
     }
 
+    fn database_work(&self) -> bool {
+        false
+    }
+
     fn compensable(&self) -> bool {
         false
     }

@@ -57,6 +57,10 @@ impl Step for Scripted {
         Ok(Output::new())
     }
 
+    fn database_work(&self) -> bool {
+        false
+    }
+
     fn compensable(&self) -> bool {
         self.compensable
     }

@@ -1,0 +1,290 @@
+//! Batched completion: successful attempts of steps without database work
+//! (no-op, email, RPC) from many workers are recorded in one transaction of
+//! three statements, instead of one transaction each. The rules are those of
+//! `pipeline` (lease checked under the tenant lock, step SUCCEEDED, events in
+//! order, next step kept leased or the tenant settled); anything unusual
+//! (cancellation, a lost lease, an error) goes back to the worker, which
+//! takes the one-row path.
+//!
+//! ```text
+//! worker ─┐                      one transaction:
+//! worker ─┼─> completer ──────>   lock tenants + outbox rows still leased to us
+//! worker ─┘   (drains queue)      one statement: steps, events, next rows, settled tenants
+//!     ^                           commit
+//!     └──── next step (still leased) or "done" ──┘
+//! ```
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use diesel::sql_types::{
+    Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid,
+};
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use super::store::Claim;
+use crate::db::{self, DbPool};
+use crate::error::Result;
+use crate::steps::Output;
+
+/// Most completions in one transaction.
+const MAX_BATCH: usize = 512;
+/// Completions waiting for the completer.
+const QUEUE: usize = 4096;
+
+/// What the worker should do after handing over a completion.
+#[derive(Debug)]
+pub enum Reply {
+    /// Recorded; the tenant's next step, still leased to the worker.
+    Continue(Claim),
+    /// Recorded; the pipeline is over (tenant settled) or the lease was lost.
+    Done,
+    /// Not recorded: take the one-row path.
+    Fallback,
+}
+
+struct Completion {
+    claim: Claim,
+    output: Output,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// Hands completions to the completer task.
+#[derive(Clone)]
+pub struct Completer {
+    queue: mpsc::Sender<Completion>,
+}
+
+impl Completer {
+    /// Starts the completer; it stops when `token` is cancelled and the
+    /// queue is empty.
+    pub fn spawn(
+        pool: DbPool,
+        owner: String,
+        lease: Duration,
+        token: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tracker.spawn(run(pool, owner, lease, rx, token));
+        Completer { queue }
+    }
+
+    /// Records a successful attempt; `Fallback` if the completer is gone.
+    pub async fn complete(&self, claim: Claim, output: Output) -> Reply {
+        let (reply, answer) = oneshot::channel();
+        if self
+            .queue
+            .send(Completion {
+                claim,
+                output,
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return Reply::Fallback;
+        }
+        answer.await.unwrap_or(Reply::Fallback)
+    }
+}
+
+async fn run(
+    pool: DbPool,
+    owner: String,
+    lease: Duration,
+    mut rx: mpsc::Receiver<Completion>,
+    token: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            () = token.cancelled() => {
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(first) = first else { return };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let replies = match record(&pool, &owner, lease, &batch).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                tracing::warn!(error = %e, size = batch.len(), "batched completion failed; the workers take the one-row path");
+                HashMap::new()
+            }
+        };
+        let mut replies = replies;
+        for completion in batch {
+            let reply = replies
+                .remove(&completion.claim.id)
+                .unwrap_or(Reply::Fallback);
+            let _ = completion.reply.send(reply);
+        }
+    }
+}
+
+#[derive(diesel::QueryableByName)]
+struct Held {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Bool)]
+    cancel_requested: bool,
+    #[diesel(sql_type = Text)]
+    state: String,
+}
+
+#[derive(diesel::QueryableByName)]
+struct Next {
+    #[diesel(sql_type = BigInt)]
+    outbox_id: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    next_step: Option<String>,
+}
+
+/// One transaction for the whole batch; replies by outbox id.
+async fn record(
+    pool: &DbPool,
+    owner: &str,
+    lease: Duration,
+    batch: &[Completion],
+) -> Result<HashMap<i64, Reply>> {
+    let ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
+    let mut conn = db::conn(pool).await?;
+    conn.transaction(async |conn| {
+        // Tenants in id order, so concurrent batches never deadlock.
+        let held: Vec<Held> = diesel::sql_query(
+            "SELECT o.id, t.cancel_requested, t.state FROM outbox o JOIN tenants t ON t.id = o.tenant_id
+             WHERE o.id = ANY($1) AND o.lease_owner = $2
+             ORDER BY t.id FOR UPDATE OF t, o",
+        )
+        .bind::<Array<BigInt>, _>(&ids)
+        .bind::<Text, _>(owner)
+        .load(conn)
+        .await?;
+        let mut replies: HashMap<i64, Reply> = ids.iter().map(|id| (*id, Reply::Done)).collect();
+        let states: HashMap<i64, &Held> = held.iter().map(|h| (h.id, h)).collect();
+        let mut go = Vec::new();
+        for completion in batch {
+            match states.get(&completion.claim.id) {
+                None => tracing::warn!(outbox_id = completion.claim.id, "lease lost before completion"),
+                Some(h) if h.cancel_requested => {
+                    replies.insert(completion.claim.id, Reply::Fallback);
+                }
+                Some(h) => go.push((completion, h.state.clone())),
+            }
+        }
+        if go.is_empty() {
+            return Ok(replies);
+        }
+        let outbox_ids: Vec<i64> = go.iter().map(|(c, _)| c.claim.id).collect();
+        let tenant_ids: Vec<Uuid> = go.iter().map(|(c, _)| c.claim.tenant_id).collect();
+        let steps: Vec<&str> = go.iter().map(|(c, _)| c.claim.step.as_str()).collect();
+        let attempts: Vec<i32> = go.iter().map(|(c, _)| c.claim.attempt).collect();
+        let tenant_states: Vec<&str> = go.iter().map(|(_, s)| s.as_str()).collect();
+        let outputs: Vec<serde_json::Value> = go.iter().map(|(c, _)| db::models::json_map(&c.output)).collect();
+        let next: Vec<Next> = diesel::sql_query(BATCH_SQL)
+            .bind::<Array<BigInt>, _>(&outbox_ids)
+            .bind::<Array<SqlUuid>, _>(&tenant_ids)
+            .bind::<Array<Text>, _>(&steps)
+            .bind::<Array<Integer>, _>(&attempts)
+            .bind::<Array<Text>, _>(&tenant_states)
+            .bind::<Array<Jsonb>, _>(&outputs)
+            .bind::<Double, _>(lease.as_secs_f64())
+            .load(conn)
+            .await?;
+        let by_id: HashMap<i64, (&Completion, &String)> = go.iter().map(|(c, s)| (c.claim.id, (*c, s))).collect();
+        for n in next {
+            let Some((completion, _)) = by_id.get(&n.outbox_id) else { continue };
+            let reply = match n.next_step {
+                Some(step) => {
+                    let mut outputs = completion.claim.outputs.clone();
+                    if let Some(map) = outputs.as_object_mut() {
+                        map.extend(completion.output.iter().map(|(k, v)| (k.clone(), v.clone().into())));
+                    }
+                    Reply::Continue(Claim { step, attempt: 1, outputs, ..completion.claim.clone() })
+                }
+                None => Reply::Done,
+            };
+            replies.insert(n.outbox_id, reply);
+        }
+        Ok::<_, crate::error::Error>(replies)
+    })
+    .await
+}
+
+/// Everything `pipeline::Transition::step_succeeded` + `advance` write, for
+/// many tenants at once. Inputs are parallel arrays: outbox id, tenant id,
+/// step, attempt, the tenant's state, the step's output; then the lease.
+/// Events are inserted per tenant in order (succeeded, started or settled).
+const BATCH_SQL: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::jsonb[])
+        AS i(outbox_id, tenant_id, step, attempt, state, output)
+), cur AS (
+    SELECT i.*, s.position, s.phase, o.operation
+    FROM input i
+    JOIN tenant_steps s ON s.tenant_id = i.tenant_id AND s.name = i.step
+    JOIN outbox o ON o.id = i.outbox_id
+), nxt AS (
+    SELECT c.*,
+        (SELECT s.name FROM tenant_steps s
+         WHERE s.tenant_id = c.tenant_id AND s.phase = c.phase AND s.position > c.position
+           AND s.status <> 'SUCCEEDED'
+         ORDER BY s.position LIMIT 1) AS next_step
+    FROM cur c
+), done AS (
+    UPDATE tenant_steps s
+    SET status = 'SUCCEEDED', last_error = NULL, output = n.output, finish_time = now()
+    FROM nxt n WHERE s.tenant_id = n.tenant_id AND s.name = n.step
+), started AS (
+    UPDATE tenant_steps s
+    SET status = 'RUNNING', attempts = 1, start_time = coalesce(s.start_time, now())
+    FROM nxt n WHERE s.tenant_id = n.tenant_id AND s.name = n.next_step
+), moved AS (
+    UPDATE outbox o
+    SET step = n.next_step, attempt = 1, last_error = NULL,
+        locked_until = now() + make_interval(secs => $7), available_at = now() + make_interval(secs => $7)
+    FROM nxt n WHERE o.id = n.outbox_id AND n.next_step IS NOT NULL
+), removed AS (
+    DELETE FROM outbox o USING nxt n WHERE o.id = n.outbox_id AND n.next_step IS NULL
+), settled AS (
+    UPDATE tenants t
+    SET state = CASE n.operation WHEN 'DEPROVISION' THEN 'DEPROVISIONED' ELSE 'ACTIVE' END,
+        purge_time = CASE n.operation
+            WHEN 'DEPROVISION' THEN now() + make_interval(secs => coalesce(t.grace_period_secs, 0))
+            ELSE t.purge_time END,
+        outputs = t.outputs || n.output, revision = t.revision + 1, update_time = now()
+    FROM nxt n WHERE t.id = n.tenant_id AND n.next_step IS NULL
+), merged AS (
+    UPDATE tenants t
+    SET outputs = t.outputs || n.output, revision = t.revision + 1, update_time = now()
+    FROM nxt n WHERE t.id = n.tenant_id AND n.next_step IS NOT NULL AND n.output <> '{}'::jsonb
+), logged AS (
+    INSERT INTO events (tenant_id, kind, step, attempt, state, message, actor)
+    SELECT tenant_id, kind, step, attempt, state, message, 'system' FROM (
+        SELECT n.tenant_id, 1 AS ord, 'STEP_SUCCEEDED' AS kind, n.step, n.attempt, n.state,
+               n.step || ' succeeded' AS message
+        FROM nxt n
+        UNION ALL
+        SELECT n.tenant_id, 2, 'STEP_STARTED', n.next_step, 1, n.state,
+               'running ' || n.next_step || ', attempt 1'
+        FROM nxt n WHERE n.next_step IS NOT NULL
+        UNION ALL
+        SELECT n.tenant_id, 2, 'STATE_CHANGED', n.step, n.attempt,
+               CASE n.operation WHEN 'DEPROVISION' THEN 'DEPROVISIONED' ELSE 'ACTIVE' END,
+               CASE n.operation WHEN 'DEPROVISION' THEN 'DEPROVISIONED: deprovisioning complete'
+                                ELSE 'ACTIVE: provisioning complete' END
+        FROM nxt n WHERE n.next_step IS NULL
+    ) e ORDER BY tenant_id, ord
+)
+SELECT outbox_id, next_step FROM nxt";
