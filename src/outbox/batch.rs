@@ -40,7 +40,7 @@ const QUEUE: usize = 4096;
 #[derive(Debug)]
 pub enum Reply {
     /// Recorded; the tenant's next step, still leased to the worker.
-    Continue(Claim),
+    Continue(Box<Claim>),
     /// Recorded; the pipeline is over (tenant settled) or the lease was lost.
     Done,
     /// Not recorded: take the one-row path.
@@ -211,7 +211,7 @@ async fn record(
                     if let Some(map) = outputs.as_object_mut() {
                         map.extend(completion.output.iter().map(|(k, v)| (k.clone(), v.clone().into())));
                     }
-                    Reply::Continue(Claim { step, attempt: 1, outputs, ..completion.claim.clone() })
+                    Reply::Continue(Box::new(Claim { step, attempt: 1, outputs, ..completion.claim.clone() }))
                 }
                 None => Reply::Done,
             };

@@ -271,7 +271,7 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
                 && let Some(completer) = &shared.completer
             {
                 match completer.complete(claim.clone(), output.clone()).await {
-                    Reply::Continue(next) => return Ok(Some(next)),
+                    Reply::Continue(next) => return Ok(Some(*next)),
                     Reply::Done => return Ok(None),
                     Reply::Fallback => {}
                 }

@@ -89,6 +89,15 @@ async fn assert_exactly_once(db: &TestDb, tenants: i64) {
         0,
         "work left in the outbox"
     );
+    // Each tenant's log is in order: no step succeeds before it started, and
+    // the last event is the change to ACTIVE.
+    let out_of_order = "SELECT count(*) FROM events started JOIN events done
+        ON done.tenant_id = started.tenant_id AND done.step = started.step
+        WHERE started.kind = 'STEP_STARTED' AND done.kind = 'STEP_SUCCEEDED' AND done.id < started.id";
+    assert_eq!(db.count(out_of_order).await, 0);
+    let not_last = "SELECT count(*) FROM tenants t WHERE (SELECT e.message FROM events e
+        WHERE e.tenant_id = t.id ORDER BY e.id DESC LIMIT 1) <> 'ACTIVE: provisioning complete'";
+    assert_eq!(db.count(not_last).await, 0);
     // Each tenant schema holds exactly its three roles and one admin: the
     // seeding ran once (a second run would have been a no-op, but a
     // duplicated transaction would show as a second event above).
