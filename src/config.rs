@@ -66,7 +66,7 @@ pub struct BenchArgs {
     pub noop_steps: usize,
     /// Dispatcher slots for `noop_steps_per_sec`: no-op steps hold nothing,
     /// so many run at once and their completions batch.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     pub noop_concurrency: usize,
     /// Creates timed for `wake_p50_ms` / `wake_p99_ms`.
     #[arg(long, default_value_t = 200)]
