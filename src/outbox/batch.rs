@@ -149,6 +149,8 @@ struct Next {
     outbox_id: i64,
     #[diesel(sql_type = Nullable<Text>)]
     next_step: Option<String>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    next_max_attempts: Option<i32>,
 }
 
 /// One transaction for the whole batch; replies by outbox id.
@@ -211,7 +213,13 @@ async fn record(
                     if let Some(map) = outputs.as_object_mut() {
                         map.extend(completion.output.iter().map(|(k, v)| (k.clone(), v.clone().into())));
                     }
-                    Reply::Continue(Box::new(Claim { step, attempt: 1, outputs, ..completion.claim.clone() }))
+                    Reply::Continue(Box::new(Claim {
+                        step,
+                        attempt: 1,
+                        max_attempts: n.next_max_attempts.unwrap_or(1),
+                        outputs,
+                        ..completion.claim.clone()
+                    }))
                 }
                 None => Reply::Done,
             };

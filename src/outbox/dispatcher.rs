@@ -236,6 +236,22 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
     let step = shared.registry.get(&claim.step);
     let ctx = pipeline::step_ctx(claim, &shared.config.role_prefix, &shared.tenant_pool)?;
     let same_db = shared.config.same_database;
+    if claim.attempt > claim.max_attempts {
+        // Earlier attempts died with their workers (their leases expired).
+        let error = StepError::new(format!(
+            "attempt {} of {} was lost with its worker; no attempts left",
+            claim.attempt - 1,
+            claim.max_attempts
+        ));
+        let action = if operation == Operation::Compensate {
+            Action::CompensationFailed(&error)
+        } else {
+            Action::Failed(&error)
+        };
+        return apply(shared, claim, action)
+            .await
+            .map_err(TxError::into_error);
+    }
     match operation {
         Operation::Provision if claim.cancel_requested => {
             apply(shared, claim, Action::CancelledBeforeStep)

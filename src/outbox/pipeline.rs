@@ -561,6 +561,7 @@ impl Transition<'_> {
             operation: claim.operation.clone(),
             step: step.to_owned(),
             attempt: 1,
+            max_attempts: locked.step(step)?.max_attempts,
             cancel_requested: false,
             slug: locked.tenant.slug.clone(),
             display_name: locked.tenant.display_name.clone(),

@@ -31,6 +31,10 @@ pub struct Claim {
     /// This attempt's number, counted at claim time.
     #[diesel(sql_type = Integer)]
     pub attempt: i32,
+    /// The step's limit; a claim past it (its earlier attempts were lost
+    /// with their workers) fails the step without running it.
+    #[diesel(sql_type = Integer)]
+    pub max_attempts: i32,
     #[diesel(sql_type = Bool)]
     pub cancel_requested: bool,
     /// The tenant, as steps need it (read under the claim's lock).
@@ -92,6 +96,7 @@ pub async fn claim(
                  start_time = coalesce(s.start_time, now())
              FROM claimed c
              WHERE s.tenant_id = c.tenant_id AND s.name = c.step
+             RETURNING s.tenant_id, s.max_attempts
          ), logged AS (
              INSERT INTO events (tenant_id, kind, step, attempt, state, message, actor)
              SELECT c.tenant_id,
@@ -102,9 +107,10 @@ pub async fn claim(
                     'system'
              FROM claimed c JOIN locked l ON l.id = c.tenant_id
          )
-         SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, l.cancel_requested,
-                l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode
-         FROM claimed c JOIN locked l ON l.id = c.tenant_id",
+         SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, coalesce(st.max_attempts, 1) AS max_attempts,
+                l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode
+         FROM claimed c JOIN locked l ON l.id = c.tenant_id
+         LEFT JOIN started st ON st.tenant_id = c.tenant_id",
     )
     .bind::<BigInt, _>(limit)
     .bind::<Text, _>(owner)

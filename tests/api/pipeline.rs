@@ -537,3 +537,55 @@ async fn a_cancel_seen_at_completion_undoes_the_step_that_just_succeeded() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_data_can_live_in_a_database_of_its_own() {
+    let tenant_db = crate::common::TestDb::new().await;
+    let (url, prefix) = (tenant_db.url().to_owned(), tenant_db.role_prefix.clone());
+    // The roles own objects in the tenant database: they go when it goes.
+    let app = TestApp::start_with(
+        |c| {
+            c.tenant_database_url = Some(url);
+            c.tenant_role_prefix = prefix;
+        },
+        Registry::new(),
+    )
+    .await;
+    let created = app.create("acme", "").await;
+    let t = app.wait_for(&created.id, TenantState::Active).await;
+    assert!(
+        t.steps
+            .iter()
+            .all(|s| s.status == StepStatus::Succeeded as i32)
+    );
+    let role = format!("{}acme", tenant_db.role_prefix);
+    let owned = format!(
+        "SELECT count(*) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+         WHERE n.nspname = 'tenant_acme' AND r.rolname = '{role}'"
+    );
+    assert_eq!(tenant_db.count(&owned).await, 1);
+    let schema = "SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_acme'";
+    assert_eq!(
+        tenant_db.count(schema).await,
+        1,
+        "the schema is in the tenant database"
+    );
+    assert_eq!(
+        app.db.count(schema).await,
+        0,
+        "and not in the control plane's"
+    );
+    assert_eq!(
+        tenant_db
+            .count("SELECT count(*) FROM tenant_acme.roles")
+            .await,
+        3
+    );
+    assert_eq!(
+        tenant_db
+            .count("SELECT count(*) FROM tenant_acme.invitations")
+            .await,
+        1
+    );
+    app.stop().await;
+}

@@ -164,3 +164,30 @@ async fn two_servers_share_the_work_and_each_step_runs_once() {
     a.terminate().await;
     b.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_attempts_all_died_with_their_workers_fails_without_running() {
+    // The API alone writes the tenant; then the row looks as if five
+    // workers had claimed it and died.
+    let app = crate::common::TestApp::api_only().await;
+    let t = app.create("acme", "").await;
+    app.db.exec("UPDATE outbox SET attempt = 5").await;
+    let mail = tempfile::tempdir().unwrap();
+    let dispatcher = ServerProcess::spawn(&app.db, mail.path(), 5000).await;
+    let failed = app.wait_for(&t.id, TenantState::Failed).await;
+    let step = &failed.steps[0];
+    assert_eq!(step.name, "create_schema");
+    assert!(
+        step.last_error.contains("lost with its worker"),
+        "{}",
+        step.last_error
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM pg_namespace WHERE nspname = 'tenant_acme'")
+            .await,
+        0,
+        "never ran"
+    );
+    dispatcher.terminate().await;
+}
