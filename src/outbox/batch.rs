@@ -15,6 +15,7 @@
 //! ```
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::sql_types::{
@@ -30,6 +31,15 @@ use super::store::Claim;
 use crate::db::{self, DbPool};
 use crate::error::Result;
 use crate::steps::Output;
+
+/// Completions recorded by batches since the process started (all
+/// dispatchers of the process), for tests and operators.
+static BATCHED: AtomicU64 = AtomicU64::new(0);
+
+/// How many completions batches have recorded in this process.
+pub fn batched_total() -> u64 {
+    BATCHED.load(Ordering::Relaxed)
+}
 
 /// Most completions in one transaction.
 const MAX_BATCH: usize = 512;
@@ -204,6 +214,7 @@ async fn record(
             .bind::<Double, _>(lease.as_secs_f64())
             .load(conn)
             .await?;
+        BATCHED.fetch_add(next.len() as u64, Ordering::Relaxed);
         let by_id: HashMap<i64, (&Completion, &String)> = go.iter().map(|(c, s)| (c.claim.id, (*c, s))).collect();
         for n in next {
             let Some((completion, _)) = by_id.get(&n.outbox_id) else { continue };
@@ -295,4 +306,5 @@ WITH input AS (
         FROM nxt n WHERE n.next_step IS NULL
     ) e ORDER BY tenant_id, ord
 )
-SELECT outbox_id, next_step FROM nxt";
+SELECT n.outbox_id, n.next_step, s.max_attempts AS next_max_attempts
+FROM nxt n LEFT JOIN tenant_steps s ON s.tenant_id = n.tenant_id AND s.name = n.next_step";

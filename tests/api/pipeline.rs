@@ -78,6 +78,10 @@ async fn a_tenant_is_provisioned_end_to_end() {
                  WHERE u.email = 'admin@acme.test' AND r.name = 'admin'";
     assert_eq!(db.count(admin).await, 1);
 
+    assert!(
+        tenantd::outbox::batch::batched_total() >= 2,
+        "the email and activate completions went through the batched path"
+    );
     let messages = smtp.messages();
     assert_eq!(messages.len(), 1, "one welcome email");
     let body = unquote(&messages[0]);
