@@ -38,7 +38,7 @@ static BATCHED: AtomicU64 = AtomicU64::new(0);
 
 /// How many completions batches have recorded in this process.
 pub fn batched_total() -> u64 {
-    BATCHED.load(Ordering::Relaxed)
+    AtomicU64::load(&BATCHED, Ordering::Relaxed)
 }
 
 /// Most completions in one transaction.
