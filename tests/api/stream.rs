@@ -336,3 +336,46 @@ async fn a_watcher_on_one_replica_sees_steps_run_by_another() {
     runner.terminate().await;
     watcher_side.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_listen_connection_is_reopened_and_watchers_keep_up() {
+    let app = TestApp::start().await;
+    let listener = format!(
+        "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE datname = '{}' AND query LIKE 'LISTEN%'",
+        app.db.name()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        let pid = app.db.count(&listener).await;
+        if pid > 0 {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no LISTEN connection"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    app.db
+        .exec(&format!("SELECT pg_terminate_backend({first})"))
+        .await;
+    let second = loop {
+        let pid = app.db.count(&listener).await;
+        if pid > 0 && pid != first {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the LISTEN connection was not reopened"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_ne!(first, second);
+
+    // Streams and pipelines still work after the reconnect.
+    let t = app.create("acme", "").await;
+    let mut client = app.client().await;
+    let (_, ids, _) = collect(&mut client, request(&t.id, Some(0), false)).await;
+    assert_eq!(ids, event_ids_after(&app.db, &t.id, 0).await);
+    app.stop().await;
+}
