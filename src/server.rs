@@ -5,6 +5,7 @@
 //! everything is awaited for at most `shutdown_timeout`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -111,6 +112,11 @@ pub async fn run_with(
 
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving gRPC");
+    tracker.spawn(watch_database(
+        ops.clone(),
+        health.clone(),
+        shutdown.clone(),
+    ));
     let mut scheduler = crate::scheduler::start(ops.clone(), &config.schedules)
         .await
         .map_err(|e| format!("starting the scheduled jobs (check the *_SCHEDULE settings): {e}"))?;
@@ -165,6 +171,39 @@ pub async fn run_with(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often health checks the database.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// A database that does not answer within this is reported down.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Keeps the health service in step with the database: NOT_SERVING while it
+/// does not answer, SERVING again when it does (until shutdown flips it).
+async fn watch_database(
+    ops: Ops,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
+    let mut serving = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+        let ok = tokio::time::timeout(HEALTH_TIMEOUT, ops.database_ok())
+            .await
+            .unwrap_or(false);
+        if ok != serving && !shutdown.is_cancelled() {
+            serving = ok;
+            if ok {
+                tracing::info!("database reachable again: SERVING");
+            } else {
+                tracing::warn!("database unreachable: NOT_SERVING");
+            }
+            grpc::set_serving(&health, ok).await;
+        }
+    }
 }
 
 /// SMTP when configured, else `.eml` files in the mail folder.

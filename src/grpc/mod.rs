@@ -39,6 +39,19 @@ pub async fn routes(ops: Ops) -> Result<(Routes, HealthReporter), tonic_reflecti
     Ok((routes, health))
 }
 
+/// Reports whether the service can serve (the database answers).
+pub async fn set_serving(health: &HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health.set_service_status("", status).await;
+    health
+        .set_service_status("tenancy.v1.TenantService", status)
+        .await;
+}
+
 /// Flips every service to NOT_SERVING, first step of a graceful shutdown.
 pub async fn set_not_serving(health: &HealthReporter) {
     health

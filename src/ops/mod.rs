@@ -55,6 +55,14 @@ impl Ops {
         }
     }
 
+    /// Whether the control-plane database answers a `SELECT 1`.
+    pub async fn database_ok(&self) -> bool {
+        match crate::db::conn(&self.pool).await {
+            Ok(mut conn) => crate::db::ping(&mut conn).await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
     /// Watchers connected to this process.
     pub fn watchers(&self) -> usize {
         self.hub.watchers()

@@ -37,11 +37,16 @@ use super::store::{self, Claim};
 use super::{Backoff, Wakeup};
 use crate::db::outbox::Operation;
 use crate::db::{self, DbPool};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::steps::{Output, Registry, Step, StepCtx, StepError};
 
 /// Largest batch one claim statement takes.
 const MAX_CLAIM_BATCH: usize = 256;
+/// Tries at recording an attempt's outcome while the database is
+/// unavailable, and the first pause between them (doubled each time, about
+/// 6 s in all): bridges a database restart without waiting out the lease.
+const APPLY_TRIES: u32 = 7;
+const APPLY_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Pause after a failed claim (database down) before trying again.
 const CLAIM_ERROR_PAUSE: Duration = Duration::from_millis(500);
 
@@ -363,6 +368,7 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
 }
 
 /// How an attempt ended, to be recorded in one transaction.
+#[derive(Clone)]
 enum Action<'a> {
     /// External work succeeded; database work (same database) runs now.
     Succeeded {
@@ -384,6 +390,27 @@ enum Action<'a> {
 /// the lease. A step's own database error rolls it back and is returned as
 /// `TxError::Step`, to be recorded as a failed attempt.
 async fn apply(
+    shared: &Shared,
+    claim: &Claim,
+    action: Action<'_>,
+) -> Result<Option<Claim>, TxError> {
+    // The transaction is all or nothing, so a database that went away
+    // meanwhile is retried here rather than left to the lease's expiry.
+    let mut pause = APPLY_RETRY_PAUSE;
+    for _ in 1..APPLY_TRIES {
+        match apply_once(shared, claim, action.clone()).await {
+            Err(TxError::Db(Error::Unavailable(e))) => {
+                tracing::warn!(error = %e, retry_in = ?pause, "recording the attempt failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    apply_once(shared, claim, action).await
+}
+
+async fn apply_once(
     shared: &Shared,
     claim: &Claim,
     action: Action<'_>,

@@ -8,6 +8,7 @@ mod crud;
 mod embedded;
 mod lifecycle;
 mod meta;
+mod outage;
 mod pipeline;
 mod replicas;
 mod stream;
