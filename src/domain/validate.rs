@@ -109,6 +109,24 @@ impl NewTenant {
     }
 }
 
+/// Checks ListTenants' filters: a plan name and labels as they would be
+/// stored, so that nothing unbounded reaches the query.
+pub fn validate_list_filter(
+    plan: Option<&str>,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    if let Some(plan) = plan {
+        check_plan_name("plan", plan, &mut violations);
+    }
+    check_labels("labels", labels, &mut violations);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(violations)
+    }
+}
+
 /// Checks the fields a patch sets.
 pub fn validate_patch(patch: &TenantPatch) -> Result<(), Vec<FieldViolation>> {
     let mut violations = Vec::new();

@@ -12,7 +12,8 @@ use crate::db::tenants::{LIVE_SLUG_CONSTRAINT, ListFilter, REQUEST_ID_CONSTRAINT
 use crate::db::{self, is_unique_violation};
 use crate::domain::{
     Caller, EventKind, NewEvent, NewTenant, PageToken, Plan, Step, StepStatus, Tenant, TenantInput,
-    TenantPatch, TenantState, etag_of, validate_page_size, validate_patch, validate_request_id,
+    TenantPatch, TenantState, etag_of, validate_list_filter, validate_page_size, validate_patch,
+    validate_request_id,
 };
 use crate::error::{Error, Result};
 
@@ -133,6 +134,8 @@ impl Ops {
         page_token: &str,
     ) -> Result<ListPage> {
         let limit = validate_page_size(page_size).map_err(|v| Error::InvalidArgument(vec![v]))?;
+        validate_list_filter(filter.plan.as_deref(), &filter.labels)
+            .map_err(Error::InvalidArgument)?;
         let digest = filter_digest(&filter);
         let token =
             PageToken::decode(page_token, &digest).map_err(|v| Error::InvalidArgument(vec![v]))?;

@@ -179,6 +179,20 @@ async fn pagination_walks_every_tenant_once_in_creation_order() {
             },
             "state",
         ),
+        (
+            ListTenantsRequest {
+                plan: "x".repeat(1 << 16),
+                ..Default::default()
+            },
+            "plan",
+        ),
+        (
+            ListTenantsRequest {
+                labels: [("Bad Key".to_owned(), "v".to_owned())].into(),
+                ..Default::default()
+            },
+            "labels[\"Bad Key\"]",
+        ),
     ] {
         let err = client.list_tenants(req).await.unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
