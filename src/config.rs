@@ -40,6 +40,89 @@ pub enum Command {
     /// Measure throughput and latency on scratch databases (created on
     /// --server-url and dropped afterwards).
     Bench(BenchArgs),
+    /// Print a bearer token signed with TENANTD_AUTH_HS256_SECRET.
+    Token(TokenArgs),
+}
+
+/// How bearer tokens are checked.
+#[derive(Clone, Default, Args)]
+pub struct AuthArgs {
+    /// HS256 shared secret of bearer JWTs (at least 32 bytes).
+    #[arg(long, env = "TENANTD_AUTH_HS256_SECRET", hide_env_values = true)]
+    pub auth_hs256_secret: Option<String>,
+    /// PEM public key of bearer JWTs: RSA (RS256) or Ed25519 (EdDSA).
+    #[arg(long, env = "TENANTD_AUTH_PUBLIC_KEY_FILE")]
+    pub auth_public_key_file: Option<PathBuf>,
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "TENANTD_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "TENANTD_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+}
+
+/// Shortest HS256 secret accepted: as many bytes as the hash.
+const MIN_SECRET_LEN: usize = 32;
+
+impl AuthArgs {
+    /// The verifier these settings describe; `None` if none is configured.
+    pub fn verifier(&self) -> Result<Option<crate::auth::Verifier>, String> {
+        let (iss, aud) = (self.auth_issuer.as_deref(), self.auth_audience.as_deref());
+        match (&self.auth_hs256_secret, &self.auth_public_key_file) {
+            (Some(_), Some(_)) => Err(
+                "set TENANTD_AUTH_HS256_SECRET or TENANTD_AUTH_PUBLIC_KEY_FILE, not both".into(),
+            ),
+            (Some(secret), None) if secret.len() < MIN_SECRET_LEN => Err(format!(
+                "TENANTD_AUTH_HS256_SECRET must be at least {MIN_SECRET_LEN} bytes"
+            )),
+            (Some(secret), None) => Ok(Some(crate::auth::Verifier::hs256(
+                secret.as_bytes(),
+                iss,
+                aud,
+            ))),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    format!(
+                        "reading TENANTD_AUTH_PUBLIC_KEY_FILE {}: {e}",
+                        path.display()
+                    )
+                })?;
+                crate::auth::Verifier::public_key(&pem, iss, aud).map(Some)
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+impl fmt::Debug for AuthArgs {
+    // The secret stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthArgs")
+            .field(
+                "auth_hs256_secret",
+                &self.auth_hs256_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("auth_public_key_file", &self.auth_public_key_file)
+            .field("auth_issuer", &self.auth_issuer)
+            .field("auth_audience", &self.auth_audience)
+            .finish()
+    }
+}
+
+/// Settings of `tenantd token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Scopes to grant: tenants.read, tenants.write, tenants.admin.
+    #[arg(long, required = true)]
+    pub scopes: String,
+    /// The token's subject, recorded as the actor of what it does.
+    #[arg(long, default_value = "operator")]
+    pub subject: String,
+    /// How long the token is valid (e.g. `1h`, `30m`).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
 }
 
 /// Settings of `tenantd bench`.
@@ -196,6 +279,12 @@ pub struct ServeArgs {
     /// Base of invitation links; `?tenant=<slug>&token=<token>` is appended.
     #[arg(long, env = "TENANTD_INVITATION_URL", default_value = defaults::INVITATION_URL)]
     pub invitation_url: String,
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// Serve without authentication even with a DATABASE_URL (every caller
+    /// may do everything). The embedded default runs without it by default.
+    #[arg(long, env = "TENANTD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
     /// Once serving, provision one demo tenant and log its steps.
     #[arg(long, env = "TENANTD_DEMO")]
     pub demo: bool,
@@ -253,6 +342,7 @@ impl ServeArgs {
             mail_from: self.mail_from.clone(),
             invitation_url: self.invitation_url.clone(),
             demo: self.demo,
+            auth: None,
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
@@ -286,6 +376,8 @@ pub struct Config {
     pub invitation_url: String,
     pub demo: bool,
     pub schedules: Schedules,
+    /// Bearer-token verification; `None` runs without authentication.
+    pub auth: Option<crate::auth::Verifier>,
 }
 
 impl Config {
@@ -309,6 +401,7 @@ impl Config {
             mail_from: defaults::MAIL_FROM.to_owned(),
             invitation_url: defaults::INVITATION_URL.to_owned(),
             demo: false,
+            auth: None,
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

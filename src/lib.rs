@@ -5,6 +5,7 @@
 //!
 //! | module      | what lives there |
 //! |-------------|------------------|
+//! | [`auth`]    | bearer JWTs: verification, scopes, minting for operators |
 //! | [`config`]  | every flag and environment variable, documented |
 //! | [`server`]  | wiring, startup, graceful shutdown |
 //! | [`grpc`]    | the only module that knows tonic: services, conversions, status codes |
@@ -22,6 +23,7 @@
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bench;
 pub mod config;
 pub mod db;

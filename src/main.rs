@@ -26,6 +26,7 @@ async fn main() -> ExitCode {
         Command::Serve(args) => tenantd::server::serve(args).await,
         Command::Migrate(args) => tenantd::server::migrate(args).await,
         Command::Bench(args) => tenantd::bench::run(args).await,
+        Command::Token(args) => tenantd::server::token(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -108,7 +108,7 @@ pub async fn run_with(
         role_prefix: config.tenant_role_prefix.clone(),
     };
     let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone());
-    let (routes, health) = grpc::routes(ops.clone()).await?;
+    let (routes, health) = grpc::routes(ops.clone(), config.auth.clone()).await?;
 
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving gRPC");
@@ -249,18 +249,51 @@ fn owner_id() -> String {
 /// `tenantd serve`: resolves the database (starting the embedded cluster when
 /// no URL is given), binds, and runs until SIGTERM or ctrl-c.
 pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
+    let verifier = args.auth.verifier()?;
+    if verifier.is_none() {
+        if args.database.database_url.is_some() && !args.insecure_no_auth {
+            return Err(
+                "no authentication configured: set TENANTD_AUTH_HS256_SECRET or \
+                        TENANTD_AUTH_PUBLIC_KEY_FILE, or pass --insecure-no-auth"
+                    .into(),
+            );
+        }
+        tracing::warn!("AUTHENTICATION IS OFF: every caller may create, change and delete tenants");
+    }
     let (database_url, embedded) = resolve_database(&args.database).await?;
     let listener = TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {} (TENANTD_LISTEN): {e}", args.listen))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let served = run(args.resolve(database_url), listener, shutdown).await;
+    let mut config = args.resolve(database_url);
+    config.auth = verifier;
+    let served = run(config, listener, shutdown).await;
     if let Some(pg) = embedded {
         tracing::info!("stopping the embedded PostgreSQL");
         pg.stop().await?;
     }
     served
+}
+
+/// `tenantd token`: prints a bearer token.
+pub fn token(args: crate::config::TokenArgs) -> Result<(), BoxError> {
+    let secret = args
+        .auth
+        .auth_hs256_secret
+        .as_deref()
+        .ok_or("tenantd token signs with TENANTD_AUTH_HS256_SECRET, which is not set")?;
+    let scopes = crate::auth::parse_scopes(&args.scopes)?;
+    let token = crate::auth::mint_hs256(
+        secret.as_bytes(),
+        &args.subject,
+        &scopes,
+        args.ttl,
+        args.auth.auth_issuer.as_deref(),
+        args.auth.auth_audience.as_deref(),
+    )?;
+    println!("{token}");
+    Ok(())
 }
 
 /// `tenantd migrate`.

@@ -21,6 +21,8 @@ pub use validate::{
 pub struct Caller {
     /// The authenticated subject, or `anonymous` when auth is off.
     pub subject: String,
+    /// Granted scopes; `None` when authentication is off (everything allowed).
+    pub scopes: Option<std::collections::BTreeSet<crate::auth::Scope>>,
 }
 
 impl Caller {
@@ -28,7 +30,23 @@ impl Caller {
     pub fn anonymous() -> Self {
         Self {
             subject: "anonymous".into(),
+            scopes: None,
         }
+    }
+
+    /// An internal actor (the dispatcher, a scheduled job, the demo).
+    pub fn system(subject: &str) -> Self {
+        Self {
+            subject: subject.into(),
+            scopes: None,
+        }
+    }
+
+    /// Whether the caller holds `scope` (or a wider one).
+    pub fn may(&self, scope: crate::auth::Scope) -> bool {
+        self.scopes
+            .as_ref()
+            .is_none_or(|granted| granted.iter().any(|g| *g >= scope))
     }
 }
 

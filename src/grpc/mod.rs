@@ -6,10 +6,14 @@ mod status;
 mod tenant_service;
 
 use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
+use tonic::{Request, Status};
 use tonic_health::server::HealthReporter;
 
 pub use tenant_service::TenantApi;
 
+use crate::auth::Verifier;
+use crate::domain::Caller;
 use crate::ops::Ops;
 use crate::proto;
 use crate::proto::tenant_service_server::TenantServiceServer;
@@ -21,7 +25,10 @@ pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 
 /// Every service the server exposes: TenantService, health and reflection
 /// (v1 for grpcurl, v1alpha for older clients such as Python's grpcio).
-pub async fn routes(ops: Ops) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+pub async fn routes(
+    ops: Ops,
+    verifier: Option<Verifier>,
+) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TenantServiceServer<TenantApi>>().await;
 
@@ -30,8 +37,11 @@ pub async fn routes(ops: Ops) -> Result<(Routes, HealthReporter), tonic_reflecti
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let tenants = TenantServiceServer::new(TenantApi::new(ops))
-        .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let tenants = InterceptedService::new(
+        TenantServiceServer::new(TenantApi::new(ops))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        authenticate(verifier),
+    );
     let routes = Routes::new(tenants)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
@@ -60,4 +70,38 @@ pub async fn set_not_serving(health: &HealthReporter) {
     health
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
+}
+
+/// The interceptor in front of TenantService (health and reflection stay
+/// open): checks the bearer token and attaches the [`Caller`] for the
+/// handlers, which check scopes. Without a verifier every caller is
+/// `anonymous` with every scope.
+fn authenticate(
+    verifier: Option<Verifier>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut request: Request<()>| {
+        let caller = match &verifier {
+            None => Caller::anonymous(),
+            Some(verifier) => {
+                let token = request
+                    .metadata()
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        v.strip_prefix("Bearer ")
+                            .or_else(|| v.strip_prefix("bearer "))
+                    })
+                    .ok_or_else(|| {
+                        Status::unauthenticated(
+                            "missing bearer token (authorization: Bearer <jwt>)",
+                        )
+                    })?;
+                verifier
+                    .verify(token.trim())
+                    .map_err(|e| Status::unauthenticated(e.to_string()))?
+            }
+        };
+        request.extensions_mut().insert(caller);
+        Ok(request)
+    }
 }

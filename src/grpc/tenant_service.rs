@@ -8,6 +8,7 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use super::convert;
+use crate::auth::Scope;
 use crate::db::tenants::ListFilter;
 use crate::domain::{Caller, validate_tenant_id};
 use crate::error::Error;
@@ -27,8 +28,21 @@ impl TenantApi {
     }
 }
 
-fn caller<T>(_request: &Request<T>) -> Caller {
-    Caller::anonymous()
+/// The caller the interceptor attached, if it holds `scope`.
+fn authorize<T>(request: &Request<T>, scope: Scope) -> Result<Caller, Status> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("not authenticated"))?;
+    if caller.may(scope) {
+        Ok(caller)
+    } else {
+        Err(Status::permission_denied(format!(
+            "requires the {} scope",
+            scope.as_str()
+        )))
+    }
 }
 
 fn tenant_id(id: &str) -> Result<uuid::Uuid, Status> {
@@ -44,7 +58,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::CreateTenantResponse>, Status> {
-        let caller = caller(&request);
+        let caller = authorize(&request, Scope::Write)?;
         let req = request.into_inner();
         let input = convert::tenant_input(req.tenant)?;
         let tenant = self
@@ -60,6 +74,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
+        authorize(&request, Scope::Read)?;
         let id = tenant_id(&request.get_ref().tenant_id)?;
         let tenant = self.ops.get_tenant(id).await?;
         Ok(Response::new(pb::GetTenantResponse {
@@ -71,6 +86,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        authorize(&request, Scope::Read)?;
         let req = request.into_inner();
         let filter = ListFilter {
             state: convert::state_filter("state", req.state)
@@ -92,7 +108,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::UpdateTenantRequest>,
     ) -> Result<Response<pb::UpdateTenantResponse>, Status> {
-        let caller = caller(&request);
+        let caller = authorize(&request, Scope::Write)?;
         let req = request.into_inner();
         let id = tenant_id(&req.tenant_id)?;
         if let Some(t) = &req.tenant
@@ -112,7 +128,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
-        let caller = caller(&request);
+        let caller = authorize(&request, Scope::Admin)?;
         let req = request.into_inner();
         let id = tenant_id(&req.tenant_id)?;
         let etag = (!req.etag.is_empty()).then_some(req.etag.as_str());
@@ -126,7 +142,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::DeprovisionRequest>,
     ) -> Result<Response<pb::DeprovisionResponse>, Status> {
-        let caller = caller(&request);
+        let caller = authorize(&request, Scope::Admin)?;
         let req = request.into_inner();
         let id = tenant_id(&req.tenant_id)?;
         let grace = convert::grace_period(req.grace_period)?;
@@ -144,7 +160,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::CancelProvisioningRequest>,
     ) -> Result<Response<pb::CancelProvisioningResponse>, Status> {
-        let caller = caller(&request);
+        let caller = authorize(&request, Scope::Write)?;
         let req = request.into_inner();
         let id = tenant_id(&req.tenant_id)?;
         let tenant = self
@@ -160,7 +176,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::RetryProvisioningRequest>,
     ) -> Result<Response<pb::RetryProvisioningResponse>, Status> {
-        let caller = caller(&request);
+        let caller = authorize(&request, Scope::Write)?;
         let id = tenant_id(&request.get_ref().tenant_id)?;
         let tenant = self.ops.retry_provisioning(&caller, id).await?;
         Ok(Response::new(pb::RetryProvisioningResponse {
@@ -172,7 +188,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::SuspendTenantRequest>,
     ) -> Result<Response<pb::SuspendTenantResponse>, Status> {
-        let caller = caller(&request);
+        let caller = authorize(&request, Scope::Write)?;
         let req = request.into_inner();
         let id = tenant_id(&req.tenant_id)?;
         let tenant = self.ops.suspend_tenant(&caller, id, &req.reason).await?;
@@ -185,7 +201,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::ResumeTenantRequest>,
     ) -> Result<Response<pb::ResumeTenantResponse>, Status> {
-        let caller = caller(&request);
+        let caller = authorize(&request, Scope::Write)?;
         let id = tenant_id(&request.get_ref().tenant_id)?;
         let tenant = self.ops.resume_tenant(&caller, id).await?;
         Ok(Response::new(pb::ResumeTenantResponse {
@@ -199,6 +215,7 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::StreamProvisioningStatusRequest>,
     ) -> Result<Response<Self::StreamProvisioningStatusStream>, Status> {
+        authorize(&request, Scope::Read)?;
         let req = request.into_inner();
         if req.tenant_id.is_empty() {
             return Err(Error::invalid("tenant_id", "is required").into());

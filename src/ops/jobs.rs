@@ -70,9 +70,7 @@ impl Ops {
             .load(&mut conn)
             .await?
         };
-        let caller = Caller {
-            subject: SYSTEM_ACTOR.into(),
-        };
+        let caller = Caller::system(SYSTEM_ACTOR);
         let reason = format!(
             "no progress for {}",
             humantime::format_duration(stale_after)

@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth;
 mod create;
 mod crud;
 mod embedded;

@@ -44,7 +44,11 @@ impl ServerProcess {
                 "--listen",
                 &addr.to_string(),
             ])
-            .args(["--tenant-role-prefix", &db.role_prefix])
+            .args([
+                "--tenant-role-prefix",
+                &db.role_prefix,
+                "--insecure-no-auth",
+            ])
             .arg("--mail-dir")
             .arg(mail_dir)
             .args([

@@ -1,0 +1,215 @@
+//! Bearer-token authentication and scopes, with tokens from a standard JWT
+//! library and from `tenantd token`.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use tenantd::auth::Verifier;
+use tenantd::proto::{
+    CreateTenantRequest, DeprovisionRequest, GetTenantRequest, ListTenantsRequest,
+};
+use tenantd::steps::Registry;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::common::{TestApp, tenant};
+
+const SECRET: &str = "a test secret of at least thirty-two bytes";
+
+fn token(subject: &str, scope: &str, expires_in: i64, secret: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = serde_json::json!({"sub": subject, "scope": scope, "exp": now + expires_in});
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let value: MetadataValue<_> = format!("Bearer {token}").parse().unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+fn create(slug: &str) -> CreateTenantRequest {
+    CreateTenantRequest {
+        tenant: Some(tenant(slug)),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_authenticate_and_scopes_authorize() {
+    let app = TestApp::start_with(
+        |c| c.auth = Some(Verifier::hs256(SECRET.as_bytes(), None, None)),
+        Registry::new(),
+    )
+    .await;
+    let mut client = app.client.clone();
+
+    for (name, request) in [
+        ("no token", Request::new(create("acme"))),
+        ("garbage", with_token(create("acme"), "not.a.jwt")),
+        (
+            "expired",
+            with_token(
+                create("acme"),
+                &token("alice", "tenants.admin", -120, SECRET),
+            ),
+        ),
+        (
+            "other secret",
+            with_token(
+                create("acme"),
+                &token(
+                    "alice",
+                    "tenants.admin",
+                    600,
+                    "another secret of at least 32 bytes!!",
+                ),
+            ),
+        ),
+    ] {
+        let err = client.create_tenant(request).await.unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{name}");
+        assert!(
+            !err.message().contains("ey"),
+            "{name}: the token is not echoed: {}",
+            err.message()
+        );
+    }
+
+    let reader = token("reader", "tenants.read", 600, SECRET);
+    let err = client
+        .create_tenant(with_token(create("acme"), &reader))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("tenants.write"));
+    let listed = client
+        .list_tenants(with_token(ListTenantsRequest::default(), &reader))
+        .await;
+    assert!(listed.is_ok(), "read scope lists");
+
+    let writer = token(
+        "alice@example.com",
+        "tenants.read tenants.write",
+        600,
+        SECRET,
+    );
+    let created = client
+        .create_tenant(with_token(create("acme"), &writer))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let actor = app
+        .db
+        .count(&format!(
+            "SELECT count(*) FROM events WHERE tenant_id = '{}' AND kind = 'TENANT_CREATED' AND actor = 'alice@example.com'",
+            created.id
+        ))
+        .await;
+    assert_eq!(actor, 1, "the token's subject is the event's actor");
+    let get = GetTenantRequest {
+        tenant_id: created.id.clone(),
+    };
+    assert!(
+        client.get_tenant(with_token(get, &writer)).await.is_ok(),
+        "write includes read"
+    );
+    let deprovision = DeprovisionRequest {
+        tenant_id: created.id.clone(),
+        ..Default::default()
+    };
+    let err = client
+        .deprovision(with_token(deprovision, &writer))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "deprovisioning needs tenants.admin"
+    );
+
+    // Health stays open.
+    let mut health = HealthClient::new(app.channel().await);
+    assert!(
+        health
+            .check(HealthCheckRequest {
+                service: String::new()
+            })
+            .await
+            .is_ok()
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenantd_token_mints_tokens_the_server_accepts() {
+    let app = TestApp::start_with(
+        |c| c.auth = Some(Verifier::hs256(SECRET.as_bytes(), None, None)),
+        Registry::new(),
+    )
+    .await;
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+        .args([
+            "token",
+            "--scopes",
+            "tenants.read,tenants.write",
+            "--subject",
+            "ops-bot",
+            "--ttl",
+            "5m",
+        ])
+        .env("TENANTD_AUTH_HS256_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let minted = String::from_utf8(output.stdout).unwrap().trim().to_owned();
+    let mut client = app.client.clone();
+    let created = client
+        .create_tenant(with_token(create("acme"), &minted))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let by_bot = format!(
+        "SELECT count(*) FROM events WHERE tenant_id = '{}' AND actor = 'ops-bot'",
+        created.id
+    );
+    assert_eq!(app.db.count(&by_bot).await, 1);
+
+    // `serve` with a database but without auth refuses to start.
+    let refused = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantd"))
+        .args([
+            "serve",
+            "--database-url",
+            app.db.url(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env_remove("TENANTD_AUTH_HS256_SECRET")
+        .env_remove("TENANTD_INSECURE_NO_AUTH")
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--insecure-no-auth"));
+    app.stop().await;
+}
