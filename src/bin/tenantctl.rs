@@ -7,6 +7,7 @@ use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::{
     CreateTenantRequest, GetTenantRequest, ListTenantsRequest, Tenant, TenantState,
 };
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
@@ -21,6 +22,9 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     endpoint: String,
+    /// Bearer token (see `tenantd token`); sent as `authorization: Bearer`.
+    #[arg(long, env = "TENANTD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -92,7 +96,23 @@ async fn run(cli: Cli) -> Result<(), String> {
         .connect()
         .await
         .map_err(|e| format!("cannot reach {}: {e}", cli.endpoint))?;
-    let mut client = TenantServiceClient::new(channel);
+    let bearer: Option<MetadataValue<Ascii>> = match &cli.token {
+        Some(token) => Some(
+            format!("Bearer {token}")
+                .parse()
+                .map_err(|_| "the token is not valid header text".to_owned())?,
+        ),
+        None => None,
+    };
+    let mut client =
+        TenantServiceClient::with_interceptor(channel, move |mut request: tonic::Request<()>| {
+            if let Some(bearer) = &bearer {
+                request
+                    .metadata_mut()
+                    .insert("authorization", bearer.clone());
+            }
+            Ok(request)
+        });
     match cli.command {
         Cmd::Create {
             slug,
