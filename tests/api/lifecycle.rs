@@ -395,3 +395,34 @@ async fn two_replicas_never_run_the_same_job_at_once() {
         Some(1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_role_reaches_only_its_own_schema() {
+    let app = TestApp::start().await;
+    let (a, b) = (app.create("alpha", "").await, app.create("bravo", "").await);
+    app.wait_for(&a.id, TenantState::Active).await;
+    app.wait_for(&b.id, TenantState::Active).await;
+    let alpha = format!("{}alpha", app.db.role_prefix);
+    assert_eq!(read_as_role(&app.db, &alpha, "tenant_alpha").await, Ok(3));
+    let refused = read_as_role(&app.db, &alpha, "tenant_bravo")
+        .await
+        .unwrap_err();
+    assert!(refused.contains("permission denied"), "{refused}");
+
+    // Nor the control plane's tables.
+    let mut conn = AsyncPgConnection::establish(app.db.url()).await.unwrap();
+    conn.batch_execute(&format!("SET ROLE \"{alpha}\""))
+        .await
+        .unwrap();
+    for table in ["tenants", "events", "outbox", "plans"] {
+        let err = conn
+            .batch_execute(&format!("SELECT 1 FROM public.{table} LIMIT 1"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{table}: {err}"
+        );
+    }
+    app.stop().await;
+}
