@@ -141,6 +141,8 @@ pub async fn run_with(
         }
     };
     let serve = tonic::transport::Server::builder()
+        // One span per RPC, named by its method, around everything it logs.
+        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained);
     tokio::pin!(serve);
