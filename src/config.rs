@@ -209,6 +209,8 @@ pub mod defaults {
     pub const MAIL_FROM: &str = "tenantd <no-reply@tenantd.localhost>";
     pub const INVITATION_URL: &str = "http://localhost:8080/invitations/accept";
     pub const REAPER_SCHEDULE: &str = "0 * * * * *";
+    pub const RATE_LIMIT_PER_SEC: u32 = 100;
+    pub const RATE_LIMIT_BURST: u32 = 200;
     pub const STALE_AFTER: &str = "30m";
     pub const PURGE_SCHEDULE: &str = "30 * * * * *";
     pub const PRUNE_SCHEDULE: &str = "0 15 * * * *";
@@ -281,6 +283,13 @@ pub struct ServeArgs {
     pub invitation_url: String,
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// Requests per second each principal (token subject, or client IP
+    /// without auth) may make to TenantService on average; 0 disables.
+    #[arg(long, env = "TENANTD_RATE_LIMIT_PER_SEC", default_value_t = defaults::RATE_LIMIT_PER_SEC)]
+    pub rate_limit_per_sec: u32,
+    /// Requests a principal may make in a burst above the average.
+    #[arg(long, env = "TENANTD_RATE_LIMIT_BURST", default_value_t = defaults::RATE_LIMIT_BURST)]
+    pub rate_limit_burst: u32,
     /// Serve without authentication even with a DATABASE_URL (every caller
     /// may do everything). The embedded default runs without it by default.
     #[arg(long, env = "TENANTD_INSECURE_NO_AUTH")]
@@ -343,6 +352,8 @@ impl ServeArgs {
             invitation_url: self.invitation_url.clone(),
             demo: self.demo,
             auth: None,
+            rate_limit: (self.rate_limit_per_sec > 0)
+                .then_some((self.rate_limit_per_sec, self.rate_limit_burst.max(1))),
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
@@ -378,6 +389,8 @@ pub struct Config {
     pub schedules: Schedules,
     /// Bearer-token verification; `None` runs without authentication.
     pub auth: Option<crate::auth::Verifier>,
+    /// Per-principal rate limit (requests per second, burst); `None` for none.
+    pub rate_limit: Option<(u32, u32)>,
 }
 
 impl Config {
@@ -402,6 +415,7 @@ impl Config {
             invitation_url: defaults::INVITATION_URL.to_owned(),
             demo: false,
             auth: None,
+            rate_limit: Some((defaults::RATE_LIMIT_PER_SEC, defaults::RATE_LIMIT_BURST)),
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

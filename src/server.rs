@@ -108,7 +108,8 @@ pub async fn run_with(
         role_prefix: config.tenant_role_prefix.clone(),
     };
     let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone());
-    let (routes, health) = grpc::routes(ops.clone(), config.auth.clone()).await?;
+    let (routes, health) =
+        grpc::routes(ops.clone(), config.auth.clone(), config.rate_limit).await?;
 
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving gRPC");

@@ -5,10 +5,16 @@ mod convert;
 mod status;
 mod tenant_service;
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Status};
+
+use governor::Quota;
+use governor::clock::{Clock, DefaultClock};
+use tonic::{Code, Request, Status};
 use tonic_health::server::HealthReporter;
+use tonic_types::{ErrorDetails, StatusExt};
 
 pub use tenant_service::TenantApi;
 
@@ -28,6 +34,7 @@ pub const MAX_DECODING_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 pub async fn routes(
     ops: Ops,
     verifier: Option<Verifier>,
+    rate_limit: Option<(u32, u32)>,
 ) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TenantServiceServer<TenantApi>>().await;
@@ -40,7 +47,7 @@ pub async fn routes(
     let tenants = InterceptedService::new(
         TenantServiceServer::new(TenantApi::new(ops))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-        authenticate(verifier),
+        authenticate(verifier, rate_limit.and_then(limiter)),
     );
     let routes = Routes::new(tenants)
         .add_service(health_service)
@@ -78,6 +85,7 @@ pub async fn set_not_serving(health: &HealthReporter) {
 /// `anonymous` with every scope.
 fn authenticate(
     verifier: Option<Verifier>,
+    limiter: Option<Arc<Limiter>>,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |mut request: Request<()>| {
         let caller = match &verifier {
@@ -101,7 +109,30 @@ fn authenticate(
                     .map_err(|e| Status::unauthenticated(e.to_string()))?
             }
         };
+        if let Some(limiter) = &limiter {
+            // Per principal: the token's subject, else the client's address.
+            let key = match (&verifier, request.remote_addr()) {
+                (None, Some(addr)) => addr.ip().to_string(),
+                _ => caller.subject.clone(),
+            };
+            if let Err(not_until) = limiter.check_key(&key) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return Err(Status::with_error_details(
+                    Code::ResourceExhausted,
+                    "rate limit exceeded; retry after the delay in RetryInfo",
+                    ErrorDetails::with_retry_info(Some(wait)),
+                ));
+            }
+        }
         request.extensions_mut().insert(caller);
         Ok(request)
     }
+}
+
+type Limiter = governor::DefaultKeyedRateLimiter<String>;
+
+/// A keyed limiter of `per_sec` requests per second with `burst`.
+fn limiter((per_sec, burst): (u32, u32)) -> Option<Arc<Limiter>> {
+    let quota = Quota::per_second(NonZeroU32::new(per_sec)?).allow_burst(NonZeroU32::new(burst)?);
+    Some(Arc::new(governor::RateLimiter::keyed(quota)))
 }

@@ -213,3 +213,49 @@ async fn tenantd_token_mints_tokens_the_server_accepts() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--insecure-no-auth"));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_principal_has_its_own_rate_limit() {
+    let app = TestApp::start_with(
+        |c| {
+            c.auth = Some(Verifier::hs256(SECRET.as_bytes(), None, None));
+            c.rate_limit = Some((1, 3));
+        },
+        Registry::new(),
+    )
+    .await;
+    let mut client = app.client.clone();
+    let (busy, calm) = (
+        token("busy", "tenants.read", 600, SECRET),
+        token("calm", "tenants.read", 600, SECRET),
+    );
+    for _ in 0..3 {
+        client
+            .list_tenants(with_token(ListTenantsRequest::default(), &busy))
+            .await
+            .unwrap();
+    }
+    let err = client
+        .list_tenants(with_token(ListTenantsRequest::default(), &busy))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    use tonic_types::StatusExt;
+    let retry = err
+        .get_details_retry_info()
+        .expect("retry info")
+        .retry_delay
+        .expect("a delay");
+    assert!(
+        retry > std::time::Duration::ZERO && retry <= std::time::Duration::from_secs(1),
+        "{retry:?}"
+    );
+    assert!(
+        client
+            .list_tenants(with_token(ListTenantsRequest::default(), &calm))
+            .await
+            .is_ok(),
+        "others are not limited"
+    );
+    app.stop().await;
+}

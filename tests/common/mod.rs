@@ -250,6 +250,8 @@ impl TestApp {
         config.lease = Duration::from_secs(10);
         config.poll_interval = Duration::from_millis(500);
         config.shutdown_timeout = Duration::from_secs(10);
+        // Tests make bursts of calls from one address; the limit has its own test.
+        config.rate_limit = None;
         tweak(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
