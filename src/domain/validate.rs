@@ -367,3 +367,80 @@ mod tests {
         assert!(validate_page_size(-1).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! Hostile input, generated: every validator either accepts a value
+    //! that satisfies the stored constraints or names the field, and never
+    //! panics; slugs map to identifiers that are safe to quote.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::steps::TenantNames;
+
+    fn tenant(
+        slug: String,
+        display_name: String,
+        admin_email: String,
+        labels: BTreeMap<String, String>,
+    ) -> TenantInput {
+        TenantInput {
+            slug,
+            display_name,
+            admin_email,
+            plan: String::new(),
+            labels,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn accepted_tenants_satisfy_the_schema(
+            slug in ".{0,60}|[a-z][a-z0-9-]{0,45}",
+            display_name in ".{0,250}",
+            admin_email in ".{0,300}|[a-z]{1,10}@[a-z]{1,10}\\.test",
+            labels in proptest::collection::btree_map(".{0,70}|[a-z][a-z0-9_./-]{0,70}", ".{0,70}", 0..70),
+        ) {
+            match NewTenant::validate(tenant(slug, display_name, admin_email, labels)) {
+                Ok(t) => {
+                    prop_assert!((3..=40).contains(&t.slug.len()));
+                    prop_assert!(t.slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+                    prop_assert!((1..=200).contains(&t.display_name.chars().count()));
+                    prop_assert!(t.admin_email.len() <= 254 && t.admin_email.contains('@'));
+                    prop_assert!(t.labels.len() <= 64);
+                    // A valid slug always names a valid, quotable schema and role.
+                    let names = TenantNames::derive(&t.slug, "tenant_").unwrap();
+                    prop_assert!(!names.schema_ident()[1..names.schema_ident().len() - 1].contains('"'));
+                }
+                Err(violations) => {
+                    prop_assert!(!violations.is_empty());
+                    for v in violations {
+                        prop_assert!(v.field.starts_with("tenant."));
+                        prop_assert!(v.description.len() < 200, "descriptions do not echo input");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn request_ids_page_sizes_and_ids_never_panic(id in ".{0,100}", size in any::<i32>(), tenant_id in ".{0,50}") {
+            if let Ok(Some(accepted)) = validate_request_id(&id) {
+                prop_assert!(accepted.len() <= 64);
+            }
+            match validate_page_size(size) {
+                Ok(n) => prop_assert!((1..=MAX_PAGE_SIZE).contains(&n)),
+                Err(v) => prop_assert_eq!(v.field, "page_size"),
+            }
+            let _ = validate_tenant_id("tenant_id", &tenant_id);
+        }
+
+        #[test]
+        fn slugs_that_derive_names_are_injective(a in "[a-z][a-z0-9-]{2,39}", b in "[a-z][a-z0-9-]{2,39}") {
+            let (na, nb) = (TenantNames::derive(&a, "t_").unwrap(), TenantNames::derive(&b, "t_").unwrap());
+            prop_assert_eq!(a == b, na.schema == nb.schema);
+        }
+    }
+}
