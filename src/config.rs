@@ -283,6 +283,16 @@ pub struct ServeArgs {
     pub invitation_url: String,
     #[command(flatten)]
     pub auth: AuthArgs,
+    /// PEM certificate (chain) to serve TLS with; with --tls-key-file.
+    #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, env = "TENANTD_TLS_KEY_FILE", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate they sign
+    /// (mutual TLS).
+    #[arg(long, env = "TENANTD_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
+    pub tls_client_ca_file: Option<PathBuf>,
     /// Requests per second each principal (token subject, or client IP
     /// without auth) may make to TenantService on average; 0 disables.
     #[arg(long, env = "TENANTD_RATE_LIMIT_PER_SEC", default_value_t = defaults::RATE_LIMIT_PER_SEC)]
@@ -354,6 +364,14 @@ impl ServeArgs {
             auth: None,
             rate_limit: (self.rate_limit_per_sec > 0)
                 .then_some((self.rate_limit_per_sec, self.rate_limit_burst.max(1))),
+            tls: match (&self.tls_cert_file, &self.tls_key_file) {
+                (Some(cert_file), Some(key_file)) => Some(Tls {
+                    cert_file: cert_file.clone(),
+                    key_file: key_file.clone(),
+                    client_ca_file: self.tls_client_ca_file.clone(),
+                }),
+                _ => None,
+            },
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
@@ -391,6 +409,17 @@ pub struct Config {
     pub auth: Option<crate::auth::Verifier>,
     /// Per-principal rate limit (requests per second, burst); `None` for none.
     pub rate_limit: Option<(u32, u32)>,
+    /// TLS files; `None` serves plaintext.
+    pub tls: Option<Tls>,
+}
+
+/// Where the TLS material is.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Set: clients must present a certificate signed by these CAs.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -416,6 +445,7 @@ impl Config {
             demo: false,
             auth: None,
             rate_limit: Some((defaults::RATE_LIMIT_PER_SEC, defaults::RATE_LIMIT_BURST)),
+            tls: None,
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

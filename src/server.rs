@@ -141,7 +141,12 @@ pub async fn run_with(
             grpc::set_not_serving(&health).await;
         }
     };
-    let serve = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(tls_config(tls).await?)?;
+        tracing::info!(mutual = tls.client_ca_file.is_some(), "serving TLS");
+    }
+    let serve = builder
         // One span per RPC, named by its method, around everything it logs.
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .add_routes(routes)
@@ -207,6 +212,29 @@ async fn watch_database(
             grpc::set_serving(&health, ok).await;
         }
     }
+}
+
+/// The server's TLS identity and, for mutual TLS, the client CAs.
+async fn tls_config(
+    tls: &crate::config::Tls,
+) -> Result<tonic::transport::ServerTlsConfig, BoxError> {
+    let read = |path: &std::path::Path| {
+        let path = path.to_owned();
+        async move {
+            tokio::fs::read(&path)
+                .await
+                .map_err(|e| format!("reading {}: {e}", path.display()))
+        }
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read(&tls.cert_file).await?,
+        read(&tls.key_file).await?,
+    );
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca_file {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca).await?));
+    }
+    Ok(config)
 }
 
 /// SMTP when configured, else `.eml` files in the mail folder.

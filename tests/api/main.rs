@@ -13,3 +13,4 @@ mod outage;
 mod pipeline;
 mod replicas;
 mod stream;
+mod tls;

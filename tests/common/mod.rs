@@ -403,11 +403,10 @@ impl Drop for TestApp {
 }
 
 async fn channel(addr: SocketAddr) -> Channel {
+    // Lazy: the server may still be starting, or speak TLS only.
     Channel::from_shared(format!("http://{addr}"))
         .expect("uri")
-        .connect()
-        .await
-        .expect("connect to test server")
+        .connect_lazy()
 }
 
 /// A valid CreateTenant request body.
