@@ -66,7 +66,9 @@ async fn session(
             .unwrap_or("")
             .to_ascii_uppercase();
         let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-sink\r\n250 8BITMIME\r\n",
+            "EHLO" => b"250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n",
+            // Any credentials are accepted: the listener checks no secret.
+            "AUTH" => b"235 2.7.0 accepted\r\n",
             "HELO" | "RSET" | "NOOP" | "RCPT" => b"250 OK\r\n",
             "MAIL" if refuse => b"554 5.7.1 refused by test server\r\n",
             "MAIL" => b"250 OK\r\n",

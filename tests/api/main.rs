@@ -12,5 +12,6 @@ mod meta;
 mod outage;
 mod pipeline;
 mod replicas;
+mod secrets;
 mod stream;
 mod tls;

@@ -30,6 +30,22 @@ impl ServerProcess {
         lease_ms: u64,
         concurrency: usize,
     ) -> Self {
+        Self::spawn_full(db, mail_dir, lease_ms, concurrency, &[], None).await
+    }
+
+    /// With extra environment (which may turn auth on) and stderr to `log`.
+    pub async fn spawn_full(
+        db: &TestDb,
+        mail_dir: &Path,
+        lease_ms: u64,
+        concurrency: usize,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) -> Self {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
+            None => Stdio::inherit(),
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -44,11 +60,12 @@ impl ServerProcess {
                 "--listen",
                 &addr.to_string(),
             ])
-            .args([
-                "--tenant-role-prefix",
-                &db.role_prefix,
-                "--insecure-no-auth",
-            ])
+            .args(["--tenant-role-prefix", &db.role_prefix])
+            .args(
+                env.iter()
+                    .all(|(k, _)| !k.starts_with("TENANTD_AUTH"))
+                    .then_some("--insecure-no-auth"),
+            )
             .arg("--mail-dir")
             .arg(mail_dir)
             .args([
@@ -67,9 +84,10 @@ impl ServerProcess {
             ])
             .env("RUST_LOG", "warn")
             .env_remove("DATABASE_URL")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .expect("spawn tenantd");
