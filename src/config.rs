@@ -210,6 +210,7 @@ pub mod defaults {
     pub const INVITATION_URL: &str = "http://localhost:8080/invitations/accept";
     pub const REAPER_SCHEDULE: &str = "0 * * * * *";
     pub const RATE_LIMIT_PER_SEC: u32 = 100;
+    pub const MAX_WATCHERS: usize = 10_000;
     pub const RATE_LIMIT_BURST: u32 = 200;
     pub const STALE_AFTER: &str = "30m";
     pub const PURGE_SCHEDULE: &str = "30 * * * * *";
@@ -293,6 +294,10 @@ pub struct ServeArgs {
     /// (mutual TLS).
     #[arg(long, env = "TENANTD_TLS_CLIENT_CA_FILE", requires = "tls_cert_file")]
     pub tls_client_ca_file: Option<PathBuf>,
+    /// Status streams this process serves at most; more are
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TENANTD_MAX_WATCHERS", default_value_t = defaults::MAX_WATCHERS)]
+    pub max_watchers: usize,
     /// Requests per second each principal (token subject, or client IP
     /// without auth) may make to TenantService on average; 0 disables.
     #[arg(long, env = "TENANTD_RATE_LIMIT_PER_SEC", default_value_t = defaults::RATE_LIMIT_PER_SEC)]
@@ -364,6 +369,7 @@ impl ServeArgs {
             auth: None,
             rate_limit: (self.rate_limit_per_sec > 0)
                 .then_some((self.rate_limit_per_sec, self.rate_limit_burst.max(1))),
+            max_watchers: self.max_watchers,
             tls: match (&self.tls_cert_file, &self.tls_key_file) {
                 (Some(cert_file), Some(key_file)) => Some(Tls {
                     cert_file: cert_file.clone(),
@@ -411,6 +417,8 @@ pub struct Config {
     pub rate_limit: Option<(u32, u32)>,
     /// TLS files; `None` serves plaintext.
     pub tls: Option<Tls>,
+    /// Status streams this process serves at most.
+    pub max_watchers: usize,
 }
 
 /// Where the TLS material is.
@@ -446,6 +454,7 @@ impl Config {
             auth: None,
             rate_limit: Some((defaults::RATE_LIMIT_PER_SEC, defaults::RATE_LIMIT_BURST)),
             tls: None,
+            max_watchers: defaults::MAX_WATCHERS,
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

@@ -23,6 +23,9 @@ pub enum Error {
     /// A concurrent change won: etag mismatch or a running lifecycle operation.
     #[error("{0}")]
     Aborted(String),
+    /// A limit of this server was reached (e.g. concurrent streams).
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// The database cannot be reached; retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),

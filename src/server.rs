@@ -107,7 +107,8 @@ pub async fn run_with(
         same_database: config.tenant_database_url.is_none(),
         role_prefix: config.tenant_role_prefix.clone(),
     };
-    let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone());
+    let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone())
+        .with_max_watchers(config.max_watchers);
     let (routes, health) =
         grpc::routes(ops.clone(), config.auth.clone(), config.rate_limit).await?;
 

@@ -438,6 +438,22 @@ mod properties {
         }
 
         #[test]
+        fn patches_and_page_tokens_never_panic(
+            name in proptest::option::of(".{0,250}"),
+            email in proptest::option::of(".{0,300}"),
+            etag in proptest::option::of(".{0,40}"),
+            token in ".{0,300}",
+        ) {
+            let patch = TenantPatch { display_name: name, admin_email: email, labels: None, expected_etag: etag };
+            if let Err(violations) = validate_patch(&patch) {
+                prop_assert!(violations.iter().all(|v| v.field.starts_with("tenant.")));
+            }
+            if let Err(v) = crate::domain::PageToken::decode(&token, "digest") {
+                prop_assert_eq!(v.field, "page_token");
+            }
+        }
+
+        #[test]
         fn slugs_that_derive_names_are_injective(a in "[a-z][a-z0-9-]{2,39}", b in "[a-z][a-z0-9-]{2,39}") {
             let (na, nb) = (TenantNames::derive(&a, "t_").unwrap(), TenantNames::derive(&b, "t_").unwrap());
             prop_assert_eq!(a == b, na.schema == nb.schema);

@@ -32,6 +32,7 @@ impl From<Error> for Status {
             Error::AlreadyExists(message) => Status::already_exists(message),
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
             Error::Aborted(message) => Status::aborted(message),
+            Error::ResourceExhausted(message) => Status::resource_exhausted(message),
             Error::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "database unavailable");
                 Status::with_error_details(

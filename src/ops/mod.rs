@@ -36,6 +36,8 @@ pub struct Ops {
     tenant_db: TenantDb,
     /// Ends streams at shutdown.
     shutdown: CancellationToken,
+    /// Status streams this process serves at most.
+    max_watchers: usize,
 }
 
 impl Ops {
@@ -52,7 +54,14 @@ impl Ops {
             hub,
             tenant_db,
             shutdown,
+            max_watchers: usize::MAX,
         }
+    }
+
+    /// Caps the status streams this process serves.
+    pub fn with_max_watchers(mut self, max: usize) -> Self {
+        self.max_watchers = max;
+        self
     }
 
     /// Whether the control-plane database answers a `SELECT 1`.

@@ -25,6 +25,12 @@ impl Ops {
                 "must not be negative",
             ));
         }
+        if self.hub.watchers() >= self.max_watchers {
+            return Err(Error::ResourceExhausted(format!(
+                "this server already serves {} status streams; retry later or on another replica",
+                self.max_watchers
+            )));
+        }
         let tenant_id = self.resolve_tenant(tenant).await?;
         let request = WatchRequest {
             tenant_id,

@@ -259,3 +259,51 @@ async fn each_principal_has_its_own_rate_limit() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eddsa_tokens_with_issuer_and_audience() {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+    let public = key.public_key_pem();
+    let verifier = Verifier::public_key(
+        public.as_bytes(),
+        Some("https://idp.example"),
+        Some("tenantd"),
+    )
+    .unwrap();
+    let app = TestApp::start_with(|c| c.auth = Some(verifier), Registry::new()).await;
+    let signing = EncodingKey::from_ed_pem(key.serialize_pem().as_bytes()).unwrap();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sign = |iss: &str, aud: &str| {
+        let claims = serde_json::json!({"sub": "svc", "scope": "tenants.read", "exp": now + 600, "iss": iss, "aud": aud});
+        jsonwebtoken::encode(&Header::new(Algorithm::EdDSA), &claims, &signing).unwrap()
+    };
+    let mut client = app.client.clone();
+    let good = sign("https://idp.example", "tenantd");
+    assert!(
+        client
+            .list_tenants(with_token(ListTenantsRequest::default(), &good))
+            .await
+            .is_ok()
+    );
+    for (iss, aud) in [
+        ("https://evil.example", "tenantd"),
+        ("https://idp.example", "other"),
+    ] {
+        let err = client
+            .list_tenants(with_token(ListTenantsRequest::default(), &sign(iss, aud)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unauthenticated, "{iss} {aud}");
+    }
+    // An HS256 token is not accepted by an EdDSA server.
+    let hs = token("svc", "tenants.read", 600, SECRET);
+    let err = client
+        .list_tenants(with_token(ListTenantsRequest::default(), &hs))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    app.stop().await;
+}

@@ -374,3 +374,15 @@ async fn validate_only_returns_the_plan_and_writes_nothing() {
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_is_refused_whole() {
+    let app = TestApp::api_only().await;
+    let mut req = create("acme", "");
+    req.tenant.as_mut().unwrap().display_name = "x".repeat(5 << 20);
+    let err = app.client.clone().create_tenant(req).await.unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    assert_ne!(err.code(), Code::Internal, "{err:?}");
+    assert_eq!(app.db.count("SELECT count(*) FROM tenants").await, 0);
+    app.stop().await;
+}

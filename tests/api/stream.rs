@@ -379,3 +379,44 @@ async fn a_dropped_listen_connection_is_reopened_and_watchers_keep_up() {
     assert_eq!(ids, event_ids_after(&app.db, &t.id, 0).await);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_beyond_the_limit_are_refused_and_a_closed_one_frees_its_slot() {
+    let app = TestApp::start_with(|c| c.max_watchers = 2, Registry::new()).await;
+    let t = app.create("acme", "").await;
+    let mut client = app.client().await;
+    let first = client
+        .stream_provisioning_status(request(&t.id, None, true))
+        .await
+        .unwrap()
+        .into_inner();
+    let _second = client
+        .stream_provisioning_status(request(&t.id, None, true))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = client
+        .stream_provisioning_status(request(&t.id, None, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+
+    // The watcher of a closed stream goes away with everything it held.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match client
+            .stream_provisioning_status(request(&t.id, None, true))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => assert_eq!(e.code(), Code::ResourceExhausted),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream's slot was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+}
