@@ -1,5 +1,6 @@
 //! The transport: the only module that knows tonic. Services convert requests
-//! to domain input, call `ops`, and convert results back.
+//! to domain input, call `ops`, and convert results back; an interceptor in
+//! front of TenantService authenticates and rate-limits.
 
 mod convert;
 mod status;
@@ -7,11 +8,11 @@ mod tenant_service;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use tonic::service::Routes;
-use tonic::service::interceptor::InterceptedService;
 
 use governor::Quota;
 use governor::clock::{Clock, DefaultClock};
+use tonic::service::Routes;
+use tonic::service::interceptor::InterceptedService;
 use tonic::{Code, Request, Status};
 use tonic_health::server::HealthReporter;
 use tonic_types::{ErrorDetails, StatusExt};
