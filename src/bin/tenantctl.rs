@@ -3,9 +3,13 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tenantd::proto::stream_provisioning_status_response::Update;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::{
-    CreateTenantRequest, GetTenantRequest, ListTenantsRequest, Tenant, TenantState,
+    CancelProvisioningRequest, CreateTenantRequest, DeleteTenantRequest, DeprovisionMode,
+    DeprovisionRequest, EventKind, GetTenantRequest, ListTenantsRequest, ResumeTenantRequest,
+    RetryProvisioningRequest, StreamProvisioningStatusRequest, SuspendTenantRequest, Tenant,
+    TenantState,
 };
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::Channel;
@@ -69,6 +73,53 @@ enum Cmd {
         /// Only tenants carrying this key=value label; repeat for more.
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+    },
+    /// Follow a tenant's provisioning: its steps, then every event until it
+    /// settles. Exits non-zero if it ends FAILED, CANCELLED or NEEDS_ATTENTION.
+    Watch {
+        /// The tenant's id or slug.
+        tenant: String,
+        /// Replay the whole event log first.
+        #[arg(long)]
+        from_start: bool,
+        /// Keep following after the tenant settles.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Stop a provisioning pipeline and undo what it did.
+    Cancel {
+        tenant_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Resume a FAILED tenant's pipeline.
+    Retry { tenant_id: String },
+    /// Take an ACTIVE tenant's access away.
+    Suspend {
+        tenant_id: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Give a SUSPENDED tenant its access back.
+    Resume { tenant_id: String },
+    /// Tear a tenant down (archive by default, purged after the grace period).
+    Deprovision {
+        tenant_id: String,
+        /// How long the archive is kept (e.g. `30days`, `12h`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<std::time::Duration>,
+        /// Drop the data now instead of archiving it.
+        #[arg(long)]
+        purge: bool,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Remove a DEPROVISIONED, FAILED or CANCELLED tenant.
+    Delete {
+        tenant_id: String,
+        /// Only if the tenant still has this etag.
+        #[arg(long, default_value = "")]
+        etag: String,
     },
 }
 
@@ -182,6 +233,104 @@ async fn run(cli: Cli) -> Result<(), String> {
             if !page.next_page_token.is_empty() {
                 println!("next page: --page-token {}", page.next_page_token);
             }
+        }
+        Cmd::Watch {
+            tenant,
+            from_start,
+            follow,
+        } => {
+            let request = StreamProvisioningStatusRequest {
+                tenant_id: tenant,
+                resume_after_event_id: from_start.then_some(0),
+                follow,
+            };
+            let mut stream = client
+                .stream_provisioning_status(request)
+                .await
+                .map_err(describe)?
+                .into_inner();
+            let mut last_state = TenantState::Unspecified as i32;
+            while let Some(message) = stream.message().await.map_err(describe)? {
+                match message.update {
+                    Some(Update::Snapshot(snapshot)) => {
+                        let t = snapshot.tenant.unwrap_or_default();
+                        last_state = t.state;
+                        print_tenant(&t);
+                    }
+                    Some(Update::Event(e)) => {
+                        last_state = e.state;
+                        let kind = EventKind::try_from(e.kind)
+                            .map(|k| k.as_str_name().trim_start_matches("EVENT_KIND_"))
+                            .unwrap_or("UNKNOWN");
+                        println!("#{:<8} {:<24} {:<22} {}", e.id, kind, e.step, e.message);
+                    }
+                    None => {}
+                }
+            }
+            let settled = TenantState::try_from(last_state).unwrap_or(TenantState::Unspecified);
+            if matches!(
+                settled,
+                TenantState::Failed | TenantState::Cancelled | TenantState::NeedsAttention
+            ) {
+                return Err(format!("the tenant ended {}", state(last_state)));
+            }
+        }
+        Cmd::Cancel { tenant_id, reason } => {
+            let t = client
+                .cancel_provisioning(CancelProvisioningRequest { tenant_id, reason })
+                .await
+                .map_err(describe)?;
+            print_tenant(&t.into_inner().tenant.unwrap_or_default());
+        }
+        Cmd::Retry { tenant_id } => {
+            let t = client
+                .retry_provisioning(RetryProvisioningRequest { tenant_id })
+                .await
+                .map_err(describe)?;
+            print_tenant(&t.into_inner().tenant.unwrap_or_default());
+        }
+        Cmd::Suspend { tenant_id, reason } => {
+            let t = client
+                .suspend_tenant(SuspendTenantRequest { tenant_id, reason })
+                .await
+                .map_err(describe)?;
+            print_tenant(&t.into_inner().tenant.unwrap_or_default());
+        }
+        Cmd::Resume { tenant_id } => {
+            let t = client
+                .resume_tenant(ResumeTenantRequest { tenant_id })
+                .await
+                .map_err(describe)?;
+            print_tenant(&t.into_inner().tenant.unwrap_or_default());
+        }
+        Cmd::Deprovision {
+            tenant_id,
+            grace,
+            purge,
+            reason,
+        } => {
+            let request = DeprovisionRequest {
+                tenant_id,
+                grace_period: grace.map(|g| prost_types::Duration {
+                    seconds: g.as_secs() as i64,
+                    nanos: 0,
+                }),
+                mode: if purge {
+                    DeprovisionMode::Purge
+                } else {
+                    DeprovisionMode::Archive
+                } as i32,
+                reason,
+            };
+            let t = client.deprovision(request).await.map_err(describe)?;
+            print_tenant(&t.into_inner().tenant.unwrap_or_default());
+        }
+        Cmd::Delete { tenant_id, etag } => {
+            client
+                .delete_tenant(DeleteTenantRequest { tenant_id, etag })
+                .await
+                .map_err(describe)?;
+            println!("deleted");
         }
     }
     Ok(())

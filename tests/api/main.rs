@@ -14,4 +14,5 @@ mod pipeline;
 mod replicas;
 mod secrets;
 mod stream;
+mod tenantctl;
 mod tls;
