@@ -129,7 +129,7 @@ impl Verifier {
     /// The caller a bearer token stands for.
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|e| AuthError::Invalid(e.kind_name()))?;
+            .map_err(|e| AuthError::Invalid(kind_name(&e)))?;
         let scopes: BTreeSet<Scope> = data
             .claims
             .scope
@@ -187,22 +187,16 @@ pub fn parse_scopes(text: &str) -> Result<Vec<Scope>, String> {
         .collect()
 }
 
-trait KindName {
-    fn kind_name(&self) -> String;
-}
-
-impl KindName for jsonwebtoken::errors::Error {
-    /// The error's kind without any token content.
-    fn kind_name(&self) -> String {
-        use jsonwebtoken::errors::ErrorKind;
-        match self.kind() {
-            ErrorKind::ExpiredSignature => "expired".into(),
-            ErrorKind::InvalidSignature => "bad signature".into(),
-            ErrorKind::InvalidIssuer => "wrong issuer".into(),
-            ErrorKind::InvalidAudience => "wrong audience".into(),
-            ErrorKind::InvalidAlgorithm => "wrong algorithm".into(),
-            ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
-            _ => "malformed".into(),
-        }
+/// The error's kind, without any token content.
+fn kind_name(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => "expired".into(),
+        ErrorKind::InvalidSignature => "bad signature".into(),
+        ErrorKind::InvalidIssuer => "wrong issuer".into(),
+        ErrorKind::InvalidAudience => "wrong audience".into(),
+        ErrorKind::InvalidAlgorithm => "wrong algorithm".into(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("missing claim {claim}"),
+        _ => "malformed".into(),
     }
 }

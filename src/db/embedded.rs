@@ -92,11 +92,6 @@ impl EmbeddedPostgres {
         format!("postgres://postgres@127.0.0.1:{}/{DATABASE}", self.port)
     }
 
-    /// The cluster's data directory.
-    pub fn data_dir(&self) -> &Path {
-        &self.data_dir
-    }
-
     /// Stops the cluster if this process started it.
     pub async fn stop(&self) -> Result<(), EmbeddedError> {
         if self.started_here {

@@ -44,8 +44,3 @@ pub async fn enqueue(
         .await?;
     Ok(())
 }
-
-/// Rows waiting or running, for tests and metrics.
-pub async fn depth(conn: &mut AsyncPgConnection) -> QueryResult<i64> {
-    outbox::table.count().get_result(conn).await
-}

@@ -72,11 +72,6 @@ impl Ops {
         }
     }
 
-    /// Watchers connected to this process.
-    pub fn watchers(&self) -> usize {
-        self.hub.watchers()
-    }
-
     pub fn pool(&self) -> &DbPool {
         &self.pool
     }

@@ -419,7 +419,6 @@ async fn apply_once(
         claim,
         role_prefix: &shared.config.role_prefix,
         tenant_db: &shared.tenant_pool,
-        owner: &shared.config.owner,
         registry: &shared.registry,
         backoff: shared.config.backoff,
         lease: shared.config.lease,

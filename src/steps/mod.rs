@@ -171,8 +171,4 @@ impl Registry {
     pub fn get(&self, name: &str) -> Option<Arc<dyn Step>> {
         self.steps.get(name).cloned()
     }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.steps.contains_key(name)
-    }
 }

@@ -143,7 +143,6 @@ pub struct Transition<'a> {
     pub claim: &'a Claim,
     pub role_prefix: &'a str,
     pub tenant_db: &'a db::DbPool,
-    pub owner: &'a str,
     pub registry: &'a Registry,
     pub backoff: super::Backoff,
     pub lease: Duration,
@@ -399,7 +398,7 @@ impl Transition<'_> {
         event(conn, claim, kind, locked.state()?, text).await
     }
 
-    /// Gives up: the tenant becomes NEEDS_ATTENTION, listing what the steps
+    /// Gives up (the caller has marked the step FAILED): the tenant becomes NEEDS_ATTENTION, listing what the steps
     /// up to `position` of the claim's pipeline may have left behind.
     async fn needs_attention(
         &self,
@@ -437,19 +436,6 @@ impl Transition<'_> {
                 .filter_map(|s| self.registry.get(&s.name))
                 .flat_map(|step| step.resources(&ctx))
                 .collect();
-        }
-        if let Some(step) = locked.steps.iter().find(|s| s.name == claim.step)
-            && step.status != StepStatus::Failed.as_str()
-        {
-            set_step(
-                conn,
-                claim.tenant_id,
-                &claim.step,
-                StepStatus::Failed,
-                Some(reason),
-                None,
-            )
-            .await?;
         }
         delete_row(conn, claim).await?;
         diesel::update(tenants::table.find(claim.tenant_id))
