@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde::Serialize;
+use tonic::transport::Channel;
 
 use super::{BenchServer, Scratch, request};
 use crate::config::BenchArgs;
 use crate::proto::stream_provisioning_status_response::Update;
+use crate::proto::tenant_service_client::TenantServiceClient;
 use crate::proto::{EventKind, StreamProvisioningStatusRequest, Tenant, UpdateTenantRequest};
 use crate::server::BoxError;
 use crate::steps::Registry;
@@ -105,20 +107,12 @@ pub async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<WatchReport,
     let mut i = 0usize;
     while Instant::now() < deadline {
         ticker.tick().await;
-        let id = &ids[i % tenants];
+        let labels = [("tick".to_owned(), i.to_string())].into();
         let tenant = Tenant {
-            labels: [("tick".to_owned(), i.to_string())].into(),
+            labels,
             ..Default::default()
         };
-        client
-            .update_tenant(UpdateTenantRequest {
-                tenant_id: id.clone(),
-                tenant: Some(tenant),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["labels".into()],
-                }),
-            })
-            .await?;
+        update(&mut client, &ids[i % tenants], tenant, "labels").await?;
         per_tenant[i % tenants] += 1;
         i += 1;
     }
@@ -128,15 +122,7 @@ pub async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<WatchReport,
             display_name: "done".into(),
             ..Default::default()
         };
-        client
-            .update_tenant(UpdateTenantRequest {
-                tenant_id: id.clone(),
-                tenant: Some(tenant),
-                update_mask: Some(prost_types::FieldMask {
-                    paths: vec!["display_name".into()],
-                }),
-            })
-            .await?;
+        update(&mut client, id, tenant, "display_name").await?;
     }
     let mut all = Vec::new();
     let mut expected = 0u64;
@@ -163,6 +149,24 @@ pub async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<WatchReport,
         rss_with_watchers_mib: rss_with,
         db_connections: connections,
     })
+}
+
+/// UpdateTenant of one field: one TENANT_UPDATED event.
+async fn update(
+    client: &mut TenantServiceClient<Channel>,
+    id: &str,
+    tenant: Tenant,
+    field: &str,
+) -> Result<(), BoxError> {
+    let request = UpdateTenantRequest {
+        tenant_id: id.to_owned(),
+        tenant: Some(tenant),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec![field.to_owned()],
+        }),
+    };
+    client.update_tenant(request).await?;
+    Ok(())
 }
 
 /// This process's resident memory (server and clients alike), from /proc.

@@ -312,10 +312,7 @@ async fn deprovision_in_purge_mode_drops_the_data_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reaper_cancels_a_pipeline_without_progress() {
-    let stuck = Scripted {
-        gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
-        ..Scripted::new("stuck")
-    };
+    let stuck = Scripted::gated("stuck");
     let mut steps = Registry::new();
     steps.register(stuck.clone());
     let app = TestApp::start_with(

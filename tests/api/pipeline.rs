@@ -1,7 +1,6 @@
 //! The dispatcher and the provisioning pipeline, end to end: real steps
 //! against real PostgreSQL, a real SMTP listener, the real gRPC server.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use sha2::{Digest, Sha256};
@@ -268,10 +267,7 @@ async fn a_failing_smtp_server_leaves_the_tenant_active_with_a_warning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_mid_pipeline_compensates_and_conflicting_calls_are_refused() {
-    let gate = Scripted {
-        gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
-        ..Scripted::new("gate")
-    };
+    let gate = Scripted::gated("gate");
     let mut steps = Registry::new();
     steps.register(gate.clone());
     let app =
@@ -454,10 +450,7 @@ async fn retry_resumes_at_the_first_undone_step_and_skips_what_still_stands() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_releases_a_step_that_does_not_finish() {
-    let gate = Scripted {
-        gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
-        ..Scripted::new("gate")
-    };
+    let gate = Scripted::gated("gate");
     let mut steps = Registry::new();
     steps.register(gate.clone());
     let mut app = TestApp::start_with(
@@ -493,10 +486,7 @@ async fn graceful_shutdown_releases_a_step_that_does_not_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_seen_at_completion_undoes_the_step_that_just_succeeded() {
-    let gate = Scripted {
-        gate: Some(Arc::new(tokio::sync::Semaphore::new(0))),
-        ..Scripted::new("gate")
-    };
+    let gate = Scripted::gated("gate");
     let mut steps = Registry::new();
     steps.register(gate.clone());
     // A long lease: no heartbeat sees the cancel before the step completes.
@@ -523,7 +513,7 @@ async fn a_cancel_seen_at_completion_undoes_the_step_that_just_succeeded() {
         .cancel_provisioning(cancel)
         .await
         .unwrap();
-    gate.gate.as_ref().unwrap().add_permits(1);
+    gate.open(1);
 
     let t = app.wait_for(&created.id, TenantState::Cancelled).await;
     assert_eq!(

@@ -1,7 +1,6 @@
 //! StreamProvisioningStatus: snapshot, every event in order, resume, many
 //! watchers, stuck watchers, and a watcher on another replica.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -9,7 +8,6 @@ use tenantd::proto::stream_provisioning_status_response::Update;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::{CreateTenantRequest, StreamProvisioningStatusRequest, TenantState};
 use tenantd::steps::Registry;
-use tokio::sync::Semaphore;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -79,17 +77,6 @@ async fn event_ids_after(app_db: &TestDb, tenant_id: &str, after: i64) -> Vec<i6
     rows.into_iter().map(|r| r.id).collect()
 }
 
-fn gated(name: &'static str) -> (Scripted, Arc<Semaphore>) {
-    let gate = Arc::new(Semaphore::new(0));
-    (
-        Scripted {
-            gate: Some(gate.clone()),
-            ..Scripted::new(name)
-        },
-        gate,
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_sees_the_snapshot_then_every_event_until_active() {
     let app = TestApp::start().await;
@@ -157,7 +144,7 @@ async fn a_watcher_sees_the_snapshot_then_every_event_until_active() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watcher_that_reconnects_gets_exactly_the_missing_events() {
-    let (gate, open) = gated("gate");
+    let gate = Scripted::gated("gate");
     let mut steps = Registry::new();
     steps.register(gate.clone());
     let app = TestApp::start_with(|_| {}, steps).await;
@@ -192,7 +179,7 @@ async fn a_watcher_that_reconnects_gets_exactly_the_missing_events() {
     drop(stream);
     let last = *seen.last().expect("saw the gate start");
 
-    open.add_permits(1);
+    gate.open(1);
     app.wait_for(&t.id, TenantState::Active).await;
     let (_, resumed, _) = collect(&mut client, request(&t.id, Some(last), false)).await;
     let missing = event_ids_after(&app.db, &t.id, last).await;
@@ -206,7 +193,7 @@ async fn a_watcher_that_reconnects_gets_exactly_the_missing_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_watchers_each_receive_every_event_on_a_bounded_pool() {
-    let (gate, open) = gated("gate");
+    let gate = Scripted::gated("gate");
     let mut steps = Registry::new();
     steps.register(gate.clone());
     let app = TestApp::start_with(|_| {}, steps).await;
@@ -245,7 +232,7 @@ async fn a_thousand_watchers_each_receive_every_event_on_a_bounded_pool() {
             app.db.name()
         ))
         .await;
-    open.add_permits(1);
+    gate.open(1);
 
     let mut tasks = Vec::new();
     for (_, streams) in watchers {

@@ -35,6 +35,21 @@ impl Scripted {
         }
     }
 
+    /// A step whose attempts wait until the test adds permits to `gate`.
+    pub fn gated(name: &'static str) -> Self {
+        Scripted {
+            gate: Some(Arc::new(Semaphore::new(0))),
+            ..Scripted::new(name)
+        }
+    }
+
+    /// Lets `n` waiting (or future) attempts go on.
+    pub fn open(&self, n: usize) {
+        if let Some(gate) = &self.gate {
+            gate.add_permits(n);
+        }
+    }
+
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
