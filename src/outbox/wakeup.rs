@@ -55,12 +55,6 @@ impl Wakeup {
         self.events.notified().await;
     }
 
-    /// Wakes only this process's dispatcher (work it will claim itself, or a
-    /// notification from another replica).
-    pub fn wake_local(&self) {
-        self.local.notify_one();
-    }
-
     /// Resolves at the next local signal (or at once if one is pending).
     pub async fn local_signal(&self) {
         self.local.notified().await;
