@@ -226,6 +226,10 @@ pub struct ServeArgs {
     /// Address the gRPC server listens on.
     #[arg(long, env = "TENANTD_LISTEN", default_value = defaults::LISTEN)]
     pub listen: SocketAddr,
+    /// Address of the Prometheus HTTP listener (GET /metrics); off when
+    /// unset. Keep it off the public network: it needs no token.
+    #[arg(long, env = "TENANTD_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Maximum pooled database connections. Each in-flight RPC or step holds
     /// one for the length of a short transaction.
     #[arg(long, env = "TENANTD_POOL_SIZE", default_value_t = defaults::POOL_SIZE)]
@@ -370,6 +374,7 @@ impl ServeArgs {
             rate_limit: (self.rate_limit_per_sec > 0)
                 .then_some((self.rate_limit_per_sec, self.rate_limit_burst.max(1))),
             max_watchers: self.max_watchers,
+            metrics_listen: self.metrics_listen,
             tls: match (&self.tls_cert_file, &self.tls_key_file) {
                 (Some(cert_file), Some(key_file)) => Some(Tls {
                     cert_file: cert_file.clone(),
@@ -419,6 +424,8 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// Status streams this process serves at most.
     pub max_watchers: usize,
+    /// Where `/metrics` is served; `None` for nowhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the TLS material is.
@@ -455,6 +462,7 @@ impl Config {
             rate_limit: Some((defaults::RATE_LIMIT_PER_SEC, defaults::RATE_LIMIT_BURST)),
             tls: None,
             max_watchers: defaults::MAX_WATCHERS,
+            metrics_listen: None,
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

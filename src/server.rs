@@ -112,6 +112,9 @@ pub async fn run_with(
     let (routes, health) =
         grpc::routes(ops.clone(), config.auth.clone(), config.rate_limit).await?;
 
+    if let Some(addr) = config.metrics_listen {
+        serve_metrics(addr, ops.clone(), shutdown.clone(), &tracker).await?;
+    }
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, "serving gRPC");
     tracker.spawn(watch_database(
@@ -148,6 +151,7 @@ pub async fn run_with(
         tracing::info!(mutual = tls.client_ca_file.is_some(), "serving TLS");
     }
     let serve = builder
+        .layer(grpc::MeteredLayer)
         // One span per RPC, named by its method, around everything it logs.
         .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
         .add_routes(routes)
@@ -213,6 +217,48 @@ async fn watch_database(
             grpc::set_serving(&health, ok).await;
         }
     }
+}
+
+/// A scrape reads the database for at most this long.
+const SCRAPE_DB_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves Prometheus metrics on `addr` (GET /metrics) until shutdown.
+async fn serve_metrics(
+    addr: SocketAddr,
+    ops: Ops,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), BoxError> {
+    let handle = crate::telemetry::metrics::handle();
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (TENANTD_METRICS_LISTEN): {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "serving Prometheus metrics on /metrics");
+    let scrape = move || {
+        let (ops, handle) = (ops.clone(), handle.clone());
+        async move {
+            let sample = ops.metrics_sample(SCRAPE_DB_TIMEOUT).await;
+            crate::telemetry::metrics::record_sample(&sample);
+            handle.run_upkeep();
+            (
+                [(
+                    http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                handle.render(),
+            )
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(scrape));
+    tracker.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }
 
 /// The server's TLS identity and, for mutual TLS, the client CAs.

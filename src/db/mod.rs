@@ -63,9 +63,10 @@ pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool> {
 
 /// Checks a connection out of the pool; failures are UNAVAILABLE.
 pub async fn conn(pool: &DbPool) -> Result<PooledConn> {
-    pool.get()
-        .await
-        .map_err(|e| Error::Unavailable(e.to_string()))
+    let started = std::time::Instant::now();
+    let conn = pool.get().await;
+    crate::telemetry::metrics::pool_wait(started.elapsed());
+    conn.map_err(|e| Error::Unavailable(e.to_string()))
 }
 
 /// Applies pending migrations, holding an advisory lock so that replicas

@@ -44,3 +44,28 @@ pub async fn enqueue(
         .await?;
     Ok(())
 }
+
+/// The outbox at a glance: rows in flight, rows due and waiting for a
+/// worker (a leased row's `available_at` is its lease expiry, so it is not
+/// due), and how long the oldest of those has waited.
+#[derive(Debug, QueryableByName)]
+pub struct Backlog {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub rows: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub due: i64,
+    #[diesel(sql_type = diesel::sql_types::Double)]
+    pub oldest_due_secs: f64,
+}
+
+pub async fn backlog(conn: &mut AsyncPgConnection) -> QueryResult<Backlog> {
+    diesel::sql_query(
+        "SELECT count(*) AS rows,
+                count(*) FILTER (WHERE available_at <= now()) AS due,
+                coalesce(extract(epoch FROM now() - min(available_at)
+                    FILTER (WHERE available_at <= now())), 0)::float8 AS oldest_due_secs
+         FROM outbox",
+    )
+    .get_result(conn)
+    .await
+}

@@ -7,7 +7,18 @@ use strum::{EnumString, IntoStaticStr};
 use uuid::Uuid;
 
 /// Where a tenant is in its lifecycle. Stored as its SCREAMING_SNAKE name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumString, IntoStaticStr, strum::Display)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    EnumString,
+    IntoStaticStr,
+    strum::Display,
+    strum::VariantArray,
+)]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum TenantState {
     Provisioning,

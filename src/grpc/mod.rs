@@ -3,6 +3,7 @@
 //! front of TenantService authenticates and rate-limits.
 
 mod convert;
+mod metered;
 mod status;
 mod tenant_service;
 
@@ -17,6 +18,7 @@ use tonic::{Code, Request, Status};
 use tonic_health::server::HealthReporter;
 use tonic_types::{ErrorDetails, StatusExt};
 
+pub use metered::MeteredLayer;
 pub use tenant_service::TenantApi;
 
 use crate::auth::Verifier;

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::db::DbPool;
 use crate::outbox::Wakeup;
 use crate::stream::EventHub;
+use crate::telemetry::metrics::{DatabaseSample, Sample};
 
 /// Where tenant schemas and roles live.
 #[derive(Clone)]
@@ -74,5 +75,34 @@ impl Ops {
 
     pub fn pool(&self) -> &DbPool {
         &self.pool
+    }
+
+    /// What `/metrics` reads at scrape time; the database part is `None`
+    /// if it does not answer within `timeout`.
+    pub async fn metrics_sample(&self, timeout: std::time::Duration) -> Sample {
+        let database = tokio::time::timeout(timeout, self.database_sample())
+            .await
+            .ok()
+            .and_then(|sampled| {
+                sampled
+                    .map_err(|e| tracing::debug!(error = %e, "metrics: database not sampled"))
+                    .ok()
+            });
+        Sample {
+            database,
+            watchers: self.hub.watchers(),
+            pool: self.pool.status(),
+        }
+    }
+
+    async fn database_sample(&self) -> crate::error::Result<DatabaseSample> {
+        let mut conn = crate::db::conn(&self.pool).await?;
+        let backlog = crate::db::outbox::backlog(&mut conn).await?;
+        Ok(DatabaseSample {
+            tenants_by_state: crate::db::tenants::count_by_state(&mut conn).await?,
+            outbox_rows: backlog.rows,
+            outbox_due: backlog.due,
+            oldest_due_age: std::time::Duration::from_secs_f64(backlog.oldest_due_secs.max(0.0)),
+        })
     }
 }

@@ -15,7 +15,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use diesel::sql_types::{
@@ -28,18 +27,12 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::store::Claim;
+use crate::db::outbox::Operation;
 use crate::db::{self, DbPool};
+use crate::domain::TenantState;
 use crate::error::Result;
 use crate::steps::Output;
-
-/// Completions recorded by batches since the process started (all
-/// dispatchers of the process), for tests and operators.
-static BATCHED: AtomicU64 = AtomicU64::new(0);
-
-/// How many completions batches have recorded in this process.
-pub fn batched_total() -> u64 {
-    AtomicU64::load(&BATCHED, Ordering::Relaxed)
-}
+use crate::telemetry::metrics::{self, StepOutcome};
 
 /// Most completions in one transaction.
 const MAX_BATCH: usize = 512;
@@ -172,7 +165,9 @@ async fn record(
 ) -> Result<HashMap<i64, Reply>> {
     let ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
     let mut conn = db::conn(pool).await?;
-    conn.transaction(async |conn| {
+    // Outbox ids recorded, and whether their pipeline ended.
+    let mut recorded: Vec<(i64, bool)> = Vec::new();
+    let replies = conn.transaction(async |conn| {
         // Tenants in id order, so concurrent batches never deadlock.
         let held: Vec<Held> = diesel::sql_query(
             "SELECT o.id, t.cancel_requested, t.state FROM outbox o JOIN tenants t ON t.id = o.tenant_id
@@ -214,10 +209,11 @@ async fn record(
             .bind::<Double, _>(lease.as_secs_f64())
             .load(conn)
             .await?;
-        BATCHED.fetch_add(next.len() as u64, Ordering::Relaxed);
+        metrics::completion_batch(next.len());
         let by_id: HashMap<i64, (&Completion, &String)> = go.iter().map(|(c, s)| (c.claim.id, (*c, s))).collect();
         for n in next {
             let Some((completion, _)) = by_id.get(&n.outbox_id) else { continue };
+            recorded.push((n.outbox_id, n.next_step.is_none()));
             let reply = match n.next_step {
                 Some(step) => {
                     let mut outputs = completion.claim.outputs.clone();
@@ -238,7 +234,25 @@ async fn record(
         }
         Ok::<_, crate::error::Error>(replies)
     })
-    .await
+    .await?;
+    // Committed: count what it recorded.
+    let claims: HashMap<i64, &Claim> = batch.iter().map(|c| (c.claim.id, &c.claim)).collect();
+    for (id, settled) in recorded {
+        let Some(claim) = claims.get(&id) else {
+            continue;
+        };
+        let operation = claim.operation_label();
+        metrics::step_recorded(&claim.step, operation, StepOutcome::Succeeded);
+        if settled {
+            let state = if operation == Operation::Deprovision.as_str() {
+                TenantState::Deprovisioned
+            } else {
+                TenantState::Active
+            };
+            metrics::pipeline_settled(state, &claim.plan, claim.tenant_age());
+        }
+    }
+    Ok(replies)
 }
 
 /// Everything `pipeline::Transition::step_succeeded` + `advance` write, for

@@ -21,7 +21,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel_async::AsyncConnection;
 use futures::FutureExt;
@@ -39,6 +39,7 @@ use crate::db::outbox::Operation;
 use crate::db::{self, DbPool};
 use crate::error::{Error, Result};
 use crate::steps::{Output, Registry, Step, StepCtx, StepError};
+use crate::telemetry::metrics::{self, StepOutcome};
 
 /// Largest batch one claim statement takes.
 const MAX_CLAIM_BATCH: usize = 256;
@@ -214,6 +215,8 @@ async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) 
             attempt = claim.attempt,
             operation = %claim.operation
         );
+        metrics::step_claimed(&claim.step, claim.operation_label());
+        let started = Instant::now();
         next = async {
             match AssertUnwindSafe(attempt(&shared, &claim)).catch_unwind().await {
                 Ok(Ok(next)) => next,
@@ -230,6 +233,7 @@ async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) 
         }
         .instrument(span)
         .await;
+        metrics::step_duration(&claim.step, claim.operation_label(), started.elapsed());
         // Events were committed (and maybe work for other replicas).
         shared.wakeup.work_committed();
     }
@@ -424,6 +428,14 @@ async fn apply_once(
         lease: shared.config.lease,
         may_continue: !shared.shutdown.is_cancelled(),
         continued: std::sync::Mutex::new(None),
+        notes: std::sync::Mutex::default(),
+    };
+    let recorded = match &action {
+        Action::Succeeded { .. } => StepOutcome::Succeeded,
+        Action::Failed(_) => StepOutcome::Failed,
+        Action::CancelledBeforeStep => StepOutcome::Cancelled,
+        Action::Compensated { .. } => StepOutcome::Compensated,
+        Action::CompensationFailed(_) => StepOutcome::CompensationFailed,
     };
     let same_db = shared.config.same_database;
     let mut conn = db::conn(&shared.pool).await.map_err(TxError::Db)?;
@@ -461,7 +473,18 @@ async fn apply_once(
         })
         .await;
     match outcome? {
-        Outcome::Applied => Ok(t.continued.into_inner().ok().flatten()),
+        Outcome::Applied => {
+            let operation = claim.operation_label();
+            metrics::step_recorded(&claim.step, operation, recorded);
+            let notes = t.notes.into_inner().unwrap_or_default();
+            if notes.retried {
+                metrics::step_retry(&claim.step, operation);
+            }
+            if let Some(state) = notes.settled {
+                metrics::pipeline_settled(state, &claim.plan, claim.tenant_age());
+            }
+            Ok(t.continued.into_inner().ok().flatten())
+        }
         Outcome::LeaseLost => {
             tracing::warn!("lease lost before completion; another worker owns the row now");
             Ok(None)

@@ -32,6 +32,7 @@ pub fn spawn(
                 Ok(()) => return, // shutdown
                 Err(e) => {
                     ready.send_replace(false);
+                    crate::telemetry::metrics::listener_reconnect();
                     tracing::warn!(error = %e, retry_in = ?pause, "LISTEN connection lost; reconnecting");
                     // Work may have been committed while we were deaf.
                     wakeup.remote_committed();

@@ -48,6 +48,11 @@ pub struct Claim {
     pub outputs: serde_json::Value,
     #[diesel(sql_type = Nullable<Text>)]
     pub deprovision_mode: Option<String>,
+    /// The tenant's plan and creation time, for the time-to-ACTIVE metric.
+    #[diesel(sql_type = Text)]
+    pub plan: String,
+    #[diesel(sql_type = Timestamptz)]
+    pub create_time: DateTime<Utc>,
 }
 
 impl Claim {
@@ -55,6 +60,18 @@ impl Claim {
         self.operation
             .parse()
             .map_err(|_| Error::Internal(format!("unknown outbox operation {:?}", self.operation)))
+    }
+
+    /// The operation's name as a metric label.
+    pub fn operation_label(&self) -> &'static str {
+        self.operation().map_or("unknown", Operation::as_str)
+    }
+
+    /// Time since the tenant was created.
+    pub fn tenant_age(&self) -> Duration {
+        (Utc::now() - self.create_time)
+            .to_std()
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -86,7 +103,7 @@ pub async fn claim(
              RETURNING o.id, o.tenant_id, o.operation, o.step, o.attempt
          ), locked AS (
              SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs,
-                    t.deprovision_mode
+                    t.deprovision_mode, t.plan, t.create_time
              FROM tenants t JOIN claimed c ON c.tenant_id = t.id
              FOR UPDATE OF t
          ), started AS (
@@ -108,7 +125,8 @@ pub async fn claim(
              FROM claimed c JOIN locked l ON l.id = c.tenant_id
          )
          SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, coalesce(st.max_attempts, 1) AS max_attempts,
-                l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode
+                l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode,
+                l.plan, l.create_time
          FROM claimed c JOIN locked l ON l.id = c.tenant_id
          LEFT JOIN started st ON st.tenant_id = c.tenant_id",
     )

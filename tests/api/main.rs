@@ -9,6 +9,7 @@ mod crud;
 mod embedded;
 mod lifecycle;
 mod meta;
+mod metrics;
 mod outage;
 mod pipeline;
 mod replicas;

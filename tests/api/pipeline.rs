@@ -11,6 +11,7 @@ use tenantd::steps::Registry;
 use tonic::Code;
 
 use crate::common::TestApp;
+use crate::common::scrape::sample;
 use crate::common::steps::Scripted;
 use tenantd::bench::smtp::SmtpSink;
 
@@ -34,6 +35,7 @@ fn unquote(body: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_is_provisioned_end_to_end() {
+    let metrics = tenantd::telemetry::metrics::handle();
     let smtp = SmtpSink::start().await.unwrap();
     let url = smtp.url();
     let app = TestApp::start_with(|c| c.smtp_url = Some(url), Registry::new()).await;
@@ -77,9 +79,10 @@ async fn a_tenant_is_provisioned_end_to_end() {
                  WHERE u.email = 'admin@acme.test' AND r.name = 'admin'";
     assert_eq!(db.count(admin).await, 1);
 
+    let batched = sample(&metrics.render(), "tenantd_completion_batch_size_sum", &[]);
     assert!(
-        tenantd::outbox::batch::batched_total() >= 2,
-        "the email and activate completions went through the batched path"
+        batched.is_some_and(|n| n >= 2.0),
+        "the email and activate completions went through the batched path: {batched:?}"
     );
     let messages = smtp.messages();
     assert_eq!(messages.len(), 1, "one welcome email");

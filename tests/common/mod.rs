@@ -28,6 +28,7 @@ pub fn server_url() -> String {
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_7374_7470_6c00;
 
 pub mod process;
+pub mod scrape;
 pub mod steps;
 
 /// A database of its own, migrated, dropped when the value is dropped, with

@@ -151,6 +151,17 @@ pub struct Transition<'a> {
     pub may_continue: bool,
     /// The next step, leased to this worker, when it may continue.
     pub continued: std::sync::Mutex<Option<Claim>>,
+    /// What the transition did, for the metrics once it commits.
+    pub notes: std::sync::Mutex<Notes>,
+}
+
+/// What a transition did besides recording the attempt.
+#[derive(Debug, Default)]
+pub struct Notes {
+    /// The attempt failed and runs again after a backoff.
+    pub retried: bool,
+    /// The pipeline ended, leaving the tenant in this state.
+    pub settled: Option<TenantState>,
 }
 
 impl Transition<'_> {
@@ -383,6 +394,7 @@ impl Transition<'_> {
         let step = locked.step(&claim.step)?;
         let delay = self.backoff.delay(claim.attempt);
         retry_later(conn, claim, delay, message).await?;
+        self.note(|n| n.retried = true);
         let what = if kind == EventKind::CompensationFailed {
             "undoing "
         } else {
@@ -448,6 +460,7 @@ impl Transition<'_> {
             ))
             .execute(conn)
             .await?;
+        self.note(|n| n.settled = Some(TenantState::NeedsAttention));
         let message = format!("NEEDS_ATTENTION: left behind {}", leftovers.join(", "));
         event(
             conn,
@@ -496,17 +509,13 @@ impl Transition<'_> {
                 .bind::<diesel::sql_types::Uuid, _>(claim.tenant_id)
                 .execute(conn)
                 .await?;
-                set_state(
-                    conn,
-                    claim,
-                    TenantState::Deprovisioned,
-                    "deprovisioning complete",
-                )
-                .await
+                self.settle(conn, TenantState::Deprovisioned, "deprovisioning complete")
+                    .await
             }
             None => {
                 delete_row(conn, claim).await?;
-                set_state(conn, claim, TenantState::Active, "provisioning complete").await
+                self.settle(conn, TenantState::Active, "provisioning complete")
+                    .await
             }
         }
     }
@@ -558,6 +567,8 @@ impl Transition<'_> {
             admin_email: locked.tenant.admin_email.clone(),
             outputs,
             deprovision_mode: locked.tenant.deprovision_mode.clone(),
+            plan: claim.plan.clone(),
+            create_time: claim.create_time,
         };
         let state = locked.state()?;
         event(
@@ -617,21 +628,33 @@ impl Transition<'_> {
         }
         delete_row(conn, claim).await?;
         if locked.tenant.cancel_requested {
-            set_state(
+            self.settle(
                 conn,
-                claim,
                 TenantState::Cancelled,
                 "cancelled; compensations done",
             )
             .await
         } else {
-            set_state(
-                conn,
-                claim,
-                TenantState::Failed,
-                "failed; compensations done",
-            )
-            .await
+            self.settle(conn, TenantState::Failed, "failed; compensations done")
+                .await
+        }
+    }
+
+    /// Ends the pipeline in `state`.
+    async fn settle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        state: TenantState,
+        message: &str,
+    ) -> Result<()> {
+        set_state(conn, self.claim, state, message).await?;
+        self.note(|n| n.settled = Some(state));
+        Ok(())
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Notes)) {
+        if let Ok(mut notes) = self.notes.lock() {
+            f(&mut notes);
         }
     }
 }
