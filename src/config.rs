@@ -19,6 +19,10 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, env = "TENANTD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+    /// OTLP/gRPC collector to export trace spans to (e.g.
+    /// http://127.0.0.1:4317); no export when unset.
+    #[arg(long, env = "TENANTD_OTLP_ENDPOINT", global = true)]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// How log lines are written.

@@ -14,7 +14,14 @@ async fn main() -> ExitCode {
     } else {
         "info"
     };
-    tenantd::telemetry::init(cli.log_format, level);
+    let telemetry =
+        match tenantd::telemetry::init(cli.log_format, level, cli.otlp_endpoint.as_deref()) {
+            Ok(telemetry) => telemetry,
+            Err(e) => {
+                eprintln!("tenantd: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
     let command = match cli.command {
         Some(command) => command,
         // Plain `tenantd` is `tenantd serve`, with flags from the environment.
@@ -28,12 +35,14 @@ async fn main() -> ExitCode {
         Command::Bench(args) => tenantd::bench::run(args).await,
         Command::Token(args) => tenantd::server::token(args),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("tenantd: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    telemetry.shutdown();
+    code
 }

@@ -153,7 +153,10 @@ pub async fn run_with(
     let serve = builder
         .layer(grpc::MeteredLayer)
         // One span per RPC, named by its method, around everything it logs.
-        .trace_fn(|request| tracing::info_span!("rpc", method = %request.uri().path()))
+        .trace_fn(|request| {
+            let method = request.uri().path();
+            tracing::info_span!("rpc", method, otel.name = method, otel.kind = "server")
+        })
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, drained);
     tokio::pin!(serve);

@@ -210,6 +210,7 @@ async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) 
     while let Some(claim) = next.take() {
         let span = tracing::info_span!(
             "step",
+            otel.name = format!("{} {}", claim.operation_label(), claim.step),
             tenant_id = %claim.tenant_id,
             step = %claim.step,
             attempt = claim.attempt,
