@@ -132,11 +132,15 @@ pub struct TokenArgs {
 /// Settings of `tenantd bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
+    /// Without a command: the throughput and latency figures.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
     /// PostgreSQL server to create scratch databases on (no database name).
     #[arg(
         long,
         env = "TENANTD_BENCH_SERVER_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432"
+        default_value = "postgres://postgres@127.0.0.1:5432",
+        global = true
     )]
     pub server_url: String,
     /// Concurrent clients, connections and dispatcher slots.
@@ -170,6 +174,39 @@ pub struct BenchArgs {
     /// Print one JSON object of named figures.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Benchmarks other than the default figures.
+#[derive(Debug, Clone, Subcommand)]
+pub enum BenchCommand {
+    /// A steady load of tenant lifecycles (create, watch, deprovision,
+    /// delete) and long-lived watchers; prints one JSON line of latencies,
+    /// table sizes and dead tuples per interval.
+    Soak(SoakArgs),
+}
+
+/// Settings of `tenantd bench soak`.
+#[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// How long to keep the load up (e.g. `10m`).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Tenant lifecycles started per second.
+    #[arg(long, default_value_t = 10.0, value_parser = positive_rate)]
+    pub rate: f64,
+    /// Streams that follow tenants for the whole run.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
+    /// How often a line of figures is printed.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub report_every: Duration,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(rate),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
 }
 
 /// Where the control-plane database is.

@@ -8,6 +8,7 @@
 //! plain SQL transactions (the physical limit of this machine).
 
 pub mod smtp;
+mod soak;
 mod watchers;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
-use crate::config::{BenchArgs, Config};
+use crate::config::{BenchArgs, BenchCommand, Config};
 use crate::db::models::{NewTenantRow, json_map};
 use crate::db::outbox::Operation;
 use crate::domain::{EventKind, NewEvent, PlanStep, TenantState};
@@ -60,6 +61,11 @@ pub struct Report {
 /// Runs every benchmark and prints the report (JSON with `--json`).
 pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     let scratch = Scratch::new(&args.server_url);
+    if let Some(BenchCommand::Soak(soak)) = args.command {
+        let result = soak::run(soak, &scratch).await;
+        scratch.drop_all().await;
+        return result;
+    }
     let result = measure(&args, &scratch).await;
     scratch.drop_all().await;
     let report = result?;
@@ -263,10 +269,13 @@ impl BenchServer {
     }
 
     async fn client(&self) -> Result<TenantServiceClient<Channel>, BoxError> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))?
+        Ok(TenantServiceClient::new(self.channel().await?))
+    }
+
+    async fn channel(&self) -> Result<Channel, BoxError> {
+        Ok(Channel::from_shared(format!("http://{}", self.addr))?
             .connect()
-            .await?;
-        Ok(TenantServiceClient::new(channel))
+            .await?)
     }
 
     async fn stop(self) {

@@ -170,7 +170,7 @@ async fn update(
 }
 
 /// This process's resident memory (server and clients alike), from /proc.
-fn rss_mib() -> f64 {
+pub(super) fn rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
