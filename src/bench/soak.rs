@@ -65,6 +65,8 @@ pub struct SoakLine {
     pub steps_dead_tuples: i64,
     pub events_dead_tuples: i64,
     pub rss_mib: f64,
+    /// The server's `autovacuum` setting: with it off, dead tuples pile up.
+    pub autovacuum: String,
 }
 
 /// Runs the soak, printing a JSON line per interval on stdout.
@@ -275,6 +277,8 @@ struct Tables {
     events_kib: f64,
     #[diesel(sql_type = Double)]
     tenants_kib: f64,
+    #[diesel(sql_type = Text)]
+    autovacuum: String,
 }
 
 #[derive(QueryableByName)]
@@ -297,7 +301,8 @@ async fn report(
                 (SELECT count(*) FROM tenants) AS tenants,
                 pg_total_relation_size('outbox') / 1024.0::float8 AS outbox_kib,
                 pg_total_relation_size('events') / 1024.0::float8 AS events_kib,
-                pg_total_relation_size('tenants') / 1024.0::float8 AS tenants_kib",
+                pg_total_relation_size('tenants') / 1024.0::float8 AS tenants_kib,
+                current_setting('autovacuum') AS autovacuum",
     )
     .get_result(conn)
     .await?;
@@ -335,6 +340,7 @@ async fn report(
         steps_dead_tuples: dead_of("tenant_steps"),
         events_dead_tuples: dead_of("events"),
         rss_mib: super::watchers::rss_mib(),
+        autovacuum: tables.autovacuum,
     })
 }
 

@@ -77,6 +77,21 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<
         .optional()
 }
 
+/// A tenant row, deleted or not, locked: for the jobs that finish what a
+/// deleted tenant left behind (the purge of its archive).
+pub async fn lock_including_deleted(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<TenantRow>> {
+    tenants::table
+        .find(id)
+        .select(TenantRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// A live tenant row under a share lock: waits for writers that hold the
 /// row lock, so what is read next is consistent with their events.
 pub async fn lock_shared(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<TenantRow>> {

@@ -88,7 +88,8 @@ impl Ops {
     }
 
     /// Drops the archived data of DEPROVISIONED tenants whose grace period
-    /// ended. The tenant record stays, marked `purged`, for audit.
+    /// ended, deleted ones included. The tenant record stays, marked
+    /// `purged`, for audit.
     pub async fn purge_due(&self) -> Result<usize> {
         let due: Vec<Id> = {
             let mut conn = db::conn(self.pool()).await?;
@@ -104,7 +105,9 @@ impl Ops {
             let mut conn = db::conn(self.pool()).await?;
             let done = conn
                 .transaction(async |conn| {
-                    let Some(row) = db::tenants::lock(conn, id).await? else { return Ok(false) };
+                    let Some(row) = db::tenants::lock_including_deleted(conn, id).await? else {
+                        return Ok(false);
+                    };
                     let outputs = db::models::string_map(row.outputs.clone())?;
                     if outputs.contains_key("purged_at") {
                         return Ok(false);

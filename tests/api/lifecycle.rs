@@ -279,6 +279,53 @@ async fn deprovision_archives_then_the_purge_job_drops_the_archive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_deleted_during_its_grace_period_is_still_purged() {
+    let app = TestApp::start_with(every_second, Registry::new()).await;
+    let t = app.create("acme", "").await;
+    app.wait_for(&t.id, TenantState::Active).await;
+    let mut client = app.client.clone();
+    client
+        .deprovision(DeprovisionRequest {
+            tenant_id: t.id.clone(),
+            grace_period: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+            mode: DeprovisionMode::Archive as i32,
+            reason: "contract ended".into(),
+        })
+        .await
+        .unwrap();
+    let done = app.wait_for(&t.id, TenantState::Deprovisioned).await;
+    let archived = done.outputs["archived_schema"].clone();
+    client
+        .delete_tenant(DeleteTenantRequest {
+            tenant_id: t.id.clone(),
+            etag: String::new(),
+        })
+        .await
+        .unwrap();
+
+    let archive = format!("SELECT count(*) FROM pg_namespace WHERE nspname = '{archived}'");
+    assert_eq!(
+        app.db.count(&archive).await,
+        1,
+        "kept during the grace period"
+    );
+    let purged = format!(
+        "SELECT count(*) FROM tenants WHERE id = '{}' AND outputs ? 'purged_at' AND delete_time IS NOT NULL",
+        t.id
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app.db.count(&purged).await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never purged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.db.count(&archive).await, 0, "the archive is dropped");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deprovision_in_purge_mode_drops_the_data_at_once() {
     let app = TestApp::start().await;
     let t = app.create("acme", "").await;

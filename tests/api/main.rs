@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod create;
 mod crud;
+mod docs;
 mod embedded;
 mod examples;
 mod lifecycle;

@@ -1,0 +1,73 @@
+//! gRPC errors as a sentence a user can act on, with the server's details
+//! (field violations, the missing resource, when to retry).
+
+use tonic::Code;
+use tonic_types::StatusExt;
+
+/// Exit status for an RPC that failed (clap uses 2 for usage errors).
+pub const RPC_FAILED: u8 = 1;
+
+/// The status as lines: what went wrong, the server's message, its details
+/// and what to do about it.
+pub fn describe(status: &tonic::Status) -> String {
+    let what = match status.code() {
+        Code::InvalidArgument => "invalid request",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::FailedPrecondition => "not allowed in the tenant's current state",
+        Code::Aborted => "conflict",
+        Code::Unauthenticated => "not authenticated",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "too many requests",
+        Code::Unavailable => "service unavailable",
+        Code::DeadlineExceeded => "timed out",
+        Code::Unimplemented => "not supported by this server",
+        Code::Cancelled => "cancelled",
+        _ => "server error",
+    };
+    let mut text = format!("{what} ({:?}): {}", status.code(), status.message());
+    let details = status.get_error_details();
+    if let Some(bad) = details.bad_request() {
+        for v in &bad.field_violations {
+            text.push_str(&format!("\n  {}: {}", v.field, v.description));
+        }
+    }
+    if let Some(resource) = details.resource_info()
+        && !resource.resource_name.is_empty()
+    {
+        text.push_str(&format!(
+            "\n  {} {}",
+            resource.resource_type, resource.resource_name
+        ));
+    }
+    if let Some(failure) = details.precondition_failure() {
+        for v in &failure.violations {
+            text.push_str(&format!("\n  {}: {}", v.subject, v.description));
+        }
+    }
+    let retry = details
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+        .map(|d| format!(" in {} ms", d.as_millis()));
+    let hint = match status.code() {
+        Code::Unauthenticated => Some(
+            "pass --token or set TENANTD_TOKEN (an operator can mint one with `tenantd token`)"
+                .to_owned(),
+        ),
+        Code::PermissionDenied => {
+            Some("ask for a token with the scope this command needs".to_owned())
+        }
+        Code::Aborted => Some(
+            "the tenant changed or is busy: read it again (`tenantctl get`) and retry".to_owned(),
+        ),
+        Code::ResourceExhausted | Code::Unavailable => Some(format!(
+            "retry{}",
+            retry.unwrap_or_else(|| " later".to_owned())
+        )),
+        _ => None,
+    };
+    if let Some(hint) = hint {
+        text.push_str(&format!("\n  hint: {hint}"));
+    }
+    text
+}

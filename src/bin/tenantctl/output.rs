@@ -1,0 +1,107 @@
+//! How results are printed: human text (tables, key: value) or JSON in the
+//! proto3 JSON mapping (the same as `buf curl` and grpcurl print).
+
+use std::sync::OnceLock;
+
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use tenantd::proto::{StepStatus, Tenant, TenantState};
+
+/// `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Tables and `key: value` lines.
+    Table,
+    /// One JSON object per result (per message for `watch`).
+    Json,
+}
+
+fn pool() -> &'static DescriptorPool {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        DescriptorPool::decode(tenantd::proto::FILE_DESCRIPTOR_SET)
+            .expect("the built-in descriptors decode")
+    })
+}
+
+/// `message` (of proto type `tenancy.v1.<name>`) as one line of JSON.
+pub fn json(message: &impl prost::Message, name: &str) -> String {
+    let descriptor = pool()
+        .get_message_by_name(&format!("tenancy.v1.{name}"))
+        .unwrap_or_else(|| panic!("no message tenancy.v1.{name}"));
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())
+        .expect("a message decodes with its own descriptor");
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::new(&mut out);
+    dynamic
+        .serialize_with_options(&mut serializer, &SerializeOptions::new())
+        .expect("JSON serialization into memory");
+    String::from_utf8(out).expect("JSON is UTF-8")
+}
+
+pub fn state(value: i32) -> &'static str {
+    TenantState::try_from(value)
+        .map(|s| s.as_str_name().trim_start_matches("TENANT_STATE_"))
+        .unwrap_or("UNKNOWN")
+}
+
+pub fn step_status(value: i32) -> &'static str {
+    StepStatus::try_from(value)
+        .map(|s| s.as_str_name().trim_start_matches("STEP_STATUS_"))
+        .unwrap_or("UNKNOWN")
+}
+
+/// A tenant as `key: value` lines, with its steps.
+pub fn tenant_text(t: &Tenant) -> String {
+    let mut lines = vec![
+        format!("id:           {}", t.id),
+        format!("slug:         {}", t.slug),
+        format!("display name: {}", t.display_name),
+        format!("admin email:  {}", t.admin_email),
+        format!("plan:         {}", t.plan),
+        format!("state:        {}", state(t.state)),
+    ];
+    if !t.state_reason.is_empty() {
+        lines.push(format!("reason:       {}", t.state_reason));
+    }
+    lines.push(format!("etag:         {}", t.etag));
+    for (k, v) in &t.labels {
+        lines.push(format!("label:        {k}={v}"));
+    }
+    for (k, v) in &t.outputs {
+        lines.push(format!("output:       {k}={v}"));
+    }
+    for step in &t.steps {
+        lines.push(format!(
+            "step:         {:<22} {:<12} attempts {}/{}",
+            step.name,
+            step_status(step.status),
+            step.attempts,
+            step.max_attempts
+        ));
+    }
+    lines.join("\n")
+}
+
+/// Tenants as a table, one line each.
+pub fn tenant_table(tenants: &[Tenant]) -> String {
+    let mut lines = vec![format!(
+        "{:<36}  {:<24}  {:<16}  {:<12}  CREATED",
+        "ID", "SLUG", "STATE", "PLAN"
+    )];
+    for t in tenants {
+        let created = t
+            .create_time
+            .as_ref()
+            .and_then(|ts| chrono::DateTime::from_timestamp(ts.seconds, 0))
+            .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        lines.push(format!(
+            "{:<36}  {:<24}  {:<16}  {:<12}  {created}",
+            t.id,
+            t.slug,
+            state(t.state),
+            t.plan
+        ));
+    }
+    lines.join("\n")
+}
