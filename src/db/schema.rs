@@ -9,6 +9,24 @@ diesel::table! {
         steps -> Jsonb,
         create_time -> Timestamptz,
         update_time -> Timestamptz,
+        migration_set -> Text,
+        initial_data -> Jsonb,
+        limits -> Jsonb,
+        built_in -> Bool,
+        delete_time -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    plan_versions (name, version) {
+        name -> Text,
+        version -> Int4,
+        description -> Text,
+        steps -> Jsonb,
+        migration_set -> Text,
+        initial_data -> Jsonb,
+        limits -> Jsonb,
+        create_time -> Timestamptz,
     }
 }
 
@@ -52,6 +70,9 @@ diesel::table! {
         start_time -> Nullable<Timestamptz>,
         finish_time -> Nullable<Timestamptz>,
         phase -> Text,
+        retry_base_ms -> Nullable<Int4>,
+        retry_cap_ms -> Nullable<Int4>,
+        timeout_ms -> Nullable<Int4>,
     }
 }
 
@@ -89,4 +110,11 @@ diesel::joinable!(tenant_steps -> tenants (tenant_id));
 diesel::joinable!(events -> tenants (tenant_id));
 diesel::joinable!(outbox -> tenants (tenant_id));
 
-diesel::allow_tables_to_appear_in_same_query!(plans, tenants, tenant_steps, events, outbox,);
+diesel::allow_tables_to_appear_in_same_query!(
+    plans,
+    plan_versions,
+    tenants,
+    tenant_steps,
+    events,
+    outbox,
+);

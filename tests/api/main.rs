@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod config;
 mod create;
 mod crud;
 mod docs;
@@ -14,8 +15,10 @@ mod meta;
 mod metrics;
 mod outage;
 mod pipeline;
+mod plans;
 mod replicas;
 mod secrets;
+mod stats;
 mod stream;
 mod tenantctl;
 mod tls;

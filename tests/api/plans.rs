@@ -1,0 +1,2 @@
+//! PlanService: versioned plans, their per-step settings, and the built-in
+//! plans.

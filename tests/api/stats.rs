@@ -1,0 +1,1 @@
+//! GetProvisioningStats against the events of scripted runs.
