@@ -11,6 +11,21 @@ use tonic::transport::Channel;
 
 use super::TestDb;
 
+impl TestDb {
+    /// The same database under a URL that names its sessions
+    /// `application_name` in `pg_stat_activity`: a server process started
+    /// on it can be told apart from others, e.g. to see when a killed
+    /// process's sessions, and any transaction they had in flight, are gone.
+    /// Never dropped, since dropping a `TestDb` drops its database.
+    pub fn sessions_named(&self, application_name: &str) -> std::mem::ManuallyDrop<TestDb> {
+        std::mem::ManuallyDrop::new(TestDb {
+            name: self.name.clone(),
+            url: format!("{}?application_name={application_name}", self.url),
+            role_prefix: self.role_prefix.clone(),
+        })
+    }
+}
+
 /// A running server process.
 pub struct ServerProcess {
     child: Child,
@@ -118,6 +133,12 @@ impl ServerProcess {
                 return process;
             }
         }
+    }
+
+    /// The operating system's process id, part of the process's lease
+    /// owner id (`{HOSTNAME}:{pid}:{random}`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
     }
 
     pub async fn client(&self) -> TenantServiceClient<Channel> {
