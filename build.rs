@@ -11,10 +11,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc);
 
-    let protos = [
-        PathBuf::from("proto/tenancy/v1/tenant.proto"),
-        PathBuf::from("proto/tenancy/v1/tenant_service.proto"),
-    ];
+    // Every file of the package, in a stable order.
+    let mut protos: Vec<PathBuf> = std::fs::read_dir("proto/tenancy/v1")?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    protos.retain(|p| p.extension().is_some_and(|ext| ext == "proto"));
+    protos.sort();
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("tenancy_v1_descriptor.bin"))
         .compile_with_config(config, &protos, &[PathBuf::from("proto"), wkt_include])?;

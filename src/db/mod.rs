@@ -3,6 +3,7 @@
 //! Every query takes `&mut AsyncPgConnection`, never the pool, so that a use
 //! case can compose several of them in one transaction.
 
+pub mod config;
 pub mod embedded;
 mod error;
 pub mod events;
@@ -10,6 +11,7 @@ pub mod models;
 pub mod outbox;
 pub mod plans;
 pub mod schema;
+pub mod stats;
 pub mod tenants;
 
 use std::time::Duration;

@@ -2,8 +2,11 @@
 //! to domain input, call `ops`, and convert results back; an interceptor in
 //! front of TenantService authenticates and rate-limits.
 
+mod config_service;
 mod convert;
 mod metered;
+mod plan_service;
+mod stats;
 mod status;
 mod tenant_service;
 
@@ -47,16 +50,39 @@ pub async fn routes(
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
+    // One interceptor (and one rate limiter) in front of every service but
+    // health and reflection.
+    let auth = authenticate(verifier, rate_limit.and_then(limiter));
     let tenants = InterceptedService::new(
-        TenantServiceServer::new(TenantApi::new(ops))
+        TenantServiceServer::new(TenantApi::new(ops.clone()))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
-        authenticate(verifier, rate_limit.and_then(limiter)),
+        auth.clone(),
     );
     let routes = Routes::new(tenants)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
     Ok((routes, health))
+}
+
+/// The caller the interceptor attached, if it holds `scope`.
+pub(crate) fn authorize<T>(
+    request: &Request<T>,
+    scope: crate::auth::Scope,
+) -> Result<Caller, Status> {
+    let caller = request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("not authenticated"))?;
+    if caller.may(scope) {
+        Ok(caller)
+    } else {
+        Err(Status::permission_denied(format!(
+            "requires the {} scope",
+            scope.as_str()
+        )))
+    }
 }
 
 /// Reports whether the service can serve (the database answers).

@@ -7,10 +7,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::convert;
+use super::{authorize, convert};
 use crate::auth::Scope;
 use crate::db::tenants::ListFilter;
-use crate::domain::{Caller, validate_tenant_id};
+use crate::domain::validate_tenant_id;
 use crate::error::Error;
 use crate::ops::Ops;
 use crate::proto as pb;
@@ -25,23 +25,6 @@ pub struct TenantApi {
 impl TenantApi {
     pub fn new(ops: Ops) -> Self {
         Self { ops }
-    }
-}
-
-/// The caller the interceptor attached, if it holds `scope`.
-fn authorize<T>(request: &Request<T>, scope: Scope) -> Result<Caller, Status> {
-    let caller = request
-        .extensions()
-        .get::<Caller>()
-        .cloned()
-        .ok_or_else(|| Status::unauthenticated("not authenticated"))?;
-    if caller.may(scope) {
-        Ok(caller)
-    } else {
-        Err(Status::permission_denied(format!(
-            "requires the {} scope",
-            scope.as_str()
-        )))
     }
 }
 

@@ -1,8 +1,11 @@
 //! Use cases. Each owns its transaction and writes state, event and outbox
 //! row together; wake-ups are sent only after commit.
 
+mod config;
 mod jobs;
 mod lifecycle;
+mod plans;
+mod stats;
 mod teardown;
 mod tenants;
 mod watch;

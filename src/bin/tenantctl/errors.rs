@@ -7,6 +7,20 @@ use tonic_types::StatusExt;
 /// Exit status for an RPC that failed (clap uses 2 for usage errors).
 pub const RPC_FAILED: u8 = 1;
 
+/// Why a command did not succeed.
+pub enum Failure {
+    /// Could not talk to the server, or it refused the call.
+    Rpc(String),
+    /// `watch` saw the tenant end badly.
+    Settled(String),
+}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        Failure::Rpc(describe(&status))
+    }
+}
+
 /// The status as lines: what went wrong, the server's message, its details
 /// and what to do about it.
 pub fn describe(status: &tonic::Status) -> String {

@@ -22,6 +22,7 @@ use tenantd::proto::{
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use errors::Failure;
 use output::Format;
 
 /// Talk to a tenantd server.
@@ -187,20 +188,6 @@ fn parse_state(s: &str) -> Result<TenantState, String> {
         .ok_or_else(|| format!("{s:?} is not a tenant state (ACTIVE, PROVISIONING, FAILED, ...)"))
 }
 
-/// Why the command did not succeed.
-enum Failure {
-    /// Could not talk to the server, or it refused the call.
-    Rpc(String),
-    /// `watch` saw the tenant end badly.
-    Settled(String),
-}
-
-impl From<tonic::Status> for Failure {
-    fn from(status: tonic::Status) -> Self {
-        Failure::Rpc(errors::describe(&status))
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -218,11 +205,28 @@ async fn main() -> ExitCode {
 }
 
 /// Adds the bearer token to every call.
-type Attach =
-    Box<dyn FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Send>;
-type Client = TenantServiceClient<tonic::service::interceptor::InterceptedService<Channel, Attach>>;
+#[derive(Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
 
-async fn connect(cli: &Cli) -> Result<Client, Failure> {
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(bearer) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// The connection every service's client is built on.
+pub type Connection = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+type Client = TenantServiceClient<Connection>;
+
+async fn connect(cli: &Cli) -> Result<Connection, Failure> {
     let mut endpoint = Channel::from_shared(cli.endpoint.clone())
         .map_err(|e| Failure::Rpc(format!("bad --endpoint {:?}: {e}", cli.endpoint)))?;
     if cli.endpoint.starts_with("https://") {
@@ -254,15 +258,10 @@ async fn connect(cli: &Cli) -> Result<Client, Failure> {
         ),
         None => None,
     };
-    let attach: Attach = Box::new(move |mut request: tonic::Request<()>| {
-        if let Some(bearer) = &bearer {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-        }
-        Ok(request)
-    });
-    Ok(TenantServiceClient::with_interceptor(channel, attach))
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        channel,
+        Bearer(bearer),
+    ))
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, Failure> {
@@ -278,7 +277,8 @@ fn print_tenant(format: Format, message: &impl prost::Message, name: &str, tenan
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let mut client = connect(&cli).await?;
+    let connection = connect(&cli).await?;
+    let mut client = TenantServiceClient::new(connection.clone());
     let format = cli.output;
     match cli.command {
         Cmd::Create {

@@ -1,0 +1,1 @@
+//! Queries on `tenant_config`.

@@ -1,0 +1,1 @@
+//! `tenancy.v1.TenantConfigService`: per-tenant configuration.

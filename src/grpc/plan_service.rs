@@ -1,0 +1,1 @@
+//! `tenancy.v1.PlanService`: versioned plans.

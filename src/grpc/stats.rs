@@ -1,0 +1,1 @@
+//! GetProvisioningStats: the conversion of its request and response.

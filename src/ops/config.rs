@@ -1,0 +1,1 @@
+//! Per-tenant configuration: typed settings seeded from the plan.

@@ -1,0 +1,1 @@
+//! Plans: create, read, version, delete.

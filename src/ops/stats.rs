@@ -1,0 +1,1 @@
+//! Provisioning statistics from the event log.
