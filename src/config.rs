@@ -46,6 +46,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print a bearer token signed with TENANTD_AUTH_HS256_SECRET.
     Token(TokenArgs),
+    /// Print the address (C...) of the Soroban contract a deployer account
+    /// deploys with a salt; computed offline, by the network's rules.
+    ContractId(ContractIdArgs),
 }
 
 /// How bearer tokens are checked.
@@ -127,6 +130,22 @@ pub struct TokenArgs {
     /// How long the token is valid (e.g. `1h`, `30m`).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
+}
+
+/// Settings of `tenantd contract-id`. Parsed by [`crate::soroban`], so a
+/// mistyped key is reported without being echoed.
+#[derive(Debug, Clone, Args)]
+pub struct ContractIdArgs {
+    /// The deploying account (G... strkey).
+    #[arg(long, value_name = "G...")]
+    pub deployer: String,
+    /// The deployment salt: 32 bytes as 64 hex characters.
+    #[arg(long, value_name = "HEX")]
+    pub salt: String,
+    /// The network's passphrase (e.g. "Test SDF Network ; September 2015");
+    /// the same deployer and salt give another address on another network.
+    #[arg(long)]
+    pub network_passphrase: String,
 }
 
 /// Settings of `tenantd bench`.

@@ -20,6 +20,15 @@ pub enum Error {
     /// The resource's state forbids the operation.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A value past a limit of the tenant's plan (FAILED_PRECONDITION with a
+    /// `PLAN_LIMIT` violation whose subject is `limit`, e.g. `max_users`).
+    #[error("{message}")]
+    PlanLimit {
+        limit: String,
+        message: String,
+        /// What the plan allows, for the violation's description.
+        description: String,
+    },
     /// A concurrent change won: etag mismatch or a running lifecycle operation.
     #[error("{0}")]
     Aborted(String),

@@ -19,6 +19,8 @@
 //! | [`demo`]    | `serve --demo`: provisions one tenant and logs its steps |
 //! | [`scheduler`] | cron jobs: reaper, purge, prune, each under an advisory lock |
 //! | [`bench`]   | `tenantd bench`: figures on scratch databases, and the SMTP listener it sends to |
+//! | [`soroban`] | Stellar/Soroban pieces: contract addresses, transaction signing |
+//! | [`telemetry`] | logs, OTLP trace export, Prometheus metrics |
 //!
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
 #![forbid(unsafe_code)]
@@ -36,6 +38,7 @@ pub mod outbox;
 pub mod proto;
 pub mod scheduler;
 pub mod server;
+pub mod soroban;
 pub mod steps;
 pub mod stream;
 pub mod telemetry;

@@ -34,6 +34,7 @@ async fn main() -> ExitCode {
         Command::Migrate(args) => tenantd::server::migrate(args).await,
         Command::Bench(args) => tenantd::bench::run(args).await,
         Command::Token(args) => tenantd::server::token(args),
+        Command::ContractId(args) => tenantd::soroban::print_contract_id(&args).map_err(Into::into),
     };
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,7 @@ pub async fn run_with(
     };
     let mut registry = Registry::standard(mailer(&config).await?);
     registry.extend(extra_steps);
+    let plan_steps = registry.plan_steps();
 
     let tracker = TaskTracker::new();
     let wakeup = Wakeup::new();
@@ -108,7 +109,8 @@ pub async fn run_with(
         role_prefix: config.tenant_role_prefix.clone(),
     };
     let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone())
-        .with_max_watchers(config.max_watchers);
+        .with_max_watchers(config.max_watchers)
+        .with_plan_steps(plan_steps);
     let (routes, health) =
         grpc::routes(ops.clone(), config.auth.clone(), config.rate_limit).await?;
 

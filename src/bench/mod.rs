@@ -9,6 +9,7 @@
 
 pub mod smtp;
 mod soak;
+mod stats;
 mod watchers;
 
 use std::sync::Arc;
@@ -56,6 +57,7 @@ pub struct Report {
     pub wake_p50_ms: f64,
     pub wake_p99_ms: f64,
     pub watch: Option<watchers::WatchReport>,
+    pub stats_ms_at_100k: stats::StatsReport,
 }
 
 /// Runs every benchmark and prints the report (JSON with `--json`).
@@ -137,8 +139,12 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
         None
     };
 
+    eprintln!("stats_ms_at_100k: GetProvisioningStats over 100k tenants' seeded events");
+    let stats_ms_at_100k = stats::measure(scratch).await?;
+
     Ok(Report {
         watch,
+        stats_ms_at_100k,
         concurrency: c,
         create_tenant_rps,
         raw_sql_tps,
@@ -457,6 +463,8 @@ async fn raw_provision(
                     outputs: Default::default(),
                     tenant_db: pool.clone(),
                     purge: false,
+                    extra_roles: Vec::new(),
+                    limits: Default::default(),
                 };
                 conn.transaction(async |conn| {
                     CreateSchema.run_in_db(conn, &ctx).await?;

@@ -34,3 +34,9 @@ pub fn is_unique_violation(e: &DieselError, constraint: &str) -> bool {
     matches!(e, DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
         if info.constraint_name() == Some(constraint))
 }
+
+/// Whether `e` is the check `constraint` (or a trigger raising it) failing.
+pub fn is_check_violation(e: &DieselError, constraint: &str) -> bool {
+    matches!(e, DieselError::DatabaseError(DatabaseErrorKind::CheckViolation, info)
+        if info.constraint_name() == Some(constraint))
+}

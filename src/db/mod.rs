@@ -25,7 +25,7 @@ use diesel_async::pooled_connection::{
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
-pub use self::error::is_unique_violation;
+pub use self::error::{is_check_violation, is_unique_violation};
 use crate::error::{Error, Result};
 
 /// The control plane's migrations, embedded in the binary.

@@ -100,6 +100,10 @@ pub struct StepRow {
     pub finish_time: Option<DateTime<Utc>>,
     /// PROVISION or DEPROVISION: which pipeline the step belongs to.
     pub phase: String,
+    /// The plan's per-step settings; `None`: the server's.
+    pub retry_base_ms: Option<i32>,
+    pub retry_cap_ms: Option<i32>,
+    pub timeout_ms: Option<i32>,
 }
 
 impl StepRow {
@@ -116,6 +120,9 @@ impl StepRow {
             last_error: self.last_error,
             start_time: self.start_time,
             finish_time: self.finish_time,
+            retry_base_ms: self.retry_base_ms,
+            retry_cap_ms: self.retry_cap_ms,
+            timeout_ms: self.timeout_ms,
         })
     }
 }

@@ -1,28 +1,293 @@
-//! Queries on `plans`.
+//! Queries on `plans` (each plan's current version) and `plan_versions`
+//! (every version, written by a trigger whenever a plan's version changes).
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use super::schema::plans;
-use crate::domain::{Plan, PlanStep};
+use super::schema::{plan_versions, plans, tenants};
+use crate::domain::{InitialData, Plan, PlanInput, PlanStep};
 use crate::error::{Error, Result};
 
-/// The plan called `name`, if it exists.
+/// A plan's current version as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = plans, check_for_backend(diesel::pg::Pg))]
+struct PlanRow {
+    name: String,
+    version: i32,
+    description: String,
+    steps: serde_json::Value,
+    migration_set: String,
+    initial_data: serde_json::Value,
+    limits: serde_json::Value,
+    built_in: bool,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+}
+
+impl PlanRow {
+    fn into_domain(self) -> Result<Plan> {
+        decode(
+            self.name,
+            self.version,
+            self.description,
+            self.steps,
+            self.migration_set,
+            self.initial_data,
+            self.limits,
+            self.built_in,
+            self.create_time,
+            self.update_time,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the columns of one row
+fn decode(
+    name: String,
+    version: i32,
+    description: String,
+    steps: serde_json::Value,
+    migration_set: String,
+    initial_data: serde_json::Value,
+    limits: serde_json::Value,
+    built_in: bool,
+    create_time: DateTime<Utc>,
+    update_time: DateTime<Utc>,
+) -> Result<Plan> {
+    let malformed = |what: &str, e: serde_json::Error| {
+        Error::Internal(format!("plan {name} v{version} has malformed {what}: {e}"))
+    };
+    let steps: Vec<PlanStep> = serde_json::from_value(steps).map_err(|e| malformed("steps", e))?;
+    let initial_data: InitialData =
+        serde_json::from_value(initial_data).map_err(|e| malformed("initial data", e))?;
+    let limits: BTreeMap<String, i64> =
+        serde_json::from_value(limits).map_err(|e| malformed("limits", e))?;
+    Ok(Plan {
+        name,
+        version,
+        description,
+        steps,
+        migration_set,
+        initial_data,
+        limits,
+        built_in,
+        create_time,
+        update_time,
+    })
+}
+
+/// The live plan called `name`.
 pub async fn find(conn: &mut AsyncPgConnection, name: &str) -> Result<Option<Plan>> {
-    let row: Option<(String, i32, serde_json::Value)> = plans::table
+    let row: Option<PlanRow> = plans::table
         .find(name)
-        .select((plans::name, plans::version, plans::steps))
+        .filter(plans::delete_time.is_null())
+        .select(PlanRow::as_select())
         .first(conn)
         .await
         .optional()?;
-    row.map(|(name, version, steps)| {
-        let steps: Vec<PlanStep> = serde_json::from_value(steps)
-            .map_err(|e| Error::Internal(format!("plan {name} has malformed steps: {e}")))?;
-        Ok(Plan {
-            name,
-            version,
-            steps,
-        })
-    })
-    .transpose()
+    row.map(PlanRow::into_domain).transpose()
+}
+
+/// The live plan called `name`, share-locked until the end of the
+/// transaction, so that it cannot be deleted or changed meanwhile.
+pub async fn find_for_share(conn: &mut AsyncPgConnection, name: &str) -> QueryResult<Option<Plan>> {
+    let row: Option<PlanRow> = plans::table
+        .find(name)
+        .filter(plans::delete_time.is_null())
+        .select(PlanRow::as_select())
+        .for_share()
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(PlanRow::into_domain)
+        .transpose()
+        .map_err(|e| diesel::result::Error::DeserializationError(e.to_string().into()))
+}
+
+/// The live plan called `name`, locked for a change.
+pub async fn lock(conn: &mut AsyncPgConnection, name: &str) -> Result<Option<Plan>> {
+    let row: Option<PlanRow> = plans::table
+        .find(name)
+        .filter(plans::delete_time.is_null())
+        .select(PlanRow::as_select())
+        .for_update()
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(PlanRow::into_domain).transpose()
+}
+
+/// One version of a live plan.
+pub async fn find_version(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    version: i32,
+) -> Result<Option<Plan>> {
+    #[allow(clippy::type_complexity)]
+    let row: Option<(
+        String,
+        i32,
+        String,
+        serde_json::Value,
+        String,
+        serde_json::Value,
+        serde_json::Value,
+        bool,
+        DateTime<Utc>,
+        DateTime<Utc>,
+    )> = plan_versions::table
+        .inner_join(plans::table)
+        .filter(plan_versions::name.eq(name))
+        .filter(plan_versions::version.eq(version))
+        .filter(plans::delete_time.is_null())
+        .select((
+            plan_versions::name,
+            plan_versions::version,
+            plan_versions::description,
+            plan_versions::steps,
+            plan_versions::migration_set,
+            plan_versions::initial_data,
+            plan_versions::limits,
+            plans::built_in,
+            plans::create_time,
+            plan_versions::create_time,
+        ))
+        .first(conn)
+        .await
+        .optional()?;
+    row.map(|r| decode(r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9))
+        .transpose()
+}
+
+/// Live plans in name order, after `after`.
+pub async fn list(
+    conn: &mut AsyncPgConnection,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Plan>> {
+    let mut query = plans::table
+        .filter(plans::delete_time.is_null())
+        .order(plans::name)
+        .limit(limit)
+        .select(PlanRow::as_select())
+        .into_boxed();
+    if let Some(after) = after {
+        query = query.filter(plans::name.gt(after.to_owned()));
+    }
+    let rows: Vec<PlanRow> = query.load(conn).await?;
+    rows.into_iter().map(PlanRow::into_domain).collect()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).expect("plan parts serialize")
+}
+
+/// Creates version 1 of a new plan; a deleted plan of the same name comes
+/// back with its next version. `None` if a live plan has the name.
+pub async fn insert(conn: &mut AsyncPgConnection, plan: &PlanInput) -> Result<Option<Plan>> {
+    let row: Option<PlanRow> = diesel::sql_query(
+        "INSERT INTO plans (name, description, steps, migration_set, initial_data, limits)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (name) DO UPDATE
+             SET version = plans.version + 1, description = EXCLUDED.description,
+                 steps = EXCLUDED.steps, migration_set = EXCLUDED.migration_set,
+                 initial_data = EXCLUDED.initial_data, limits = EXCLUDED.limits,
+                 built_in = false, delete_time = NULL, create_time = now(), update_time = now()
+             WHERE plans.delete_time IS NOT NULL
+         RETURNING name, version, description, steps, migration_set, initial_data, limits,
+                   built_in, create_time, update_time",
+    )
+    .bind::<diesel::sql_types::Text, _>(&plan.name)
+    .bind::<diesel::sql_types::Text, _>(&plan.description)
+    .bind::<diesel::sql_types::Jsonb, _>(json(&plan.steps))
+    .bind::<diesel::sql_types::Text, _>(&plan.migration_set)
+    .bind::<diesel::sql_types::Jsonb, _>(json(&plan.initial_data))
+    .bind::<diesel::sql_types::Jsonb, _>(json(&plan.limits))
+    .get_result::<PlanByName>(conn)
+    .await
+    .optional()?
+    .map(PlanByName::into_row);
+    row.map(PlanRow::into_domain).transpose()
+}
+
+/// Writes the next version of a live plan (locked by the caller).
+pub async fn update(conn: &mut AsyncPgConnection, plan: &PlanInput) -> Result<Plan> {
+    let row: PlanRow = diesel::update(plans::table.find(&plan.name))
+        .set((
+            plans::version.eq(plans::version + 1),
+            plans::description.eq(&plan.description),
+            plans::steps.eq(json(&plan.steps)),
+            plans::migration_set.eq(&plan.migration_set),
+            plans::initial_data.eq(json(&plan.initial_data)),
+            plans::limits.eq(json(&plan.limits)),
+            plans::update_time.eq(diesel::dsl::now),
+        ))
+        .returning(PlanRow::as_returning())
+        .get_result(conn)
+        .await?;
+    row.into_domain()
+}
+
+/// Live tenants created with any version of the plan.
+pub async fn tenants_using(conn: &mut AsyncPgConnection, name: &str) -> QueryResult<i64> {
+    tenants::table
+        .filter(tenants::plan.eq(name))
+        .filter(tenants::delete_time.is_null())
+        .count()
+        .get_result(conn)
+        .await
+}
+
+/// Hides a plan (its versions stay, for the tenants that used it).
+pub async fn mark_deleted(conn: &mut AsyncPgConnection, name: &str) -> QueryResult<()> {
+    diesel::update(plans::table.find(name))
+        .set(plans::delete_time.eq(diesel::dsl::now))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// [`PlanRow`] as `sql_query` returns it.
+#[derive(QueryableByName)]
+struct PlanByName {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    version: i32,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    description: String,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    steps: serde_json::Value,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    migration_set: String,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    initial_data: serde_json::Value,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    limits: serde_json::Value,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    built_in: bool,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    create_time: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    update_time: DateTime<Utc>,
+}
+
+impl PlanByName {
+    fn into_row(self) -> PlanRow {
+        PlanRow {
+            name: self.name,
+            version: self.version,
+            description: self.description,
+            steps: self.steps,
+            migration_set: self.migration_set,
+            initial_data: self.initial_data,
+            limits: self.limits,
+            built_in: self.built_in,
+            create_time: self.create_time,
+            update_time: self.update_time,
+        }
+    }
 }

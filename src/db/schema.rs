@@ -106,6 +106,7 @@ diesel::table! {
 }
 
 diesel::joinable!(tenants -> plans (plan));
+diesel::joinable!(plan_versions -> plans (name));
 diesel::joinable!(tenant_steps -> tenants (tenant_id));
 diesel::joinable!(events -> tenants (tenant_id));
 diesel::joinable!(outbox -> tenants (tenant_id));

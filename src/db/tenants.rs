@@ -13,6 +13,8 @@ use crate::error::Result;
 
 /// Unique index that keeps live slugs unique.
 pub const LIVE_SLUG_CONSTRAINT: &str = "tenants_live_slug_key";
+/// What the insert trigger raises when the tenant's plan was deleted.
+pub const PLAN_LIVE_CONSTRAINT: &str = "tenants_plan_live";
 /// Unique constraint on AIP-155 request ids.
 pub const REQUEST_ID_CONSTRAINT: &str = "tenants_request_id_key";
 
@@ -43,6 +45,9 @@ pub async fn insert(
             start_time: None,
             finish_time: None,
             phase: "PROVISION".to_owned(),
+            retry_base_ms: step.retry_base_ms,
+            retry_cap_ms: step.retry_cap_ms,
+            timeout_ms: step.timeout_ms,
         })
         .collect();
     diesel::insert_into(tenant_steps::table)

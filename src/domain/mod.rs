@@ -7,13 +7,14 @@ mod tenant;
 mod validate;
 
 pub use page::PageToken;
-pub use plan::{DEFAULT_PLAN, Plan, PlanStep, deprovision_steps};
+pub use plan::{DEFAULT_PLAN, InitialData, Plan, PlanInput, PlanStep, deprovision_steps};
 pub use tenant::{
     Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
 };
 pub use validate::{
-    DEFAULT_PAGE_SIZE, FieldViolation, MAX_PAGE_SIZE, NewTenant, TenantInput, validate_list_filter,
-    validate_page_size, validate_patch, validate_request_id, validate_tenant_id,
+    DEFAULT_PAGE_SIZE, FieldViolation, MAX_PAGE_SIZE, NewTenant, TenantInput, check_plan_name,
+    validate_list_filter, validate_page_size, validate_patch, validate_request_id,
+    validate_tenant_id,
 };
 
 /// Who asked for a change; recorded on every event.

@@ -1,16 +1,43 @@
 //! Plans: named templates that say which steps a tenant's pipeline runs.
 
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use super::validate::FieldViolation;
 
 /// The plan used when CreateTenant names none.
 pub const DEFAULT_PLAN: &str = "default";
 
-/// A plan as stored: its steps in the order they run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A plan version as stored: its steps in the order they run, what the
+/// tenant starts with, and the limits it is held to.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub name: String,
     pub version: i32,
+    pub description: String,
     pub steps: Vec<PlanStep>,
+    /// The set of tenant migrations `run_migrations` applies.
+    pub migration_set: String,
+    pub initial_data: InitialData,
+    /// Named limits (`max_users`, ...); absent means unlimited.
+    pub limits: BTreeMap<String, i64>,
+    /// Shipped with the server (by a migration).
+    pub built_in: bool,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+}
+
+/// What a new tenant of the plan starts with besides the standard roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitialData {
+    /// Roles seeded besides admin, member and viewer.
+    #[serde(default)]
+    pub extra_roles: Vec<String>,
+    /// Default configuration, `category.name` to its text form.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
 }
 
 /// One step of a plan and its retry policy.
@@ -22,6 +49,16 @@ pub struct PlanStep {
     pub critical: bool,
     /// Attempts before the step is FAILED.
     pub max_attempts: i32,
+    /// First backoff delay; `None`: the server's `--retry-base-ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_base_ms: Option<i32>,
+    /// Largest backoff delay; `None`: the server's `--retry-cap-ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_cap_ms: Option<i32>,
+    /// Bound on one attempt's external work; `None`: the server's
+    /// `--step-timeout-secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<i32>,
 }
 
 /// The deprovisioning pipeline, the same for every plan: revoke access,
@@ -37,6 +74,250 @@ pub fn deprovision_steps() -> Vec<PlanStep> {
         name: name.to_owned(),
         critical,
         max_attempts: 5,
+        retry_base_ms: None,
+        retry_cap_ms: None,
+        timeout_ms: None,
     })
     .collect()
+}
+
+/// Tenant migration sets `run_migrations` knows.
+pub const MIGRATION_SETS: &[&str] = &["core"];
+/// Limits a plan may set.
+pub const LIMIT_NAMES: &[&str] = &["max_users", "max_api_calls_per_day", "max_storage_mb"];
+/// Roles every tenant gets; a plan's extra roles come on top.
+pub const STANDARD_ROLES: &[&str] = &["admin", "member", "viewer"];
+/// Attempts of a step whose plan gives none.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+
+const MAX_STEPS: usize = 32;
+const MAX_ATTEMPTS: i32 = 20;
+const MAX_DESCRIPTION_CHARS: usize = 1000;
+const MAX_EXTRA_ROLES: usize = 16;
+const MAX_CONFIG_ENTRIES: usize = 100;
+const MAX_CONFIG_VALUE_CHARS: usize = 1000;
+/// Longest retry delay or attempt timeout a plan may ask for: one day.
+const MAX_DELAY_MS: i64 = 86_400_000;
+
+/// A plan as a caller wrote it (name, description, steps, initial data,
+/// limits), not yet validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanInput {
+    pub name: String,
+    pub description: String,
+    pub steps: Vec<PlanStep>,
+    pub migration_set: String,
+    pub initial_data: InitialData,
+    pub limits: BTreeMap<String, i64>,
+}
+
+impl PlanInput {
+    /// Checks every field; `steps_known` are the provisioning steps this
+    /// build can run. Fills defaults (attempts, migration set).
+    pub fn validate(mut self, steps_known: &[&str]) -> Result<Self, Vec<FieldViolation>> {
+        let mut out = Vec::new();
+        super::validate::check_plan_name("plan.name", &self.name, &mut out);
+        if self.description.chars().count() > MAX_DESCRIPTION_CHARS {
+            out.push(FieldViolation::new(
+                "plan.description",
+                format!("must be at most {MAX_DESCRIPTION_CHARS} characters"),
+            ));
+        }
+        if self.steps.is_empty() || self.steps.len() > MAX_STEPS {
+            out.push(FieldViolation::new(
+                "plan.steps",
+                format!("must list 1 to {MAX_STEPS} steps"),
+            ));
+        }
+        for (i, step) in self.steps.iter_mut().enumerate() {
+            let field = |f: &str| format!("plan.steps[{i}].{f}");
+            if !steps_known.contains(&step.name.as_str()) {
+                out.push(FieldViolation::new(
+                    field("name"),
+                    format!("must be one of {}", steps_known.join(", ")),
+                ));
+            }
+            if step.max_attempts == 0 {
+                step.max_attempts = DEFAULT_MAX_ATTEMPTS;
+            }
+            if !(1..=MAX_ATTEMPTS).contains(&step.max_attempts) {
+                out.push(FieldViolation::new(
+                    field("max_attempts"),
+                    format!("must be 1 to {MAX_ATTEMPTS} (0: {DEFAULT_MAX_ATTEMPTS})"),
+                ));
+            }
+            for (name, value) in [
+                ("retry_base", step.retry_base_ms),
+                ("retry_cap", step.retry_cap_ms),
+                ("timeout", step.timeout_ms),
+            ] {
+                if let Some(ms) = value
+                    && !(1..=MAX_DELAY_MS).contains(&i64::from(ms))
+                {
+                    out.push(FieldViolation::new(
+                        field(name),
+                        "must be more than 0 and at most 24 hours",
+                    ));
+                }
+            }
+            if let (Some(base), Some(cap)) = (step.retry_base_ms, step.retry_cap_ms)
+                && cap < base
+            {
+                out.push(FieldViolation::new(
+                    field("retry_cap"),
+                    "must not be less than retry_base",
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            if !seen.insert(step.name.as_str()) {
+                out.push(FieldViolation::new(
+                    format!("plan.steps[{i}].name"),
+                    "is listed twice",
+                ));
+            }
+        }
+        if self.migration_set.is_empty() {
+            self.migration_set = MIGRATION_SETS[0].to_owned();
+        }
+        if !MIGRATION_SETS.contains(&self.migration_set.as_str()) {
+            out.push(FieldViolation::new(
+                "plan.migration_set",
+                format!("must be one of {}", MIGRATION_SETS.join(", ")),
+            ));
+        }
+        let roles = &self.initial_data.extra_roles;
+        if roles.len() > MAX_EXTRA_ROLES {
+            out.push(FieldViolation::new(
+                "plan.initial_data.extra_roles",
+                format!("must list at most {MAX_EXTRA_ROLES} roles"),
+            ));
+        }
+        for (i, role) in roles.iter().enumerate() {
+            let well_formed = (2..=31).contains(&role.len())
+                && role.as_bytes()[0].is_ascii_lowercase()
+                && role
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if !well_formed || STANDARD_ROLES.contains(&role.as_str()) || roles[..i].contains(role)
+            {
+                out.push(FieldViolation::new(
+                    format!("plan.initial_data.extra_roles[{i}]"),
+                    "must be a new role name of 2 to 31 characters [a-z0-9_], starting with a letter",
+                ));
+            }
+        }
+        let config = &self.initial_data.config;
+        if config.len() > MAX_CONFIG_ENTRIES {
+            out.push(FieldViolation::new(
+                "plan.initial_data.config",
+                format!("must hold at most {MAX_CONFIG_ENTRIES} settings"),
+            ));
+        }
+        for (key, value) in config {
+            let well_formed = key.split_once('.').is_some_and(|(category, name)| {
+                !category.is_empty()
+                    && !name.is_empty()
+                    && key.len() <= 64
+                    && key.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.'
+                    })
+            });
+            if !well_formed || value.chars().count() > MAX_CONFIG_VALUE_CHARS {
+                out.push(FieldViolation::new(
+                    format!("plan.initial_data.config[{key:?}]"),
+                    "must be a `category.name` key with a value of at most 1000 characters",
+                ));
+            }
+        }
+        for (name, value) in &self.limits {
+            if !LIMIT_NAMES.contains(&name.as_str()) {
+                out.push(FieldViolation::new(
+                    format!("plan.limits[{name:?}]"),
+                    format!("must be one of {}", LIMIT_NAMES.join(", ")),
+                ));
+            } else if *value <= 0 {
+                out.push(FieldViolation::new(
+                    format!("plan.limits[{name:?}]"),
+                    "must be more than 0 (leave it out for no limit)",
+                ));
+            }
+        }
+        if out.is_empty() { Ok(self) } else { Err(out) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str) -> PlanStep {
+        PlanStep {
+            name: name.to_owned(),
+            critical: true,
+            max_attempts: 0,
+            retry_base_ms: None,
+            retry_cap_ms: None,
+            timeout_ms: None,
+        }
+    }
+
+    const KNOWN: &[&str] = &["create_schema", "activate"];
+
+    #[test]
+    fn a_good_plan_gets_its_defaults() {
+        let plan = PlanInput {
+            name: "gold".into(),
+            steps: vec![step("create_schema"), step("activate")],
+            ..Default::default()
+        }
+        .validate(KNOWN)
+        .unwrap();
+        assert_eq!(plan.migration_set, "core");
+        assert!(
+            plan.steps
+                .iter()
+                .all(|s| s.max_attempts == DEFAULT_MAX_ATTEMPTS)
+        );
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let mut bad_step = step("activate");
+        bad_step.retry_base_ms = Some(5000);
+        bad_step.retry_cap_ms = Some(10);
+        bad_step.max_attempts = 99;
+        let violations = PlanInput {
+            name: "X".into(),
+            steps: vec![step("nope"), bad_step, step("nope")],
+            migration_set: "all".into(),
+            initial_data: InitialData {
+                extra_roles: vec!["admin".into()],
+                config: BTreeMap::from([("nodot".into(), "x".into())]),
+            },
+            limits: BTreeMap::from([("max_users".into(), 0), ("max_cats".into(), 3)]),
+            ..Default::default()
+        }
+        .validate(KNOWN)
+        .unwrap_err();
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        for expected in [
+            "plan.name",
+            "plan.steps[0].name",
+            "plan.steps[1].max_attempts",
+            "plan.steps[1].retry_cap",
+            "plan.steps[2].name",
+            "plan.migration_set",
+            "plan.initial_data.extra_roles[0]",
+            "plan.initial_data.config[\"nodot\"]",
+            "plan.limits[\"max_users\"]",
+            "plan.limits[\"max_cats\"]",
+        ] {
+            assert!(
+                fields.contains(&expected),
+                "{expected} missing from {fields:?}"
+            );
+        }
+    }
 }

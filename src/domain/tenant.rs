@@ -167,6 +167,10 @@ pub struct Step {
     pub output: BTreeMap<String, String>,
     pub start_time: Option<DateTime<Utc>>,
     pub finish_time: Option<DateTime<Utc>>,
+    /// The plan's per-step settings; `None`: the server's.
+    pub retry_base_ms: Option<i32>,
+    pub retry_cap_ms: Option<i32>,
+    pub timeout_ms: Option<i32>,
 }
 
 /// One entry of a tenant's event log.

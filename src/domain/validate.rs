@@ -240,7 +240,7 @@ fn check_email(field: &str, email: &str, out: &mut Vec<FieldViolation>) {
     }
 }
 
-fn check_plan_name(field: &str, plan: &str, out: &mut Vec<FieldViolation>) {
+pub fn check_plan_name(field: &str, plan: &str, out: &mut Vec<FieldViolation>) {
     let ok = (2..=MAX_PLAN_NAME_LEN).contains(&plan.len())
         && plan.as_bytes()[0].is_ascii_lowercase()
         && plan

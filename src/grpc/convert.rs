@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::domain::{
-    Event, EventKind, FieldViolation, Step, StepStatus, Tenant, TenantInput, TenantPatch,
-    TenantState,
+    Event, EventKind, FieldViolation, InitialData, Plan, PlanInput, PlanStep, Step, StepStatus,
+    Tenant, TenantInput, TenantPatch, TenantState,
 };
 use crate::error::Error;
 use crate::ops::DeprovisionMode;
@@ -29,6 +29,7 @@ pub fn tenant(t: Tenant) -> pb::Tenant {
         display_name: t.display_name,
         admin_email: t.admin_email,
         plan: t.plan,
+        plan_version: t.plan_version,
         labels: t.labels.into_iter().collect(),
         state: tenant_state(t.state) as i32,
         steps: t.steps.into_iter().map(step).collect(),
@@ -55,7 +56,123 @@ fn step(s: Step) -> pb::Step {
         start_time: s.start_time.map(timestamp),
         finish_time: s.finish_time.map(timestamp),
         output: s.output.into_iter().collect(),
+        retry_base: s.retry_base_ms.map(duration_ms),
+        retry_cap: s.retry_cap_ms.map(duration_ms),
+        timeout: s.timeout_ms.map(duration_ms),
     }
+}
+
+fn duration_ms(ms: i32) -> prost_types::Duration {
+    let ms = i64::from(ms);
+    prost_types::Duration {
+        seconds: ms / 1000,
+        nanos: (ms % 1000) as i32 * 1_000_000,
+    }
+}
+
+/// A duration field in whole milliseconds: unset stays unset; negative,
+/// sub-millisecond or too long is a violation of `field`.
+fn millis(field: &str, d: Option<prost_types::Duration>) -> Result<Option<i32>, FieldViolation> {
+    let Some(d) = d else { return Ok(None) };
+    let invalid = || {
+        FieldViolation::new(
+            field,
+            "must be whole milliseconds, more than 0, at most 24 hours",
+        )
+    };
+    if d.seconds < 0 || d.nanos < 0 || d.nanos % 1_000_000 != 0 {
+        return Err(invalid());
+    }
+    let ms = d
+        .seconds
+        .checked_mul(1000)
+        .and_then(|ms| ms.checked_add(i64::from(d.nanos / 1_000_000)))
+        .ok_or_else(invalid)?;
+    i32::try_from(ms).map(Some).map_err(|_| invalid())
+}
+
+pub fn plan(p: Plan) -> pb::Plan {
+    let limit = |name: &str| p.limits.get(name).copied().unwrap_or(0);
+    pb::Plan {
+        etag: crate::ops::plan_etag(&p),
+        limits: Some(pb::PlanLimits {
+            max_users: limit("max_users"),
+            max_api_calls_per_day: limit("max_api_calls_per_day"),
+            max_storage_mb: limit("max_storage_mb"),
+        }),
+        name: p.name,
+        version: p.version,
+        description: p.description,
+        steps: p
+            .steps
+            .into_iter()
+            .map(|s| pb::PlanStep {
+                name: s.name,
+                critical: s.critical,
+                max_attempts: s.max_attempts,
+                retry_base: s.retry_base_ms.map(duration_ms),
+                retry_cap: s.retry_cap_ms.map(duration_ms),
+                timeout: s.timeout_ms.map(duration_ms),
+            })
+            .collect(),
+        migration_set: p.migration_set,
+        initial_data: Some(pb::InitialData {
+            extra_roles: p.initial_data.extra_roles,
+            config: p.initial_data.config.into_iter().collect(),
+        }),
+        built_in: p.built_in,
+        create_time: Some(timestamp(p.create_time)),
+        update_time: Some(timestamp(p.update_time)),
+    }
+}
+
+/// A plan from a request, and its etag; durations must be whole
+/// milliseconds. Everything else is checked by [`PlanInput::validate`].
+pub fn plan_input(p: Option<pb::Plan>) -> Result<(PlanInput, String), Error> {
+    let p = p.ok_or_else(|| Error::invalid("plan", "is required"))?;
+    let mut violations = Vec::new();
+    let mut steps = Vec::new();
+    for (i, s) in p.steps.into_iter().enumerate() {
+        let mut ms = |name: &str, d| {
+            millis(&format!("plan.steps[{i}].{name}"), d).unwrap_or_else(|v| {
+                violations.push(v);
+                None
+            })
+        };
+        steps.push(PlanStep {
+            retry_base_ms: ms("retry_base", s.retry_base),
+            retry_cap_ms: ms("retry_cap", s.retry_cap),
+            timeout_ms: ms("timeout", s.timeout),
+            name: s.name,
+            critical: s.critical,
+            max_attempts: s.max_attempts,
+        });
+    }
+    if !violations.is_empty() {
+        return Err(Error::InvalidArgument(violations));
+    }
+    let limits = p.limits.unwrap_or_default();
+    let initial = p.initial_data.unwrap_or_default();
+    let input = PlanInput {
+        name: p.name,
+        description: p.description,
+        steps,
+        migration_set: p.migration_set,
+        initial_data: InitialData {
+            extra_roles: initial.extra_roles,
+            config: initial.config.into_iter().collect(),
+        },
+        limits: [
+            ("max_users", limits.max_users),
+            ("max_api_calls_per_day", limits.max_api_calls_per_day),
+            ("max_storage_mb", limits.max_storage_mb),
+        ]
+        .into_iter()
+        .filter(|(_, v)| *v != 0)
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    };
+    Ok((input, p.etag))
 }
 
 pub fn tenant_state(s: TenantState) -> pb::TenantState {

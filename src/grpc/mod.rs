@@ -28,6 +28,8 @@ use crate::auth::Verifier;
 use crate::domain::Caller;
 use crate::ops::Ops;
 use crate::proto;
+use crate::proto::plan_service_server::PlanServiceServer;
+use crate::proto::tenant_config_service_server::TenantConfigServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
 
 /// Largest request the server decodes (tonic's default, made explicit). A
@@ -43,7 +45,7 @@ pub async fn routes(
     rate_limit: Option<(u32, u32)>,
 ) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<TenantServiceServer<TenantApi>>().await;
+    set_serving(&health, true).await;
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -58,7 +60,19 @@ pub async fn routes(
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         auth.clone(),
     );
+    let plans = InterceptedService::new(
+        PlanServiceServer::new(plan_service::PlanApi::new(ops.clone()))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        auth.clone(),
+    );
+    let config = InterceptedService::new(
+        TenantConfigServiceServer::new(config_service::ConfigApi::new(ops.clone()))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        auth.clone(),
+    );
     let routes = Routes::new(tenants)
+        .add_service(config)
+        .add_service(plans)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
@@ -85,27 +99,30 @@ pub(crate) fn authorize<T>(
     }
 }
 
-/// Reports whether the service can serve (the database answers).
+/// What the health service answers for: the server as a whole (`""`) and
+/// each service that needs the database.
+const HEALTH_NAMES: [&str; 4] = [
+    "",
+    "tenancy.v1.TenantService",
+    "tenancy.v1.PlanService",
+    "tenancy.v1.TenantConfigService",
+];
+
+/// Reports whether the services can serve (the database answers).
 pub async fn set_serving(health: &HealthReporter, serving: bool) {
     let status = if serving {
         tonic_health::ServingStatus::Serving
     } else {
         tonic_health::ServingStatus::NotServing
     };
-    health.set_service_status("", status).await;
-    health
-        .set_service_status("tenancy.v1.TenantService", status)
-        .await;
+    for name in HEALTH_NAMES {
+        health.set_service_status(name, status).await;
+    }
 }
 
 /// Flips every service to NOT_SERVING, first step of a graceful shutdown.
 pub async fn set_not_serving(health: &HealthReporter) {
-    health
-        .set_not_serving::<TenantServiceServer<TenantApi>>()
-        .await;
-    health
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    set_serving(health, false).await;
 }
 
 /// The interceptor in front of TenantService (health and reflection stay

@@ -31,6 +31,15 @@ impl From<Error> for Status {
             ),
             Error::AlreadyExists(message) => Status::already_exists(message),
             Error::FailedPrecondition(message) => Status::failed_precondition(message),
+            Error::PlanLimit {
+                limit,
+                message,
+                description,
+            } => Status::with_error_details(
+                Code::FailedPrecondition,
+                message,
+                ErrorDetails::with_precondition_failure_violation("PLAN_LIMIT", limit, description),
+            ),
             Error::Aborted(message) => Status::aborted(message),
             Error::ResourceExhausted(message) => Status::resource_exhausted(message),
             Error::Unavailable(detail) => {

@@ -211,4 +211,14 @@ impl TenantService for TenantApi {
             .map(|item| item.map(convert::watch_item).map_err(Status::from));
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn get_provisioning_stats(
+        &self,
+        request: Request<pb::GetProvisioningStatsRequest>,
+    ) -> Result<Response<pb::GetProvisioningStatsResponse>, Status> {
+        authorize(&request, Scope::Read)?;
+        let window = super::stats::window(request.into_inner().window);
+        let stats = self.ops.provisioning_stats(window).await?;
+        Ok(Response::new(super::stats::response(stats)))
+    }
 }

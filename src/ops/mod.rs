@@ -11,6 +11,7 @@ mod tenants;
 mod watch;
 
 pub use jobs::run_exclusive;
+pub use plans::{PlanPage, plan_etag};
 pub use teardown::{DEFAULT_GRACE_PERIOD_SECS, DeprovisionMode, MAX_GRACE_PERIOD_SECS};
 pub use tenants::ListPage;
 
@@ -42,6 +43,8 @@ pub struct Ops {
     shutdown: CancellationToken,
     /// Status streams this process serves at most.
     max_watchers: usize,
+    /// Steps a plan may list (the registry's provisioning steps).
+    plan_steps: std::sync::Arc<[&'static str]>,
 }
 
 impl Ops {
@@ -59,7 +62,14 @@ impl Ops {
             tenant_db,
             shutdown,
             max_watchers: usize::MAX,
+            plan_steps: std::sync::Arc::from(Vec::new()),
         }
+    }
+
+    /// The steps plans may list.
+    pub fn with_plan_steps(mut self, names: Vec<&'static str>) -> Self {
+        self.plan_steps = names.into();
+        self
     }
 
     /// Caps the status streams this process serves.

@@ -46,14 +46,15 @@ impl Ops {
         {
             return replay(&mut conn, existing, &digest).await;
         }
+        let no_plan = || {
+            Error::invalid(
+                "tenant.plan",
+                format!("there is no plan named {:?}", new.plan),
+            )
+        };
         let plan = db::plans::find(&mut conn, &new.plan)
             .await?
-            .ok_or_else(|| {
-                Error::invalid(
-                    "tenant.plan",
-                    format!("there is no plan named {:?}", new.plan),
-                )
-            })?;
+            .ok_or_else(no_plan)?;
         if validate_only {
             if db::tenants::slug_taken(&mut conn, &new.slug).await? {
                 return Err(slug_taken(&new.slug));
@@ -110,6 +111,10 @@ impl Ops {
                     return replay(&mut conn, existing, &digest).await;
                 }
                 return Err(slug_taken(&new.slug));
+            }
+            // Deleted since it was read (see the plan_delete_guard migration).
+            Err(e) if db::is_check_violation(&e, db::tenants::PLAN_LIVE_CONSTRAINT) => {
+                return Err(no_plan());
             }
             Err(e) => return Err(e.into()),
         };
@@ -313,6 +318,9 @@ fn preview(new: &NewTenant, plan: &Plan) -> Tenant {
                 output: Default::default(),
                 start_time: None,
                 finish_time: None,
+                retry_base_ms: s.retry_base_ms,
+                retry_cap_ms: s.retry_cap_ms,
+                timeout_ms: s.timeout_ms,
             })
             .collect(),
     }

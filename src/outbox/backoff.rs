@@ -16,6 +16,16 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// This backoff with a step's own settings (from its plan) in place of
+    /// the server's where it has them.
+    pub fn for_step(self, step: &crate::db::models::StepRow) -> Backoff {
+        let ms = |ms: i32| Duration::from_millis(ms.unsigned_abs().into());
+        Backoff {
+            base: step.retry_base_ms.map_or(self.base, ms),
+            cap: step.retry_cap_ms.map_or(self.cap, ms),
+        }
+    }
+
     /// The largest delay after failed attempt `attempt` (from 1).
     pub fn ceiling(&self, attempt: i32) -> Duration {
         let exponent = attempt.saturating_sub(1).clamp(0, 30) as u32;

@@ -154,6 +154,12 @@ struct Next {
     next_step: Option<String>,
     #[diesel(sql_type = Nullable<Integer>)]
     next_max_attempts: Option<i32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    next_retry_base_ms: Option<i32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    next_retry_cap_ms: Option<i32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    next_timeout_ms: Option<i32>,
 }
 
 /// One transaction for the whole batch; replies by outbox id.
@@ -224,6 +230,9 @@ async fn record(
                         step,
                         attempt: 1,
                         max_attempts: n.next_max_attempts.unwrap_or(1),
+                        retry_base_ms: n.next_retry_base_ms,
+                        retry_cap_ms: n.next_retry_cap_ms,
+                        timeout_ms: n.next_timeout_ms,
                         outputs,
                         ..completion.claim.clone()
                     }))
@@ -320,5 +329,7 @@ WITH input AS (
         FROM nxt n WHERE n.next_step IS NULL
     ) e ORDER BY tenant_id, ord
 )
-SELECT n.outbox_id, n.next_step, s.max_attempts AS next_max_attempts
+SELECT n.outbox_id, n.next_step, s.max_attempts AS next_max_attempts,
+       s.retry_base_ms AS next_retry_base_ms, s.retry_cap_ms AS next_retry_cap_ms,
+       s.timeout_ms AS next_timeout_ms
 FROM nxt n LEFT JOIN tenant_steps s ON s.tenant_id = n.tenant_id AND s.name = n.next_step";

@@ -544,10 +544,8 @@ async fn guarded<T>(
     let lease = shared.config.lease;
     let mut beat = tokio::time::interval(lease / 3);
     beat.tick().await; // the first tick is immediate
-    let work = tokio::time::timeout(
-        shared.config.step_timeout,
-        AssertUnwindSafe(work).catch_unwind(),
-    );
+    let timeout = claim.timeout(shared.config.step_timeout);
+    let work = tokio::time::timeout(timeout, AssertUnwindSafe(work).catch_unwind());
     tokio::pin!(work);
     let grace = tokio::time::sleep(Duration::MAX);
     tokio::pin!(grace);
@@ -567,8 +565,7 @@ async fn guarded<T>(
                         panic_message(&panic)
                     )))),
                     Err(_) => Err(Stop::Failed(StepError::new(format!(
-                        "timed out after {:?}",
-                        shared.config.step_timeout
+                        "timed out after {timeout:?}"
                     )))),
                 };
             }

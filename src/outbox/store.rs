@@ -53,6 +53,18 @@ pub struct Claim {
     pub plan: String,
     #[diesel(sql_type = Timestamptz)]
     pub create_time: DateTime<Utc>,
+    /// The step's own retry and timeout settings (from its plan).
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub retry_base_ms: Option<i32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub retry_cap_ms: Option<i32>,
+    #[diesel(sql_type = Nullable<Integer>)]
+    pub timeout_ms: Option<i32>,
+    /// The plan version's `initial_data` and `limits`, for seeding.
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    pub plan_initial_data: serde_json::Value,
+    #[diesel(sql_type = diesel::sql_types::Jsonb)]
+    pub plan_limits: serde_json::Value,
 }
 
 impl Claim {
@@ -65,6 +77,13 @@ impl Claim {
     /// The operation's name as a metric label.
     pub fn operation_label(&self) -> &'static str {
         self.operation().map_or("unknown", Operation::as_str)
+    }
+
+    /// The step's attempt timeout: its plan's, else `default`.
+    pub fn timeout(&self, default: Duration) -> Duration {
+        self.timeout_ms.map_or(default, |ms| {
+            Duration::from_millis(ms.unsigned_abs().into())
+        })
     }
 
     /// Time since the tenant was created.
@@ -103,8 +122,11 @@ pub async fn claim(
              RETURNING o.id, o.tenant_id, o.operation, o.step, o.attempt
          ), locked AS (
              SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs,
-                    t.deprovision_mode, t.plan, t.create_time
+                    t.deprovision_mode, t.plan, t.create_time,
+                    coalesce(pv.initial_data, '{}') AS plan_initial_data,
+                    coalesce(pv.limits, '{}') AS plan_limits
              FROM tenants t JOIN claimed c ON c.tenant_id = t.id
+             LEFT JOIN plan_versions pv ON pv.name = t.plan AND pv.version = t.plan_version
              FOR UPDATE OF t
          ), started AS (
              UPDATE tenant_steps s
@@ -113,7 +135,7 @@ pub async fn claim(
                  start_time = coalesce(s.start_time, now())
              FROM claimed c
              WHERE s.tenant_id = c.tenant_id AND s.name = c.step
-             RETURNING s.tenant_id, s.max_attempts
+             RETURNING s.tenant_id, s.max_attempts, s.retry_base_ms, s.retry_cap_ms, s.timeout_ms
          ), logged AS (
              INSERT INTO events (tenant_id, kind, step, attempt, state, message, actor)
              SELECT c.tenant_id,
@@ -126,7 +148,8 @@ pub async fn claim(
          )
          SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, coalesce(st.max_attempts, 1) AS max_attempts,
                 l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode,
-                l.plan, l.create_time
+                l.plan, l.create_time, st.retry_base_ms, st.retry_cap_ms, st.timeout_ms,
+                l.plan_initial_data, l.plan_limits
          FROM claimed c JOIN locked l ON l.id = c.tenant_id
          LEFT JOIN started st ON st.tenant_id = c.tenant_id",
     )

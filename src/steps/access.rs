@@ -1,6 +1,6 @@
-//! Taking a tenant role's access away and giving it back: the schema and
-//! its tables change owner between the tenant's role and the control
-//! plane's own role. Used by suspension and by deprovisioning.
+//! Taking a tenant role's access away and giving it back: the schema, its
+//! tables and its functions change owner between the tenant's role and the
+//! control plane's own role. Used by suspension and by deprovisioning.
 
 use super::TenantNames;
 
@@ -23,6 +23,10 @@ fn owner_change_sql(schema: &str, owner: &str) -> String {
                  EXECUTE format('ALTER SCHEMA %I OWNER TO %I', '{schema}', owner);
                  FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = '{schema}' LOOP
                      EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', '{schema}', r.tablename, owner);
+                 END LOOP;
+                 FOR r IN SELECT p.oid::regprocedure AS f FROM pg_proc p
+                          JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = '{schema}' LOOP
+                     EXECUTE format('ALTER FUNCTION %s OWNER TO %I', r.f, owner);
                  END LOOP;
              END IF;
          END $$;"

@@ -76,6 +76,10 @@ pub struct StepCtx {
     pub tenant_db: DbPool,
     /// Deprovisioning drops the data instead of archiving it.
     pub purge: bool,
+    /// Roles the tenant's plan adds to the standard ones.
+    pub extra_roles: Vec<String>,
+    /// The plan's limits (`max_users`, ...), seeded into the tenant schema.
+    pub limits: BTreeMap<String, i64>,
 }
 
 /// One provisioning step. Every method must be idempotent.
@@ -170,5 +174,22 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Step>> {
         self.steps.get(name).cloned()
+    }
+
+    /// The steps a plan may list: every registered step but the
+    /// deprovisioning ones, by name.
+    pub fn plan_steps(&self) -> Vec<&'static str> {
+        let teardown: Vec<String> = crate::domain::deprovision_steps()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        let mut names: Vec<&'static str> = self
+            .steps
+            .keys()
+            .copied()
+            .filter(|name| !teardown.iter().any(|t| t == name))
+            .collect();
+        names.sort_unstable();
+        names
     }
 }

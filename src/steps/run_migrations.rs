@@ -9,8 +9,14 @@ use super::{Output, Step, StepCtx, StepError};
 
 /// (version, name, SQL), in order. Append only: a shipped migration never
 /// changes.
-pub const TENANT_MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "core", include_str!("tenant_migrations/0001_core.sql"))];
+pub const TENANT_MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "core", include_str!("tenant_migrations/0001_core.sql")),
+    (
+        2,
+        "plan_limits",
+        include_str!("tenant_migrations/0002_plan_limits.sql"),
+    ),
+];
 
 pub struct RunMigrations;
 

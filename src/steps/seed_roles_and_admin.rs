@@ -57,7 +57,11 @@ impl Step for SeedRolesAndAdmin {
         ctx: &StepCtx,
     ) -> Result<Output, StepError> {
         let schema = ctx.names.schema_ident();
-        for (name, description) in ROLES {
+        let extra = ctx
+            .extra_roles
+            .iter()
+            .map(|name| (name.as_str(), "added by the tenant's plan"));
+        for (name, description) in ROLES.iter().copied().chain(extra) {
             diesel::sql_query(format!(
                 "INSERT INTO {schema}.roles (name, description) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING"
             ))
@@ -85,6 +89,17 @@ impl Step for SeedRolesAndAdmin {
         .bind::<Text, _>(hash_token(&new_token()))
         .execute(conn)
         .await?;
+        // After the admin: the admin is the first user any limit allows.
+        for (name, value) in &ctx.limits {
+            diesel::sql_query(format!(
+                "INSERT INTO {schema}.plan_limits (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+            ))
+            .bind::<Text, _>(name)
+            .bind::<diesel::sql_types::BigInt, _>(value)
+            .execute(conn)
+            .await?;
+        }
         Ok(Output::from([(
             "admin_user_id".to_owned(),
             user_id.to_string(),

@@ -221,8 +221,8 @@ async fn deprovision_archives_then_the_purge_job_drops_the_archive() {
     let archived_tables = format!("SELECT count(*) FROM pg_tables WHERE schemaname = '{archived}'");
     assert_eq!(
         app.db.count(&archived_tables).await,
-        5,
-        "the data is kept until the purge"
+        6,
+        "the data (five tables and plan_limits) is kept until the purge"
     );
     let refused = read_as_role(&app.db, &role, &archived).await.unwrap_err();
     assert!(

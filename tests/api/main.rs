@@ -18,6 +18,7 @@ mod pipeline;
 mod plans;
 mod replicas;
 mod secrets;
+mod soroban;
 mod stats;
 mod stream;
 mod tenantctl;

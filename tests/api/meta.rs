@@ -10,7 +10,12 @@ use crate::common::TestApp;
 async fn health_answers_serving() {
     let app = TestApp::start().await;
     let mut health = HealthClient::new(app.channel().await);
-    for service in ["", "tenancy.v1.TenantService"] {
+    for service in [
+        "",
+        "tenancy.v1.TenantService",
+        "tenancy.v1.PlanService",
+        "tenancy.v1.TenantConfigService",
+    ] {
         let status = health
             .check(HealthCheckRequest {
                 service: service.into(),

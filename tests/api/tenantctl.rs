@@ -11,7 +11,7 @@ async fn tenantctl(app: &TestApp, args: &[&str]) -> (bool, String, String) {
 }
 
 /// The exit code, stdout and stderr of `tenantctl args` against `app`.
-async fn run(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
+pub(crate) async fn run(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantctl"))
         .arg("--endpoint")
         .arg(format!("http://{}", app.addr))

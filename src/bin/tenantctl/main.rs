@@ -4,8 +4,11 @@
 //! (the reason on stderr), 2 for a usage error, 3 when `watch` sees the
 //! tenant end FAILED, CANCELLED or NEEDS_ATTENTION.
 
+mod config;
 mod errors;
 mod output;
+mod plans;
+mod stats;
 mod watch;
 
 use std::path::PathBuf;
@@ -172,6 +175,20 @@ enum Cmd {
         /// Only if the tenant still has this etag.
         #[arg(long, default_value = "")]
         etag: String,
+    },
+    /// Manage plans: the templates tenants are provisioned from.
+    Plan {
+        #[command(subcommand)]
+        cmd: plans::Cmd,
+    },
+    /// Provisioning statistics: tenants by state, pipeline outcomes, time
+    /// to ACTIVE per plan, step failures and the oldest running pipeline.
+    Stats(stats::Args),
+    /// Show or change a tenant's configuration: typed settings seeded
+    /// from its plan.
+    Config {
+        #[command(subcommand)]
+        cmd: config::Cmd,
     },
 }
 
@@ -459,6 +476,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 Format::Table => println!("deleted"),
             }
         }
+        Cmd::Plan { cmd } => return plans::run(connection.clone(), format, cmd).await,
+        Cmd::Config { cmd } => return config::run(connection.clone(), format, cmd).await,
+        Cmd::Stats(args) => return stats::run(connection, format, args).await,
     }
     Ok(())
 }

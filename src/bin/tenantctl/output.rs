@@ -105,3 +105,73 @@ pub fn tenant_table(tenants: &[Tenant]) -> String {
     }
     lines.join("\n")
 }
+
+/// A message of type `tenancy.v1.<name>` from proto3 JSON.
+pub fn from_json<M: prost::Message + Default>(text: &str, name: &str) -> Result<M, String> {
+    let descriptor = pool()
+        .get_message_by_name(&format!("tenancy.v1.{name}"))
+        .ok_or_else(|| format!("no message tenancy.v1.{name}"))?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let dynamic = DynamicMessage::deserialize(descriptor, &mut deserializer)
+        .map_err(|e| format!("not a {name} in proto3 JSON: {e}"))?;
+    deserializer
+        .end()
+        .map_err(|e| format!("trailing text after the {name}: {e}"))?;
+    dynamic
+        .transcode_to::<M>()
+        .map_err(|e| format!("not a {name}: {e}"))
+}
+
+fn millis(d: &Option<prost_types::Duration>) -> String {
+    d.as_ref().map_or_else(
+        || "-".to_owned(),
+        |d| format!("{}ms", d.seconds * 1000 + i64::from(d.nanos / 1_000_000)),
+    )
+}
+
+/// A plan as `key: value` lines, with its steps.
+pub fn plan_text(p: &tenantd::proto::Plan) -> String {
+    let mut lines = vec![
+        format!("name:         {}", p.name),
+        format!("version:      {}", p.version),
+        format!("description:  {}", p.description),
+        format!("built in:     {}", p.built_in),
+        format!("etag:         {}", p.etag),
+        format!("migrations:   {}", p.migration_set),
+    ];
+    if let Some(limits) = &p.limits {
+        for (name, value) in [
+            ("max_users", limits.max_users),
+            ("max_api_calls_per_day", limits.max_api_calls_per_day),
+            ("max_storage_mb", limits.max_storage_mb),
+        ] {
+            if value > 0 {
+                lines.push(format!("limit:        {name}={value}"));
+            }
+        }
+    }
+    if let Some(initial) = &p.initial_data {
+        for role in &initial.extra_roles {
+            lines.push(format!("extra role:   {role}"));
+        }
+        for (key, value) in &initial.config {
+            lines.push(format!("config:       {key}={value}"));
+        }
+    }
+    for s in &p.steps {
+        lines.push(format!(
+            "step:         {:<22} {:<12} attempts {:<2} retry {}..{} timeout {}",
+            s.name,
+            if s.critical {
+                "critical"
+            } else {
+                "not critical"
+            },
+            s.max_attempts,
+            millis(&s.retry_base),
+            millis(&s.retry_cap),
+            millis(&s.timeout)
+        ));
+    }
+    lines.join("\n")
+}

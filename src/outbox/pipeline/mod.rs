@@ -135,6 +135,18 @@ pub fn step_ctx(claim: &Claim, role_prefix: &str, tenant_db: &db::DbPool) -> Res
         names,
         tenant_db: tenant_db.clone(),
         purge: claim.deprovision_mode.as_deref() == Some("PURGE"),
+        extra_roles: match claim.plan_initial_data.get("extra_roles") {
+            Some(roles) => serde_json::from_value(roles.clone()).map_err(|e| {
+                Error::Internal(format!(
+                    "plan {} has malformed extra roles: {e}",
+                    claim.plan
+                ))
+            })?,
+            None => Vec::new(),
+        },
+        limits: serde_json::from_value(claim.plan_limits.clone()).map_err(|e| {
+            Error::Internal(format!("plan {} has malformed limits: {e}", claim.plan))
+        })?,
     })
 }
 
@@ -392,7 +404,7 @@ impl Transition<'_> {
     ) -> Result<()> {
         let claim = self.claim;
         let step = locked.step(&claim.step)?;
-        let delay = self.backoff.delay(claim.attempt);
+        let delay = self.backoff.for_step(step).delay(claim.attempt);
         retry_later(conn, claim, delay, message).await?;
         self.note(|n| n.retried = true);
         let what = if kind == EventKind::CompensationFailed {
@@ -569,6 +581,11 @@ impl Transition<'_> {
             deprovision_mode: locked.tenant.deprovision_mode.clone(),
             plan: claim.plan.clone(),
             create_time: claim.create_time,
+            retry_base_ms: locked.step(step)?.retry_base_ms,
+            retry_cap_ms: locked.step(step)?.retry_cap_ms,
+            timeout_ms: locked.step(step)?.timeout_ms,
+            plan_initial_data: claim.plan_initial_data.clone(),
+            plan_limits: claim.plan_limits.clone(),
         };
         let state = locked.state()?;
         event(

@@ -1,0 +1,2 @@
+DROP INDEX events_step_failure_idx;
+DROP INDEX events_pipeline_end_idx;
