@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tenantd::config::Config;
 use tenantd::db::embedded::EmbeddedPostgres;
-use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::CreateTenantRequest;
+use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
