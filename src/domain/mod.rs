@@ -3,6 +3,7 @@
 
 mod page;
 mod plan;
+pub mod settings;
 mod tenant;
 mod validate;
 

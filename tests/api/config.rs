@@ -17,6 +17,7 @@ use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
 use crate::common::{TestApp, tenant, violated_fields};
+use crate::tenantctl::run as tenantctl;
 
 type Client = TenantConfigServiceClient<Channel>;
 
@@ -690,24 +691,6 @@ fn with<T>(message: T, bearer: &MetadataValue<Ascii>) -> Request<T> {
         .metadata_mut()
         .insert("authorization", bearer.clone());
     request
-}
-
-/// The exit code, stdout and stderr of `tenantctl args` against `app`.
-async fn tenantctl(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantctl"))
-        .arg("--endpoint")
-        .arg(format!("http://{}", app.addr))
-        .args(args)
-        .env_remove("TENANTD_TOKEN")
-        .env_remove("TENANTD_ENDPOINT")
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

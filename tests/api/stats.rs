@@ -14,6 +14,7 @@ use tonic::Code;
 
 use crate::common::steps::Scripted;
 use crate::common::{TestApp, violated_fields};
+use crate::tenantctl::run as tenantctl;
 
 /// A step that succeeds but cannot be undone: a saga that reaches it ends
 /// NEEDS_ATTENTION.
@@ -370,24 +371,6 @@ async fn the_window_must_be_positive_and_at_most_90_days() {
     assert!(empty.time_to_active.is_empty() && empty.step_failures.is_empty());
     assert_eq!(empty.oldest_running, None);
     app.stop().await;
-}
-
-/// The exit code, stdout and stderr of `tenantctl args` against `app`.
-async fn tenantctl(app: &TestApp, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenantctl"))
-        .arg("--endpoint")
-        .arg(format!("http://{}", app.addr))
-        .args(args)
-        .env_remove("TENANTD_TOKEN")
-        .env_remove("TENANTD_ENDPOINT")
-        .output()
-        .await
-        .unwrap();
-    (
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
