@@ -41,7 +41,11 @@ impl From<Error> for Status {
                 ErrorDetails::with_precondition_failure_violation("PLAN_LIMIT", limit, description),
             ),
             Error::Aborted(message) => Status::aborted(message),
-            Error::ResourceExhausted(message) => Status::resource_exhausted(message),
+            Error::ResourceExhausted(message) => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(UNAVAILABLE_RETRY_DELAY)),
+            ),
             Error::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "database unavailable");
                 Status::with_error_details(

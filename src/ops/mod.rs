@@ -41,7 +41,9 @@ pub struct Ops {
     tenant_db: TenantDb,
     /// Ends streams at shutdown.
     shutdown: CancellationToken,
-    /// Status streams this process serves at most.
+    /// Status streams this process serves at most: one permit each, held
+    /// by the stream's watcher until it ends.
+    watch_slots: std::sync::Arc<tokio::sync::Semaphore>,
     max_watchers: usize,
     /// Steps a plan may list (the registry's provisioning steps).
     plan_steps: std::sync::Arc<[&'static str]>,
@@ -61,7 +63,10 @@ impl Ops {
             hub,
             tenant_db,
             shutdown,
-            max_watchers: usize::MAX,
+            watch_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(
+                tokio::sync::Semaphore::MAX_PERMITS,
+            )),
+            max_watchers: tokio::sync::Semaphore::MAX_PERMITS,
             plan_steps: std::sync::Arc::from(Vec::new()),
         }
     }
@@ -74,7 +79,8 @@ impl Ops {
 
     /// Caps the status streams this process serves.
     pub fn with_max_watchers(mut self, max: usize) -> Self {
-        self.max_watchers = max;
+        self.max_watchers = max.min(tokio::sync::Semaphore::MAX_PERMITS);
+        self.watch_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(self.max_watchers));
         self
     }
 

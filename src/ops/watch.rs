@@ -25,19 +25,20 @@ impl Ops {
                 "must not be negative",
             ));
         }
-        if self.hub.watchers() >= self.max_watchers {
-            return Err(Error::ResourceExhausted(format!(
+        // Taken before anything else, so a burst cannot pass the cap.
+        let slot = self.watch_slots.clone().try_acquire_owned().map_err(|_| {
+            Error::ResourceExhausted(format!(
                 "this server already serves {} status streams; retry later or on another replica",
                 self.max_watchers
-            )));
-        }
+            ))
+        })?;
         let tenant_id = self.resolve_tenant(tenant).await?;
         let request = WatchRequest {
             tenant_id,
             resume_after,
             follow,
         };
-        stream::watch(&self.hub, request, self.shutdown.clone()).await
+        stream::watch(&self.hub, request, slot, self.shutdown.clone()).await
     }
 
     /// A tenant id, or the id of the live tenant with this slug.

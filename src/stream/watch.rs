@@ -47,6 +47,7 @@ pub enum WatchItem {
 pub async fn watch(
     hub: &EventHub,
     request: WatchRequest,
+    slot: tokio::sync::OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) -> Result<mpsc::Receiver<Result<WatchItem>>> {
     // Subscribe before reading, so nothing committed meanwhile is missed.
@@ -62,6 +63,8 @@ pub async fn watch(
         tx,
     };
     tokio::spawn(async move {
+        // The stream's slot is free again when its watcher ends.
+        let _slot = slot;
         tokio::select! {
             () = watcher.run(tenant, last_event_id, live) => {}
             () = shutdown.cancelled() => {}

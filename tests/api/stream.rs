@@ -387,6 +387,11 @@ async fn streams_beyond_the_limit_are_refused_and_a_closed_one_frees_its_slot() 
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
+    let retry = tonic_types::StatusExt::get_details_retry_info(&err);
+    assert!(
+        retry.and_then(|r| r.retry_delay).is_some(),
+        "says when to retry"
+    );
 
     // The watcher of a closed stream goes away with everything it held.
     drop(first);
@@ -405,5 +410,31 @@ async fn streams_beyond_the_limit_are_refused_and_a_closed_one_frees_its_slot() 
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_streams_never_passes_the_limit() {
+    let app = TestApp::start_with(|c| c.max_watchers = 3, Registry::new()).await;
+    let t = app.create("acme", "").await;
+    let mut opening = Vec::new();
+    for _ in 0..12 {
+        let mut client = app.client().await;
+        let id = t.id.clone();
+        opening.push(tokio::spawn(async move {
+            client
+                .stream_provisioning_status(request(&id, None, true))
+                .await
+                .map(tonic::Response::into_inner)
+        }));
+    }
+    let mut open = Vec::new();
+    for task in opening {
+        match task.await.unwrap() {
+            Ok(stream) => open.push(stream),
+            Err(e) => assert_eq!(e.code(), Code::ResourceExhausted),
+        }
+    }
+    assert_eq!(open.len(), 3, "exactly the limit");
     app.stop().await;
 }
