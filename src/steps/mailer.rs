@@ -53,7 +53,7 @@ impl Mailer {
 impl Mailer {
     /// Sends a plain-text email; returns `sent`, or the `.eml` file's path.
     /// The Message-ID is derived from the tenant and `purpose`, so that a
-    /// receiver can drop the duplicate of a retried send.
+    /// receiver can drop the duplicate of a retried send of the same text.
     pub async fn send(
         &self,
         to: Mailbox,

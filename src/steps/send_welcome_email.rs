@@ -33,8 +33,12 @@ impl Step for SendWelcomeEmail {
             .parse()
             .map_err(|_| StepError::new("the admin email is not a valid address"))?;
         // Issue a fresh token: store its hash (short transaction, committed
-        // before the send), then send. A resent email supersedes the last.
+        // before the send), then send. A resent email (an attempt retried
+        // after a crash between the send and its record) supersedes the
+        // last: its link is the one that works, and its Message-ID is its
+        // own, so a receiver that drops duplicates does not drop it.
         let token = new_token();
+        let token_hash = hash_token(&token);
         let user_id = admin_user_id(ctx.tenant_id);
         let pending = {
             let mut conn = db::conn(&ctx.tenant_db)
@@ -45,7 +49,7 @@ impl Step for SendWelcomeEmail {
                  WHERE user_id = $2 AND used_at IS NULL AND revoked_at IS NULL",
                 ctx.names.schema_ident()
             ))
-            .bind::<Text, _>(hash_token(&token))
+            .bind::<Text, _>(&token_hash)
             .bind::<SqlUuid, _>(user_id)
             .execute(&mut conn)
             .await?
@@ -63,13 +67,16 @@ impl Step for SendWelcomeEmail {
         );
         let body = format!(
             "Hello,\n\nthe workspace \"{}\" is ready and you are its administrator.\n\
-             Accept your invitation (valid for {INVITATION_TTL}, usable once):\n\n{link}\n",
+             Accept your invitation (valid for {INVITATION_TTL}, usable once; it replaces\n\
+             any earlier one):\n\n{link}\n",
             ctx.display_name
         );
         let subject = format!("Welcome to {}", ctx.display_name);
+        // Names the token by a prefix of its hash, never the token itself.
+        let purpose = format!("welcome.{}", &token_hash[..16]);
         let sent = self
             .mailer
-            .send(to, subject, "welcome", ctx.tenant_id, body)
+            .send(to, subject, &purpose, ctx.tenant_id, body)
             .await?;
         Ok(Output::from([("welcome_email".to_owned(), sent)]))
     }

@@ -107,6 +107,14 @@ async fn a_tenant_is_provisioned_end_to_end() {
     let plain =
         format!("SELECT count(*) FROM tenant_acme.invitations WHERE token_hash LIKE '%{token}%'");
     assert_eq!(db.count(&plain).await, 0, "the token itself is not stored");
+    // Each issued token gets its own Message-ID (a resend after a crash is a
+    // new message, not a duplicate to drop), named by its hash, not by it.
+    let message_id = format!("<{}.welcome.{}@tenantd>", created.id, &hash[..16]);
+    assert!(body.contains(&message_id), "{message_id} in {body}");
+    assert!(
+        !body.contains(&format!("{token}@")),
+        "the token is not in the Message-ID"
+    );
     app.stop().await;
 }
 
