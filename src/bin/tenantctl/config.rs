@@ -10,8 +10,6 @@ use tenantd::proto::tenant_config_service_client::TenantConfigServiceClient;
 use tenantd::proto::{
     ConfigSetting, GetTenantConfigRequest, TenantConfig, UpdateTenantConfigRequest,
 };
-use tonic::Code;
-use tonic_types::StatusExt;
 
 use crate::Connection;
 use crate::errors::{self, Failure};
@@ -108,37 +106,9 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
     Ok(())
 }
 
-/// The status as `errors::describe` puts it, except where the configuration
-/// needs other words: a plan limit is not the tenant's state, and a stale
-/// etag is read again with `config get`.
+/// A conflict is read again with `config get`.
 fn failure(status: tonic::Status) -> Failure {
-    let limits: Vec<_> = status
-        .get_details_precondition_failure()
-        .map(|f| f.violations)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|v| v.r#type == "PLAN_LIMIT")
-        .collect();
-    if status.code() == Code::FailedPrecondition && !limits.is_empty() {
-        let mut text = format!(
-            "over the plan's limit ({:?}): {}",
-            status.code(),
-            status.message()
-        );
-        for v in limits {
-            text.push_str(&format!("\n  {}: {}", v.subject, v.description));
-        }
-        text.push_str("\n  hint: choose a value within the limit");
-        return Failure::Rpc(text);
-    }
-    if status.code() == Code::Aborted {
-        return Failure::Rpc(format!(
-            "conflict ({:?}): {}\n  hint: read it again (`tenantctl config get`) and retry",
-            status.code(),
-            status.message()
-        ));
-    }
-    Failure::Rpc(errors::describe(&status))
+    Failure::Rpc(errors::describe(&status, "tenantctl config get"))
 }
 
 /// One line per setting; `-` for no value.

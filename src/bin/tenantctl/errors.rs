@@ -17,14 +17,20 @@ pub enum Failure {
 
 impl From<tonic::Status> for Failure {
     fn from(status: tonic::Status) -> Self {
-        Failure::Rpc(describe(&status))
+        Failure::Rpc(describe(&status, "tenantctl get"))
     }
 }
 
 /// The status as lines: what went wrong, the server's message, its details
-/// and what to do about it.
-pub fn describe(status: &tonic::Status) -> String {
+/// and what to do about it; `reread` is the command that reads the
+/// resource again after a conflict.
+pub fn describe(status: &tonic::Status, reread: &str) -> String {
+    let details = status.get_error_details();
+    let over_limit = details
+        .precondition_failure()
+        .is_some_and(|f| f.violations.iter().any(|v| v.r#type == "PLAN_LIMIT"));
     let what = match status.code() {
+        Code::FailedPrecondition if over_limit => "over the plan's limit",
         Code::InvalidArgument => "invalid request",
         Code::NotFound => "not found",
         Code::AlreadyExists => "already exists",
@@ -40,7 +46,7 @@ pub fn describe(status: &tonic::Status) -> String {
         _ => "server error",
     };
     let mut text = format!("{what} ({:?}): {}", status.code(), status.message());
-    let details = status.get_error_details();
+
     if let Some(bad) = details.bad_request() {
         for v in &bad.field_violations {
             text.push_str(&format!("\n  {}: {}", v.field, v.description));
@@ -71,9 +77,12 @@ pub fn describe(status: &tonic::Status) -> String {
         Code::PermissionDenied => {
             Some("ask for a token with the scope this command needs".to_owned())
         }
-        Code::Aborted => Some(
-            "the tenant changed or is busy: read it again (`tenantctl get`) and retry".to_owned(),
-        ),
+        Code::FailedPrecondition if over_limit => {
+            Some("choose a value within the limit".to_owned())
+        }
+        Code::Aborted => Some(format!(
+            "it changed or is busy: read it again (`{reread}`) and retry"
+        )),
         Code::ResourceExhausted | Code::Unavailable => Some(format!(
             "retry{}",
             retry.unwrap_or_else(|| " later".to_owned())

@@ -73,6 +73,11 @@ fn print(format: Format, message: &impl prost::Message, name: &str, plan: Option
     }
 }
 
+/// A conflict is read again with `plan get`.
+fn failure(status: tonic::Status) -> Failure {
+    Failure::Rpc(crate::errors::describe(&status, "tenantctl plan get"))
+}
+
 pub async fn run(connection: crate::Connection, format: Format, cmd: Cmd) -> Result<(), Failure> {
     let mut client = PlanServiceClient::new(connection);
     match cmd {
@@ -85,7 +90,8 @@ pub async fn run(connection: crate::Connection, format: Format, cmd: Cmd) -> Res
                     page_size,
                     page_token,
                 })
-                .await?
+                .await
+                .map_err(failure)?
                 .into_inner();
             match format {
                 Format::Json => println!("{}", output::json(&page, "ListPlansResponse")),
@@ -113,7 +119,8 @@ pub async fn run(connection: crate::Connection, format: Format, cmd: Cmd) -> Res
         Cmd::Get { name, version } => {
             let r = client
                 .get_plan(GetPlanRequest { name, version })
-                .await?
+                .await
+                .map_err(failure)?
                 .into_inner();
             print(format, &r, "GetPlanResponse", r.plan.as_ref());
         }
@@ -121,7 +128,8 @@ pub async fn run(connection: crate::Connection, format: Format, cmd: Cmd) -> Res
             let plan = read_plan(&file)?;
             let r = client
                 .create_plan(CreatePlanRequest { plan: Some(plan) })
-                .await?
+                .await
+                .map_err(failure)?
                 .into_inner();
             print(format, &r, "CreatePlanResponse", r.plan.as_ref());
         }
@@ -132,12 +140,16 @@ pub async fn run(connection: crate::Connection, format: Format, cmd: Cmd) -> Res
             }
             let r = client
                 .update_plan(UpdatePlanRequest { plan: Some(plan) })
-                .await?
+                .await
+                .map_err(failure)?
                 .into_inner();
             print(format, &r, "UpdatePlanResponse", r.plan.as_ref());
         }
         Cmd::Delete { name, etag } => {
-            client.delete_plan(DeletePlanRequest { name, etag }).await?;
+            client
+                .delete_plan(DeletePlanRequest { name, etag })
+                .await
+                .map_err(failure)?;
             if format == Format::Table {
                 println!("deleted");
             } else {
