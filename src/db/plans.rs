@@ -12,7 +12,7 @@ use crate::domain::{InitialData, Plan, PlanInput, PlanStep};
 use crate::error::{Error, Result};
 
 /// A plan's current version as stored.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = plans, check_for_backend(diesel::pg::Pg))]
 struct PlanRow {
     name: String,
@@ -29,54 +29,29 @@ struct PlanRow {
 
 impl PlanRow {
     fn into_domain(self) -> Result<Plan> {
-        decode(
-            self.name,
-            self.version,
-            self.description,
-            self.steps,
-            self.migration_set,
-            self.initial_data,
-            self.limits,
-            self.built_in,
-            self.create_time,
-            self.update_time,
-        )
+        let (name, version) = (&self.name, self.version);
+        let malformed = |what: &str, e: serde_json::Error| {
+            Error::Internal(format!("plan {name} v{version} has malformed {what}: {e}"))
+        };
+        let steps: Vec<PlanStep> =
+            serde_json::from_value(self.steps).map_err(|e| malformed("steps", e))?;
+        let initial_data: InitialData =
+            serde_json::from_value(self.initial_data).map_err(|e| malformed("initial data", e))?;
+        let limits: BTreeMap<String, i64> =
+            serde_json::from_value(self.limits).map_err(|e| malformed("limits", e))?;
+        Ok(Plan {
+            name: self.name,
+            version: self.version,
+            description: self.description,
+            steps,
+            migration_set: self.migration_set,
+            initial_data,
+            limits,
+            built_in: self.built_in,
+            create_time: self.create_time,
+            update_time: self.update_time,
+        })
     }
-}
-
-#[allow(clippy::too_many_arguments)] // the columns of one row
-fn decode(
-    name: String,
-    version: i32,
-    description: String,
-    steps: serde_json::Value,
-    migration_set: String,
-    initial_data: serde_json::Value,
-    limits: serde_json::Value,
-    built_in: bool,
-    create_time: DateTime<Utc>,
-    update_time: DateTime<Utc>,
-) -> Result<Plan> {
-    let malformed = |what: &str, e: serde_json::Error| {
-        Error::Internal(format!("plan {name} v{version} has malformed {what}: {e}"))
-    };
-    let steps: Vec<PlanStep> = serde_json::from_value(steps).map_err(|e| malformed("steps", e))?;
-    let initial_data: InitialData =
-        serde_json::from_value(initial_data).map_err(|e| malformed("initial data", e))?;
-    let limits: BTreeMap<String, i64> =
-        serde_json::from_value(limits).map_err(|e| malformed("limits", e))?;
-    Ok(Plan {
-        name,
-        version,
-        description,
-        steps,
-        migration_set,
-        initial_data,
-        limits,
-        built_in,
-        create_time,
-        update_time,
-    })
 }
 
 /// The live plan called `name`.
@@ -126,19 +101,9 @@ pub async fn find_version(
     name: &str,
     version: i32,
 ) -> Result<Option<Plan>> {
-    #[allow(clippy::type_complexity)]
-    let row: Option<(
-        String,
-        i32,
-        String,
-        serde_json::Value,
-        String,
-        serde_json::Value,
-        serde_json::Value,
-        bool,
-        DateTime<Utc>,
-        DateTime<Utc>,
-    )> = plan_versions::table
+    // A version's columns in PlanRow's order; created and built_in come
+    // from the plan itself.
+    let row: Option<PlanRow> = plan_versions::table
         .inner_join(plans::table)
         .filter(plan_versions::name.eq(name))
         .filter(plan_versions::version.eq(version))
@@ -158,8 +123,7 @@ pub async fn find_version(
         .first(conn)
         .await
         .optional()?;
-    row.map(|r| decode(r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9))
-        .transpose()
+    row.map(PlanRow::into_domain).transpose()
 }
 
 /// Live plans in name order, after `after`.
@@ -206,10 +170,9 @@ pub async fn insert(conn: &mut AsyncPgConnection, plan: &PlanInput) -> Result<Op
     .bind::<diesel::sql_types::Text, _>(&plan.migration_set)
     .bind::<diesel::sql_types::Jsonb, _>(json(&plan.initial_data))
     .bind::<diesel::sql_types::Jsonb, _>(json(&plan.limits))
-    .get_result::<PlanByName>(conn)
+    .get_result::<PlanRow>(conn)
     .await
-    .optional()?
-    .map(PlanByName::into_row);
+    .optional()?;
     row.map(PlanRow::into_domain).transpose()
 }
 
@@ -248,46 +211,4 @@ pub async fn mark_deleted(conn: &mut AsyncPgConnection, name: &str) -> QueryResu
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// [`PlanRow`] as `sql_query` returns it.
-#[derive(QueryableByName)]
-struct PlanByName {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    name: String,
-    #[diesel(sql_type = diesel::sql_types::Integer)]
-    version: i32,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    description: String,
-    #[diesel(sql_type = diesel::sql_types::Jsonb)]
-    steps: serde_json::Value,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    migration_set: String,
-    #[diesel(sql_type = diesel::sql_types::Jsonb)]
-    initial_data: serde_json::Value,
-    #[diesel(sql_type = diesel::sql_types::Jsonb)]
-    limits: serde_json::Value,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    built_in: bool,
-    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
-    create_time: DateTime<Utc>,
-    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
-    update_time: DateTime<Utc>,
-}
-
-impl PlanByName {
-    fn into_row(self) -> PlanRow {
-        PlanRow {
-            name: self.name,
-            version: self.version,
-            description: self.description,
-            steps: self.steps,
-            migration_set: self.migration_set,
-            initial_data: self.initial_data,
-            limits: self.limits,
-            built_in: self.built_in,
-            create_time: self.create_time,
-            update_time: self.update_time,
-        }
-    }
 }
