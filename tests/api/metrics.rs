@@ -114,24 +114,8 @@ async fn the_metrics_listener_reports_rpcs_pipelines_and_backlog() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for id in &ids {
-        loop {
-            let t = client
-                .get_tenant(GetTenantRequest {
-                    tenant_id: id.clone(),
-                })
-                .await
-                .unwrap()
-                .into_inner()
-                .tenant
-                .unwrap();
-            if t.state == TenantState::Active as i32 {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{t:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        server.wait_active(id).await;
     }
     // One stream stays open while the scrape runs (it follows a settled
     // tenant, so it does not end by itself).

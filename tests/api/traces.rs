@@ -2,7 +2,6 @@
 //! one per RPC and one per step attempt, with the tenant, step and attempt.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -13,7 +12,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use tenantd::proto::{CreateTenantRequest, GetTenantRequest, TenantState};
+use tenantd::proto::CreateTenantRequest;
 use tonic::{Request, Response, Status};
 
 use crate::common::process::ServerProcess;
@@ -92,23 +91,7 @@ async fn spans_of_rpcs_and_step_attempts_reach_an_otlp_collector() {
         .tenant
         .unwrap()
         .id;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = client
-            .get_tenant(GetTenantRequest {
-                tenant_id: id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .tenant
-            .unwrap();
-        if t.state == TenantState::Active as i32 {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{t:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.wait_active(&id).await;
     // A graceful stop flushes the spans still buffered.
     server.terminate().await;
 

@@ -150,6 +150,28 @@ impl ServerProcess {
         TenantServiceClient::new(channel)
     }
 
+    /// Polls GetTenant until the tenant is ACTIVE (at most a minute).
+    pub async fn wait_active(&self, id: &str) {
+        let mut client = self.client().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let t = client
+                .get_tenant(tenantd::proto::GetTenantRequest {
+                    tenant_id: id.to_owned(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .tenant
+                .unwrap();
+            if t.state == tenantd::proto::TenantState::Active as i32 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{t:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGKILL: no chance to release anything.
     pub async fn kill_9(mut self) {
         self.child.start_kill().expect("kill");
