@@ -10,8 +10,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::error::Error;
 
-/// How long a client should wait before retrying after UNAVAILABLE.
-const UNAVAILABLE_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long a client should wait before retrying after UNAVAILABLE or a
+/// full stream cap.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
@@ -44,14 +45,14 @@ impl From<Error> for Status {
             Error::ResourceExhausted(message) => Status::with_error_details(
                 Code::ResourceExhausted,
                 message,
-                ErrorDetails::with_retry_info(Some(UNAVAILABLE_RETRY_DELAY)),
+                ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
             ),
             Error::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "database unavailable");
                 Status::with_error_details(
                     Code::Unavailable,
                     "the database is unavailable; retry later",
-                    ErrorDetails::with_retry_info(Some(UNAVAILABLE_RETRY_DELAY)),
+                    ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
                 )
             }
             Error::Internal(detail) => {
