@@ -264,16 +264,3 @@ fn bump() -> (
         tenants::update_time.eq(diesel::dsl::now),
     )
 }
-
-/// Live tenants per state (states without tenants are absent).
-pub async fn count_by_state(conn: &mut AsyncPgConnection) -> Result<Vec<(TenantState, i64)>> {
-    let rows: Vec<(String, i64)> = tenants::table
-        .filter(tenants::delete_time.is_null())
-        .group_by(tenants::state)
-        .select((tenants::state, diesel::dsl::count_star()))
-        .load(conn)
-        .await?;
-    rows.into_iter()
-        .map(|(state, n)| Ok((super::models::parse_state(&state)?, n)))
-        .collect()
-}

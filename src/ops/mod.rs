@@ -118,7 +118,11 @@ impl Ops {
         let mut conn = crate::db::conn(&self.pool).await?;
         let backlog = crate::db::outbox::backlog(&mut conn).await?;
         Ok(DatabaseSample {
-            tenants_by_state: crate::db::tenants::count_by_state(&mut conn).await?,
+            tenants_by_state: crate::db::stats::tenants_by_state(
+                &mut conn,
+                <crate::domain::TenantState as strum::VariantArray>::VARIANTS,
+            )
+            .await?,
             outbox_rows: backlog.rows,
             outbox_due: backlog.due,
             oldest_due_age: std::time::Duration::from_secs_f64(backlog.oldest_due_secs.max(0.0)),

@@ -13,7 +13,6 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use strum::VariantArray;
 
 use crate::domain::TenantState;
 
@@ -207,6 +206,7 @@ pub struct Sample {
 }
 
 pub struct DatabaseSample {
+    /// Every state, zeros included.
     pub tenants_by_state: Vec<(TenantState, i64)>,
     pub outbox_rows: i64,
     pub outbox_due: i64,
@@ -224,13 +224,8 @@ pub fn record_sample(sample: &Sample) {
     gauge!(POOL_WAITING).set(pool.waiting as f64);
     gauge!(DATABASE_UP).set(if sample.database.is_some() { 1.0 } else { 0.0 });
     if let Some(db) = &sample.database {
-        for &state in TenantState::VARIANTS {
-            let count = db
-                .tenants_by_state
-                .iter()
-                .find(|(s, _)| *s == state)
-                .map_or(0, |(_, n)| *n);
-            gauge!(TENANTS, "state" => state.as_str()).set(count as f64);
+        for (state, count) in &db.tenants_by_state {
+            gauge!(TENANTS, "state" => state.as_str()).set(*count as f64);
         }
         gauge!(OUTBOX_ROWS).set(db.outbox_rows as f64);
         gauge!(OUTBOX_DUE).set(db.outbox_due as f64);
