@@ -12,6 +12,7 @@
 //! deploys: a retry looks for that address instead of deploying twice.
 
 pub mod contract;
+pub mod rpc;
 pub mod sign;
 
 use sha2::{Digest, Sha256};
