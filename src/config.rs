@@ -171,6 +171,10 @@ pub struct BenchArgs {
     /// Tenants taken to ACTIVE for `provision_tps`.
     #[arg(long, default_value_t = 500)]
     pub provision_tenants: usize,
+    /// Tenants of the default plan taken to ACTIVE for
+    /// `contract_deploys_per_sec` (each deploys a contract).
+    #[arg(long, default_value_t = 50)]
+    pub contract_tenants: usize,
     /// No-op steps queued for `noop_steps_per_sec`.
     #[arg(long, default_value_t = 100_000)]
     pub noop_steps: usize,
@@ -276,6 +280,122 @@ pub mod defaults {
     pub const PURGE_SCHEDULE: &str = "30 * * * * *";
     pub const PRUNE_SCHEDULE: &str = "0 15 * * * *";
     pub const EVENT_RETENTION: &str = "90days";
+    /// Ten XLM. Uploading the Wasm prepays its rent for the minimum
+    /// lifetime (about four XLM for the built-in contract at public-network
+    /// rates); creating an instance costs a fraction of one.
+    pub const SOROBAN_FEE_CAP: i64 = 100_000_000;
+    /// The network's minimum inclusion fee per operation.
+    pub const SOROBAN_INCLUSION_FEE: u32 = 100;
+    /// Twelve ledgers of five seconds.
+    pub const SOROBAN_CONFIRM_TIMEOUT_SECS: u64 = 60;
+    /// A fifth of a ledger.
+    pub const SOROBAN_POLL_MS: u64 = 1_000;
+    /// Each RPC call; stellar-rpc answers in milliseconds.
+    pub const SOROBAN_REQUEST_TIMEOUT_MS: u64 = 10_000;
+}
+
+/// Where and how tenants' Soroban contracts are deployed.
+#[derive(Clone, Args)]
+pub struct SorobanArgs {
+    /// Soroban RPC endpoint (stellar-rpc), e.g.
+    /// `https://soroban-testnet.stellar.org`. Unset: contracts go to a local
+    /// Soroban network run in this process (a sandbox whose ledger is kept
+    /// in --soroban-local-ledger).
+    #[arg(long, env = "TENANTD_SOROBAN_RPC_URL", hide_env_values = true)]
+    pub soroban_rpc_url: Option<String>,
+    /// Passphrase of the network the RPC endpoint serves; checked against
+    /// its getNetwork answer. Required with --soroban-rpc-url.
+    #[arg(
+        long,
+        env = "TENANTD_SOROBAN_NETWORK_PASSPHRASE",
+        requires = "soroban_rpc_url"
+    )]
+    pub soroban_network_passphrase: Option<String>,
+    /// Secret key (S...) of the account that deploys and pays; never
+    /// logged. Required with --soroban-rpc-url. It also keys the salts that
+    /// make contract addresses: changing it changes the addresses.
+    #[arg(
+        long,
+        env = "TENANTD_SOROBAN_DEPLOYER_SECRET",
+        hide_env_values = true,
+        requires = "soroban_rpc_url"
+    )]
+    pub soroban_deployer_secret: Option<String>,
+    /// The contract's Wasm file, uploaded when the ledger lacks it. Unset
+    /// (and no --soroban-wasm-hash): tenantd's built-in minimal contract.
+    #[arg(
+        long,
+        env = "TENANTD_SOROBAN_CONTRACT_WASM",
+        conflicts_with = "soroban_wasm_hash"
+    )]
+    pub soroban_contract_wasm: Option<PathBuf>,
+    /// Hex SHA-256 of contract Wasm already uploaded to the network.
+    #[arg(long, env = "TENANTD_SOROBAN_WASM_HASH")]
+    pub soroban_wasm_hash: Option<String>,
+    /// Most stroops one deployment transaction may pay (resources plus
+    /// inclusion); a simulation asking more fails the attempt.
+    #[arg(long, env = "TENANTD_SOROBAN_FEE_CAP", default_value_t = defaults::SOROBAN_FEE_CAP)]
+    pub soroban_fee_cap: i64,
+    /// Stroops bid for inclusion on top of the resource fee.
+    #[arg(long, env = "TENANTD_SOROBAN_INCLUSION_FEE", default_value_t = defaults::SOROBAN_INCLUSION_FEE)]
+    pub soroban_inclusion_fee: u32,
+    /// Seconds a deployment transaction stays valid (its time bound) and
+    /// its confirmation is awaited; keep it under --step-timeout-secs.
+    #[arg(long, env = "TENANTD_SOROBAN_CONFIRM_TIMEOUT_SECS", default_value_t = defaults::SOROBAN_CONFIRM_TIMEOUT_SECS)]
+    pub soroban_confirm_timeout_secs: u64,
+    /// Milliseconds between polls of a sent transaction's status.
+    #[arg(long, env = "TENANTD_SOROBAN_POLL_MS", default_value_t = defaults::SOROBAN_POLL_MS)]
+    pub soroban_poll_ms: u64,
+    /// Milliseconds one Soroban RPC call may take. A send that times out
+    /// may still have arrived: its status is polled and the same bytes are
+    /// sent again, never a second transaction.
+    #[arg(long, env = "TENANTD_SOROBAN_REQUEST_TIMEOUT_MS", default_value_t = defaults::SOROBAN_REQUEST_TIMEOUT_MS)]
+    pub soroban_request_timeout_ms: u64,
+    /// The local network's ledger file (default
+    /// `<data-dir>/soroban-ledger.xdr`); ignored with --soroban-rpc-url.
+    #[arg(long, env = "TENANTD_SOROBAN_LOCAL_LEDGER")]
+    pub soroban_local_ledger: Option<PathBuf>,
+}
+
+impl Default for SorobanArgs {
+    fn default() -> Self {
+        Self {
+            soroban_rpc_url: None,
+            soroban_network_passphrase: None,
+            soroban_deployer_secret: None,
+            soroban_contract_wasm: None,
+            soroban_wasm_hash: None,
+            soroban_fee_cap: defaults::SOROBAN_FEE_CAP,
+            soroban_inclusion_fee: defaults::SOROBAN_INCLUSION_FEE,
+            soroban_confirm_timeout_secs: defaults::SOROBAN_CONFIRM_TIMEOUT_SECS,
+            soroban_poll_ms: defaults::SOROBAN_POLL_MS,
+            soroban_request_timeout_ms: defaults::SOROBAN_REQUEST_TIMEOUT_MS,
+            soroban_local_ledger: None,
+        }
+    }
+}
+
+impl fmt::Debug for SorobanArgs {
+    // The secret key is left out, and the URL, which may carry an API key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SorobanArgs")
+            .field(
+                "soroban_rpc_url",
+                &self.soroban_rpc_url.as_ref().map(|_| "<set>"),
+            )
+            .field(
+                "soroban_network_passphrase",
+                &self.soroban_network_passphrase,
+            )
+            .field(
+                "soroban_deployer_secret",
+                &self.soroban_deployer_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("soroban_contract_wasm", &self.soroban_contract_wasm)
+            .field("soroban_wasm_hash", &self.soroban_wasm_hash)
+            .field("soroban_fee_cap", &self.soroban_fee_cap)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Settings of `tenantd serve`.
@@ -348,6 +468,8 @@ pub struct ServeArgs {
     pub invitation_url: String,
     #[command(flatten)]
     pub auth: AuthArgs,
+    #[command(flatten)]
+    pub soroban: SorobanArgs,
     /// PEM certificate (chain) to serve TLS with; with --tls-key-file.
     #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -429,6 +551,15 @@ impl ServeArgs {
                 .unwrap_or_else(|| self.database.data_dir.join("mail")),
             mail_from: self.mail_from.clone(),
             invitation_url: self.invitation_url.clone(),
+            soroban: SorobanArgs {
+                soroban_local_ledger: Some(
+                    self.soroban
+                        .soroban_local_ledger
+                        .clone()
+                        .unwrap_or_else(|| self.database.data_dir.join("soroban-ledger.xdr")),
+                ),
+                ..self.soroban.clone()
+            },
             demo: self.demo,
             auth: None,
             rate_limit: (self.rate_limit_per_sec > 0)
@@ -474,6 +605,9 @@ pub struct Config {
     pub mail_dir: PathBuf,
     pub mail_from: String,
     pub invitation_url: String,
+    /// Contract deployment; its `soroban_local_ledger` unset keeps the local
+    /// network's ledger in memory only.
+    pub soroban: SorobanArgs,
     pub demo: bool,
     pub schedules: Schedules,
     /// Bearer-token verification; `None` runs without authentication.
@@ -517,6 +651,7 @@ impl Config {
             mail_dir: PathBuf::from(".tenantd/mail"),
             mail_from: defaults::MAIL_FROM.to_owned(),
             invitation_url: defaults::INVITATION_URL.to_owned(),
+            soroban: SorobanArgs::default(),
             demo: false,
             auth: None,
             rate_limit: Some((defaults::RATE_LIMIT_PER_SEC, defaults::RATE_LIMIT_BURST)),

@@ -19,7 +19,7 @@
 //! | [`demo`]    | `serve --demo`: provisions one tenant and logs its steps |
 //! | [`scheduler`] | cron jobs: reaper, purge, prune, each under an advisory lock |
 //! | [`bench`]   | `tenantd bench`: figures on scratch databases, and the SMTP listener it sends to |
-//! | [`soroban`] | Stellar/Soroban pieces: contract addresses, transaction signing |
+//! | [`soroban`] | contract deployment: addresses, signing, the Soroban RPC client, the deployment flow, the local Soroban network |
 //! | [`telemetry`] | logs, OTLP trace export, Prometheus metrics |
 //!
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.

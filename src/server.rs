@@ -18,7 +18,7 @@ use crate::outbox::dispatcher::Dispatcher;
 use crate::outbox::{Backoff, DispatcherConfig, Wakeup, listener};
 use crate::steps::{Mailer, Registry, is_valid_role_prefix};
 use crate::stream::EventHub;
-use crate::{db, grpc};
+use crate::{db, grpc, soroban};
 
 /// Any startup or serving failure, for `main` to report.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -55,7 +55,10 @@ pub async fn run_with(
         Some(url) => db::pool(url, config.pool_size)?,
         None => pool.clone(),
     };
-    let mut registry = Registry::standard(mailer(&config).await?);
+    // The local Soroban network, if one is started, lives as long as this.
+    let (deployer, _local_network) =
+        soroban::setup::deployer(&config.soroban, pool.clone(), shutdown.clone()).await?;
+    let mut registry = Registry::standard(mailer(&config).await?, deployer);
     registry.extend(extra_steps);
     let plan_steps = registry.plan_steps();
 

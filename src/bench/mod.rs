@@ -36,6 +36,10 @@ use crate::steps::{
     TenantNames,
 };
 
+/// The default plan without `deploy_contract`, so that provisioning is
+/// compared with the same work done in plain SQL.
+const NO_CONTRACT_PLAN: &str = "bench-no-contract";
+
 /// Steps per no-op tenant in the dispatcher benchmark.
 const NOOP_STEPS_PER_TENANT: usize = 10;
 
@@ -50,6 +54,14 @@ pub struct Report {
     pub provision_tps: f64,
     pub raw_provision_tps: f64,
     pub provision_vs_raw: f64,
+    /// Tenants of the default plan (contract included) provisioned to
+    /// measure deployments: one transaction in flight per deployer makes
+    /// them one per ledger close at best.
+    pub contract_tenants: usize,
+    pub contract_deploys_per_sec: f64,
+    /// Median time of one `deploy_contract` attempt, waits for the
+    /// deployer's slot included.
+    pub deploy_p50_ms: f64,
     pub noop_steps: usize,
     pub noop_concurrency: usize,
     pub noop_steps_per_sec: f64,
@@ -95,7 +107,7 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
     let raw_sql_tps = raw_inserts(&scratch.create("raw").await?, c, duration).await?;
 
     let n = args.provision_tenants;
-    eprintln!("provision_tps: {n} tenants to ACTIVE, email to a local SMTP listener");
+    eprintln!("provision_tps: {n} tenants to ACTIVE, email to a local SMTP listener, no contract");
     let provision_tps = {
         let smtp = smtp::SmtpSink::start().await?;
         let url = smtp.url();
@@ -108,9 +120,47 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
             Registry::new(),
         )
         .await?;
-        let tps = provision_load(&server, c, n).await?;
+        // The database steps and the email, as raw_provision_tps does them:
+        // the default plan without its contract.
+        AsyncPgConnection::establish(&server.url)
+            .await?
+            .batch_execute(&format!(
+                "INSERT INTO plans (name, steps)
+                 SELECT '{NO_CONTRACT_PLAN}', jsonb_path_query_array(steps, '$[*] ? (@.name != \"deploy_contract\")')
+                 FROM plans WHERE name = 'default'"
+            ))
+            .await?;
+        let tps = provision_load(&server, c, n, NO_CONTRACT_PLAN).await?;
         server.stop().await;
         tps
+    };
+
+    let contract_tenants = args.contract_tenants;
+    eprintln!(
+        "contract_deploys_per_sec: {contract_tenants} tenants of the default plan, contracts to the local Soroban network"
+    );
+    let (contract_deploys_per_sec, deploy_p50_ms) = {
+        let smtp = smtp::SmtpSink::start().await?;
+        let url = smtp.url();
+        let server = BenchServer::start(
+            scratch,
+            |cfg| {
+                cfg.smtp_url = Some(url);
+                cfg.concurrency = c;
+            },
+            Registry::new(),
+        )
+        .await?;
+        let tps = provision_load(&server, c, contract_tenants, crate::domain::DEFAULT_PLAN).await?;
+        let mut conn = AsyncPgConnection::establish(&server.url).await?;
+        let p50 = milliseconds(
+            &mut conn,
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finish_time - start_time) * 1000) AS ms
+             FROM tenant_steps WHERE name = 'deploy_contract' AND status = 'SUCCEEDED'",
+        )
+        .await?;
+        server.stop().await;
+        (tps, p50)
     };
     eprintln!("raw_provision_tps: the same DDL as plain SQL transactions");
     let raw_provision_tps =
@@ -153,6 +203,9 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
         provision_tps,
         raw_provision_tps,
         provision_vs_raw: provision_tps / raw_provision_tps,
+        contract_tenants,
+        contract_deploys_per_sec,
+        deploy_p50_ms,
         noop_steps: tenants * NOOP_STEPS_PER_TENANT,
         noop_concurrency: args.noop_concurrency,
         noop_steps_per_sec,
@@ -248,6 +301,9 @@ impl BenchServer {
                 Uuid::new_v4().simple().to_string()[..6].to_owned()
             ))
             .await?;
+        // Migrated before the server starts, so a benchmark may add rows
+        // (plans) as soon as this returns.
+        crate::db::migrate(&url).await?;
         let mail = tempfile::tempdir()?;
         let mut config = Config::new(&url);
         config.tenant_role_prefix = scratch.role_prefix.clone();
@@ -345,6 +401,7 @@ async fn raw_inserts(url: &str, connections: usize, duration: Duration) -> Resul
             .await?
             .ok_or("no default plan")?
     };
+    let plan_version = plan.version;
     let steps: Arc<Vec<PlanStep>> = Arc::new(plan.steps);
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration;
@@ -364,7 +421,7 @@ async fn raw_inserts(url: &str, connections: usize, duration: Duration) -> Resul
                     display_name: &name,
                     admin_email: &email,
                     plan: crate::domain::DEFAULT_PLAN,
-                    plan_version: 1,
+                    plan_version,
                     labels: json_map(&Default::default()),
                     state: TenantState::Provisioning.as_str(),
                     request_id: None,
@@ -405,6 +462,7 @@ async fn provision_load(
     server: &BenchServer,
     clients: usize,
     tenants: usize,
+    plan: &'static str,
 ) -> Result<f64, BoxError> {
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -412,7 +470,11 @@ async fn provision_load(
         let mut client = server.client().await?;
         tasks.push(tokio::spawn(async move {
             for i in (worker..tenants).step_by(clients) {
-                client.create_tenant(request(format!("p-{i}"))).await?;
+                let mut request = request(format!("p-{i}"));
+                if let Some(tenant) = request.tenant.as_mut() {
+                    tenant.plan = plan.to_owned();
+                }
+                client.create_tenant(request).await?;
             }
             Ok::<_, tonic::Status>(())
         }));
@@ -599,6 +661,17 @@ async fn wake_latency(scratch: &Scratch, samples: usize) -> Result<(f64, f64), B
     .await?;
     server.stop().await;
     Ok((p.p50, p.p99))
+}
+
+/// A query's one float column `ms` (0 for none).
+async fn milliseconds(conn: &mut AsyncPgConnection, sql: &str) -> Result<f64, BoxError> {
+    #[derive(diesel::QueryableByName)]
+    struct Ms {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Double>)]
+        ms: Option<f64>,
+    }
+    let row: Ms = diesel_async::RunQueryDsl::get_result(diesel::sql_query(sql), conn).await?;
+    Ok(row.ms.unwrap_or(0.0))
 }
 
 async fn count(conn: &mut AsyncPgConnection, sql: &str) -> Result<i64, BoxError> {

@@ -11,6 +11,7 @@ pub mod models;
 pub mod outbox;
 pub mod plans;
 pub mod schema;
+pub mod soroban;
 pub mod stats;
 pub mod tenants;
 

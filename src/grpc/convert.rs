@@ -33,6 +33,11 @@ pub fn tenant(t: Tenant) -> pb::Tenant {
         labels: t.labels.into_iter().collect(),
         state: tenant_state(t.state) as i32,
         steps: t.steps.into_iter().map(step).collect(),
+        contract_address: t
+            .outputs
+            .get(crate::db::soroban::CONTRACT_ADDRESS)
+            .cloned()
+            .unwrap_or_default(),
         outputs: t.outputs.into_iter().collect(),
         create_time: Some(timestamp(t.create_time)),
         update_time: Some(timestamp(t.update_time)),
@@ -276,13 +281,15 @@ pub fn patch(
             "labels" => patch.labels = Some(labels.clone()),
             "id" | "slug" | "plan" | "state" | "steps" | "outputs" | "create_time"
             | "update_time" | "delete_time" | "purge_time" | "etag" | "cancel_requested"
-            | "state_reason" | "leftover_resources" => violations.push(FieldViolation::new(
-                "update_mask",
-                format!(
-                    "{path} cannot be updated; mutable fields are {}",
-                    MUTABLE_FIELDS.join(", ")
-                ),
-            )),
+            | "state_reason" | "leftover_resources" | "plan_version" | "contract_address" => {
+                violations.push(FieldViolation::new(
+                    "update_mask",
+                    format!(
+                        "{path} cannot be updated; mutable fields are {}",
+                        MUTABLE_FIELDS.join(", ")
+                    ),
+                ))
+            }
             other => {
                 let shown: String = other.chars().take(64).collect();
                 violations.push(FieldViolation::new(

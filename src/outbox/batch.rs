@@ -205,6 +205,10 @@ async fn record(
         let attempts: Vec<i32> = go.iter().map(|(c, _)| c.claim.attempt).collect();
         let tenant_states: Vec<&str> = go.iter().map(|(_, s)| s.as_str()).collect();
         let outputs: Vec<serde_json::Value> = go.iter().map(|(c, _)| db::models::json_map(&c.output)).collect();
+        let messages: Vec<String> = go
+            .iter()
+            .map(|(c, _)| super::pipeline::succeeded_message(&c.claim.step, &c.output))
+            .collect();
         let next: Vec<Next> = diesel::sql_query(BATCH_SQL)
             .bind::<Array<BigInt>, _>(&outbox_ids)
             .bind::<Array<SqlUuid>, _>(&tenant_ids)
@@ -213,6 +217,7 @@ async fn record(
             .bind::<Array<Text>, _>(&tenant_states)
             .bind::<Array<Jsonb>, _>(&outputs)
             .bind::<Double, _>(lease.as_secs_f64())
+            .bind::<Array<Text>, _>(&messages)
             .load(conn)
             .await?;
         metrics::completion_batch(next.len());
@@ -266,12 +271,14 @@ async fn record(
 
 /// Everything `pipeline::Transition::step_succeeded` + `advance` write, for
 /// many tenants at once. Inputs are parallel arrays: outbox id, tenant id,
-/// step, attempt, the tenant's state, the step's output; then the lease.
+/// step, attempt, the tenant's state, the step's output; then the lease;
+/// then each STEP_SUCCEEDED event's message.
 /// Events are inserted per tenant in order (succeeded, started or settled).
 const BATCH_SQL: &str = "
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::jsonb[])
-        AS i(outbox_id, tenant_id, step, attempt, state, output)
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::jsonb[],
+                         $8::text[])
+        AS i(outbox_id, tenant_id, step, attempt, state, output, message)
 ), cur AS (
     SELECT i.*, s.position, s.phase, o.operation
     FROM input i
@@ -315,7 +322,7 @@ WITH input AS (
     INSERT INTO events (tenant_id, kind, step, attempt, state, message, actor)
     SELECT tenant_id, kind, step, attempt, state, message, 'system' FROM (
         SELECT n.tenant_id, 1 AS ord, 'STEP_SUCCEEDED' AS kind, n.step, n.attempt, n.state,
-               n.step || ' succeeded' AS message
+               n.message
         FROM nxt n
         UNION ALL
         SELECT n.tenant_id, 2, 'STEP_STARTED', n.next_step, 1, n.state,

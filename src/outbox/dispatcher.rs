@@ -338,21 +338,22 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
             let mut outcome = match guarded(shared, claim, step.compensate_external(&ctx)).await {
                 Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
                 Err(Stop::Failed(error)) => Err(error),
-                Ok(()) => Ok(()),
+                Ok(output) => Ok(output),
             };
-            if outcome.is_ok() && !same_db {
-                outcome = in_tenant_db(shared, &ctx, step.as_ref(), true)
-                    .await
-                    .map(|_| ());
+            if let (Ok(_), false) = (&outcome, same_db)
+                && let Err(error) = in_tenant_db(shared, &ctx, step.as_ref(), true).await
+            {
+                outcome = Err(error);
             }
             let done = match outcome {
-                Ok(()) => {
+                Ok(output) => {
                     apply(
                         shared,
                         claim,
                         Action::Compensated {
                             step: step.as_ref(),
                             ctx: &ctx,
+                            output,
                         },
                     )
                     .await
@@ -387,6 +388,8 @@ enum Action<'a> {
     Compensated {
         step: &'a dyn Step,
         ctx: &'a StepCtx,
+        /// What the undo left on record (an orphaned resource).
+        output: Output,
     },
     CompensationFailed(&'a StepError),
 }
@@ -458,13 +461,13 @@ async fn apply_once(
                 }
                 Action::Failed(error) => t.step_failed(conn, &locked, error).await?,
                 Action::CancelledBeforeStep => t.cancelled_before_step(conn, &locked).await?,
-                Action::Compensated { step, ctx } => {
+                Action::Compensated { step, ctx, output } => {
                     if same_db {
                         step.compensate_in_db(conn, ctx)
                             .await
                             .map_err(TxError::Step)?;
                     }
-                    t.compensation_succeeded(conn, &locked).await?;
+                    t.compensation_succeeded(conn, &locked, &output).await?;
                 }
                 Action::CompensationFailed(error) => {
                     t.compensation_failed(conn, &locked, error).await?

@@ -1,19 +1,33 @@
-//! The offline half of the `deploy_contract` step: what must match the
-//! Stellar network's rules byte for byte, and needs no network to compute.
+//! Soroban contract deployment: what the `deploy_contract` step needs, and
+//! the local network it deploys to when no Soroban RPC endpoint is
+//! configured.
 //!
 //! | file          | what lives there |
 //! |---------------|------------------|
 //! | [`contract`]  | the deterministic contract address of a deployer and salt; the per-tenant salt |
 //! | [`sign`]      | the transaction hash the network reports, envelope signing, the secret key type |
+//! | [`tx`]        | ledger keys, host functions, assembling a simulated transaction, result codes |
+//! | [`rpc`]       | the stellar-rpc JSON-RPC wire types, shared by client and local network |
+//! | [`client`]    | the Soroban RPC client |
+//! | [`deploy`]    | the deployment flow: at least once, never twice |
+//! | [`setup`]     | settings to a deployer: a remote endpoint or the local network |
+//! | [`localnet`]  | a local Soroban network: the network's own host and simulator behind JSON-RPC |
+//! | [`wasm`]      | the built-in minimal contract |
 //!
 //! Every hash here starts from the network id, `sha256(passphrase)`, so the
 //! same deployer, salt or transaction gives different results on testnet and
 //! on the public network. The step derives the contract address before it
 //! deploys: a retry looks for that address instead of deploying twice.
 
+pub mod client;
 pub mod contract;
+pub mod deploy;
+pub mod localnet;
 pub mod rpc;
+pub mod setup;
 pub mod sign;
+pub mod tx;
+pub mod wasm;
 
 use sha2::{Digest, Sha256};
 use stellar_strkey::DecodeError;

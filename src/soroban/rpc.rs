@@ -39,9 +39,9 @@ pub struct Request<P> {
 pub struct Response<R> {
     pub jsonrpc: String,
     pub id: serde_json::Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<R>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<RpcError>,
 }
 

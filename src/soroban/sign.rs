@@ -29,6 +29,11 @@ impl SecretKey {
         Ok(Self(SigningKey::from_bytes(&seed.0)))
     }
 
+    /// Wraps a key made elsewhere.
+    pub fn from_signing_key(key: SigningKey) -> Self {
+        Self(key)
+    }
+
     /// The key to sign with.
     pub fn signing_key(&self) -> &SigningKey {
         &self.0

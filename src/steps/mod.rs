@@ -12,6 +12,7 @@
 pub mod access;
 mod activate;
 mod create_schema;
+mod deploy_contract;
 pub mod deprovision;
 mod mailer;
 mod names;
@@ -28,6 +29,7 @@ use uuid::Uuid;
 
 pub use activate::Activate;
 pub use create_schema::CreateSchema;
+pub use deploy_contract::{CONTRACT_ORPHANED, DeployContract};
 pub use mailer::{Mailer, Transport};
 pub use names::{TenantNames, is_valid_role_prefix};
 pub use run_migrations::{RunMigrations, TENANT_MIGRATIONS};
@@ -35,6 +37,7 @@ pub use seed_roles_and_admin::{SeedRolesAndAdmin, hash_token};
 pub use send_welcome_email::SendWelcomeEmail;
 
 use crate::db::DbPool;
+use crate::soroban::deploy::Deployer;
 
 /// What a step produced: names and ids, never secrets. Merged into the
 /// tenant's outputs.
@@ -102,9 +105,11 @@ pub trait Step: Send + Sync + 'static {
         Ok(Output::new())
     }
 
-    /// Undoes the step's external effect.
-    async fn compensate_external(&self, _ctx: &StepCtx) -> Result<(), StepError> {
-        Ok(())
+    /// Undoes the step's external effect. What cannot be undone (a
+    /// contract stays on chain) is returned, to be recorded on the step, the
+    /// tenant's outputs and the compensation's event.
+    async fn compensate_external(&self, _ctx: &StepCtx) -> Result<Output, StepError> {
+        Ok(Output::new())
     }
 
     /// Undoes the step's database effect.
@@ -149,11 +154,12 @@ impl Registry {
     }
 
     /// The standard steps of the default plan.
-    pub fn standard(mailer: Mailer) -> Self {
+    pub fn standard(mailer: Mailer, deployer: Arc<Deployer>) -> Self {
         let mut registry = Self::new();
         registry.register(CreateSchema);
         registry.register(RunMigrations);
         registry.register(SeedRolesAndAdmin);
+        registry.register(DeployContract::new(deployer));
         registry.register(SendWelcomeEmail::new(mailer.clone()));
         registry.register(Activate);
         registry.register(deprovision::RevokeAccess);

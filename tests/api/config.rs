@@ -770,7 +770,7 @@ async fn tenantctl_gets_and_sets_settings() {
     assert!(
         err.contains("over the plan's limit (FailedPrecondition)")
             && err.contains("auth.max_users 500 exceeds the plan's max_users limit (100)")
-            && err.contains("max_users: plan team v1 allows auth.max_users up to 100"),
+            && err.contains("max_users: plan team v2 allows auth.max_users up to 100"),
         "{err}"
     );
     let (code, _, err) = tenantctl(&app, &["config", "set", id, "auth.max_users=many"]).await;

@@ -55,6 +55,12 @@ async fn run(command: &mut Command, timeout: Duration) -> Output {
     }
 }
 
+/// The examples' Python interpreter, set up (with stellar-sdk).
+pub(crate) async fn python() -> std::path::PathBuf {
+    setup().await;
+    root().join("target/examples/venv/bin/python")
+}
+
 /// Runs setup.sh once per test process.
 async fn setup() {
     static DONE: OnceCell<()> = OnceCell::const_new();

@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod config;
+mod contracts;
 mod create;
 mod crud;
 mod docs;

@@ -78,7 +78,7 @@ async fn the_built_in_plans_are_listed_with_their_limits() {
             .plans
             .iter()
             .chain(&second.plans)
-            .all(|p| p.built_in && p.version == 1)
+            .all(|p| p.built_in && p.version == 2)
     );
 
     let team = client
@@ -95,7 +95,7 @@ async fn the_built_in_plans_are_listed_with_their_limits() {
     let initial = team.initial_data.unwrap();
     assert_eq!(initial.extra_roles, ["auditor"]);
     assert_eq!(initial.config["features.audit_log"], "true");
-    assert_eq!(team.etag, "\"1\"");
+    assert_eq!(team.etag, "\"2\"");
 
     let bad = client
         .list_plans(ListPlansRequest {
@@ -135,7 +135,7 @@ async fn validate_only_returns_the_resolved_steps_of_the_plan() {
         .tenant
         .unwrap();
     assert_eq!(preview.plan, "enterprise");
-    assert_eq!(preview.plan_version, 1);
+    assert_eq!(preview.plan_version, 2);
     let names: Vec<&str> = preview.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,
@@ -143,6 +143,7 @@ async fn validate_only_returns_the_resolved_steps_of_the_plan() {
             "create_schema",
             "run_migrations",
             "seed_roles_and_admin",
+            "deploy_contract",
             "send_welcome_email",
             "activate"
         ]

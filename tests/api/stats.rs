@@ -30,7 +30,7 @@ impl Step for Sticky {
         Ok(Output::new())
     }
 
-    async fn compensate_external(&self, _ctx: &StepCtx) -> Result<(), StepError> {
+    async fn compensate_external(&self, _ctx: &StepCtx) -> Result<Output, StepError> {
         Err(StepError::new("scripted failure to undo"))
     }
 

@@ -112,6 +112,7 @@ async fn a_watcher_sees_the_snapshot_then_every_event_until_active() {
         "create_schema",
         "run_migrations",
         "seed_roles_and_admin",
+        "deploy_contract",
         "send_welcome_email",
         "activate",
     ] {

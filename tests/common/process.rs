@@ -83,6 +83,10 @@ impl ServerProcess {
             )
             .arg("--mail-dir")
             .arg(mail_dir)
+            // Without a Soroban RPC URL each process runs a local network;
+            // its ledger must not land in the working directory.
+            .arg("--soroban-local-ledger")
+            .arg(mail_dir.join(format!("soroban-ledger-{port}.xdr")))
             .args([
                 "--lease-ms",
                 &lease_ms.to_string(),
@@ -150,8 +154,23 @@ impl ServerProcess {
         TenantServiceClient::new(channel)
     }
 
+    /// CreateTenant on the default plan.
+    pub async fn create(&self, slug: &str) -> tenantd::proto::Tenant {
+        self.client()
+            .await
+            .create_tenant(tenantd::proto::CreateTenantRequest {
+                tenant: Some(crate::common::tenant(slug)),
+                ..Default::default()
+            })
+            .await
+            .expect("create")
+            .into_inner()
+            .tenant
+            .expect("tenant")
+    }
+
     /// Polls GetTenant until the tenant is ACTIVE (at most a minute).
-    pub async fn wait_active(&self, id: &str) {
+    pub async fn wait_active(&self, id: &str) -> tenantd::proto::Tenant {
         let mut client = self.client().await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -165,7 +184,7 @@ impl ServerProcess {
                 .tenant
                 .unwrap();
             if t.state == tenantd::proto::TenantState::Active as i32 {
-                return;
+                return t;
             }
             assert!(tokio::time::Instant::now() < deadline, "{t:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -13,10 +13,11 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 mod rows;
 
 use self::rows::{
-    bounded, delete_row, event, requeue, retry_later, set_reason, set_state, set_step,
+    bounded, delete_row, event, merge_outputs, requeue, retry_later, set_reason, set_state,
+    set_step,
 };
 use super::store::Claim;
-use crate::db::models::{StepRow, TenantRow, json_map};
+use crate::db::models::{StepRow, TenantRow};
 use crate::db::outbox::Operation;
 use crate::db::schema::{outbox, tenant_steps, tenants};
 use crate::db::{self};
@@ -201,17 +202,11 @@ impl Transition<'_> {
             claim,
             EventKind::StepSucceeded,
             state,
-            format!("{} succeeded", claim.step),
+            succeeded_message(&claim.step, output),
         )
         .await?;
         if !output.is_empty() {
-            diesel::sql_query(
-                "UPDATE tenants SET outputs = outputs || $2, revision = revision + 1, update_time = now() WHERE id = $1",
-            )
-            .bind::<diesel::sql_types::Uuid, _>(claim.tenant_id)
-            .bind::<diesel::sql_types::Jsonb, _>(json_map(output))
-            .execute(conn)
-            .await?;
+            merge_outputs(conn, claim.tenant_id, None, output).await?;
         }
         let position = locked.step(&claim.step)?.position;
         if locked.tenant.cancel_requested {
@@ -327,6 +322,7 @@ impl Transition<'_> {
         &self,
         conn: &mut AsyncPgConnection,
         locked: &Locked,
+        output: &BTreeMap<String, String>,
     ) -> Result<()> {
         let claim = self.claim;
         let state = locked.state()?;
@@ -340,12 +336,25 @@ impl Transition<'_> {
             None,
         )
         .await?;
+        let message = if output.is_empty() {
+            format!("{} undone", claim.step)
+        } else {
+            // What could not be undone stays on record, on the step, the
+            // tenant and this event.
+            merge_outputs(conn, claim.tenant_id, Some(&claim.step), output).await?;
+            let kept: Vec<String> = output.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            bounded(&format!(
+                "{} compensated, recorded: {}",
+                claim.step,
+                kept.join(", ")
+            ))
+        };
         event(
             conn,
             claim,
             EventKind::CompensationSucceeded,
             state,
-            format!("{} undone", claim.step),
+            message,
         )
         .await?;
         self.next_compensation(conn, locked, position - 1).await
@@ -686,4 +695,14 @@ fn phase_of(operation: Operation) -> &'static str {
         Operation::Deprovision => DEPROVISION_PHASE,
         Operation::Provision | Operation::Compensate => PROVISION_PHASE,
     }
+}
+
+/// `deploy_contract succeeded: contract_address=C...`: what a step produced
+/// goes into its event, so a watcher sees it as it happens.
+pub(crate) fn succeeded_message(step: &str, output: &BTreeMap<String, String>) -> String {
+    if output.is_empty() {
+        return format!("{step} succeeded");
+    }
+    let produced: Vec<String> = output.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    bounded(&format!("{step} succeeded: {}", produced.join(", ")))
 }

@@ -170,3 +170,31 @@ pub(super) fn bounded(message: &str) -> String {
     }
     format!("{}...", &message[..end])
 }
+
+/// Merges `output` into the tenant's outputs and, when `step` is given,
+/// into that step's output.
+pub(super) async fn merge_outputs(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    step: Option<&str>,
+    output: &BTreeMap<String, String>,
+) -> Result<()> {
+    diesel::sql_query(
+        "UPDATE tenants SET outputs = outputs || $2, revision = revision + 1, update_time = now() WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+    .bind::<diesel::sql_types::Jsonb, _>(json_map(output))
+    .execute(conn)
+    .await?;
+    if let Some(step) = step {
+        diesel::sql_query(
+            "UPDATE tenant_steps SET output = output || $3 WHERE tenant_id = $1 AND name = $2",
+        )
+        .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+        .bind::<Text, _>(step)
+        .bind::<diesel::sql_types::Jsonb, _>(json_map(output))
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
+}
