@@ -696,6 +696,12 @@ mod tests {
             url,
             "--smtp-url",
             "smtps://u:pw2@h",
+            "--soroban-rpc-url",
+            "https://rpc.example/?apikey=k3y",
+            "--soroban-network-passphrase",
+            "Test SDF Network ; September 2015",
+            "--soroban-deployer-secret",
+            "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH",
         ])
         .unwrap();
         let Some(Command::Serve(args)) = cli.command else {
@@ -716,11 +722,19 @@ mod tests {
             resolved.schedules.event_retention,
             defaults.schedules.event_retention
         );
-        for shown in [format!("{args:?}"), format!("{resolved:?}")] {
+        for shown in [
+            format!("{args:?}"),
+            format!("{resolved:?}"),
+            format!("{:?}", resolved.soroban),
+        ] {
             assert!(
-                !shown.contains("hunter2") && !shown.contains("pw2"),
+                !shown.contains("hunter2")
+                    && !shown.contains("pw2")
+                    && !shown.contains("k3y")
+                    && !shown.contains("SCCS5ZBI"),
                 "{shown}"
             );
         }
+        assert_eq!(resolved.soroban.soroban_fee_cap, defaults::SOROBAN_FEE_CAP);
     }
 }

@@ -109,17 +109,7 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
     let n = args.provision_tenants;
     eprintln!("provision_tps: {n} tenants to ACTIVE, email to a local SMTP listener, no contract");
     let provision_tps = {
-        let smtp = smtp::SmtpSink::start().await?;
-        let url = smtp.url();
-        let server = BenchServer::start(
-            scratch,
-            |cfg| {
-                cfg.smtp_url = Some(url);
-                cfg.concurrency = c;
-            },
-            Registry::new(),
-        )
-        .await?;
+        let (server, _smtp) = provisioning_server(scratch, c).await?;
         // The database steps and the email, as raw_provision_tps does them:
         // the default plan without its contract.
         AsyncPgConnection::establish(&server.url)
@@ -140,17 +130,7 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
         "contract_deploys_per_sec: {contract_tenants} tenants of the default plan, contracts to the local Soroban network"
     );
     let (contract_deploys_per_sec, deploy_p50_ms) = {
-        let smtp = smtp::SmtpSink::start().await?;
-        let url = smtp.url();
-        let server = BenchServer::start(
-            scratch,
-            |cfg| {
-                cfg.smtp_url = Some(url);
-                cfg.concurrency = c;
-            },
-            Registry::new(),
-        )
-        .await?;
+        let (server, _smtp) = provisioning_server(scratch, c).await?;
         let tps = provision_load(&server, c, contract_tenants, crate::domain::DEFAULT_PLAN).await?;
         let mut conn = AsyncPgConnection::establish(&server.url).await?;
         let p50 = milliseconds(
@@ -455,6 +435,26 @@ async fn raw_inserts(url: &str, connections: usize, duration: Duration) -> Resul
         task.await??;
     }
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A server with `slots` dispatcher slots whose emails go to a local SMTP
+/// listener, which must live as long as it.
+async fn provisioning_server(
+    scratch: &Scratch,
+    slots: usize,
+) -> Result<(BenchServer, smtp::SmtpSink), BoxError> {
+    let smtp = smtp::SmtpSink::start().await?;
+    let url = smtp.url();
+    let server = BenchServer::start(
+        scratch,
+        |cfg| {
+            cfg.smtp_url = Some(url);
+            cfg.concurrency = slots;
+        },
+        Registry::new(),
+    )
+    .await?;
+    Ok((server, smtp))
 }
 
 /// Tenants per second from the first CreateTenant to the last ACTIVE.
