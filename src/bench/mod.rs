@@ -36,8 +36,8 @@ use crate::steps::{
     TenantNames,
 };
 
-/// The default plan without `deploy_contract`, so that provisioning is
-/// compared with the same work done in plain SQL.
+/// The default plan without `deploy_contract`: provisioning compared with
+/// the same work done in plain SQL, and wake-ups on an idle server.
 const NO_CONTRACT_PLAN: &str = "bench-no-contract";
 
 /// Steps per no-op tenant in the dispatcher benchmark.
@@ -110,16 +110,8 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
     eprintln!("provision_tps: {n} tenants to ACTIVE, email to a local SMTP listener, no contract");
     let provision_tps = {
         let (server, _smtp) = provisioning_server(scratch, c).await?;
-        // The database steps and the email, as raw_provision_tps does them:
-        // the default plan without its contract.
-        AsyncPgConnection::establish(&server.url)
-            .await?
-            .batch_execute(&format!(
-                "INSERT INTO plans (name, steps)
-                 SELECT '{NO_CONTRACT_PLAN}', jsonb_path_query_array(steps, '$[*] ? (@.name != \"deploy_contract\")')
-                 FROM plans WHERE name = 'default'"
-            ))
-            .await?;
+        // The database steps and the email, as raw_provision_tps does them.
+        add_no_contract_plan(&server).await?;
         let tps = provision_load(&server, c, n, NO_CONTRACT_PLAN).await?;
         server.stop().await;
         tps
@@ -437,6 +429,20 @@ async fn raw_inserts(url: &str, connections: usize, duration: Duration) -> Resul
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Adds [`NO_CONTRACT_PLAN`]: the default plan without `deploy_contract`.
+async fn add_no_contract_plan(server: &BenchServer) -> Result<(), BoxError> {
+    AsyncPgConnection::establish(&server.url)
+        .await?
+        .batch_execute(&format!(
+            "INSERT INTO plans (name, steps)
+             SELECT '{NO_CONTRACT_PLAN}',
+                    jsonb_path_query_array(steps, '$[*] ? (@.name != \"deploy_contract\")')
+             FROM plans WHERE name = 'default'"
+        ))
+        .await?;
+    Ok(())
+}
+
 /// A server with `slots` dispatcher slots whose emails go to a local SMTP
 /// listener, which must live as long as it.
 async fn provisioning_server(
@@ -632,9 +638,16 @@ async fn noop_throughput(
 /// Commit of CreateTenant to the start of its first step, idle server.
 async fn wake_latency(scratch: &Scratch, samples: usize) -> Result<(f64, f64), BoxError> {
     let server = BenchServer::start(scratch, |cfg| cfg.concurrency = 4, Registry::new()).await?;
+    // Without contracts: their deployments queue behind one another and
+    // keep dispatcher slots busy, so the server would not be idle.
+    add_no_contract_plan(&server).await?;
     let mut client = server.client().await?;
     for i in 0..samples {
-        client.create_tenant(request(format!("w-{i}"))).await?;
+        let mut request = request(format!("w-{i}"));
+        if let Some(tenant) = request.tenant.as_mut() {
+            tenant.plan = NO_CONTRACT_PLAN.to_owned();
+        }
+        client.create_tenant(request).await?;
         // Idle between samples: the pipeline finishes, the dispatcher sleeps.
         tokio::time::sleep(Duration::from_millis(60)).await;
     }
