@@ -177,6 +177,29 @@ enum Submitted {
     SlotTaken,
 }
 
+/// A deployment as the ledger has it.
+struct OnLedger {
+    /// The instance's executable (hex of its Wasm hash) if it exists.
+    instance_wasm: Option<String>,
+    /// Whether the configured Wasm's code is stored.
+    code: bool,
+}
+
+/// The executable of a contract instance entry: the hex of its Wasm hash,
+/// or what else it is.
+fn executable(data: LedgerEntryData) -> String {
+    match data {
+        LedgerEntryData::ContractData(entry) => match entry.val {
+            ScVal::ContractInstance(instance) => match instance.executable {
+                ContractExecutable::Wasm(Hash(hash)) => hex::encode(hash),
+                other => format!("a {} executable", other.name()),
+            },
+            other => format!("a {} value", other.name()),
+        },
+        other => format!("a {} entry", other.name()),
+    }
+}
+
 /// How a recorded transaction ended.
 enum Settled {
     Succeeded,
@@ -267,7 +290,15 @@ impl Deployer {
         let mut slot_waits = 0;
         let mut round = 0;
         loop {
-            if self.instance_exists(address.0, &address_text).await? {
+            let ledger = self.look_up(address.0).await?;
+            if let Some(found) = ledger.instance_wasm {
+                if found != wasm_hash_text {
+                    return Err(DeployError::Conflict {
+                        address: address_text,
+                        found,
+                        expected: wasm_hash_text,
+                    });
+                }
                 self.set_status(tenant_id, "deployed").await?;
                 if transaction.is_none() {
                     // Created by an earlier attempt, or by a process that
@@ -287,7 +318,7 @@ impl Deployer {
             if round == MAX_ROUNDS {
                 return Err(DeployError::Expiring);
             }
-            if !self.code_exists().await? {
+            if !ledger.code {
                 let Wasm::Code(code) = &self.config.wasm else {
                     return Err(DeployError::WasmMissing(wasm_hash_text));
                 };
@@ -366,15 +397,7 @@ impl Deployer {
             self.finish_in_flight().await?;
         }
         let address = self.address(tenant_id);
-        let exists = self
-            .client
-            .get_ledger_entries(&[tx::instance_key(address.0)])
-            .await?
-            .into_iter()
-            .next()
-            .flatten()
-            .is_some();
-        if !exists {
+        if self.look_up(address.0).await?.instance_wasm.is_none() {
             return Ok(None);
         }
         self.set_status(tenant_id, "orphaned").await?;
@@ -400,46 +423,18 @@ impl Deployer {
         Ok(())
     }
 
-    /// Whether the contract's instance is on the ledger with our Wasm.
-    async fn instance_exists(
-        &self,
-        contract: [u8; 32],
-        address: &str,
-    ) -> Result<bool, DeployError> {
-        let found = self
+    /// What the ledger holds of a deployment, in one call.
+    async fn look_up(&self, contract: [u8; 32]) -> Result<OnLedger, DeployError> {
+        let mut found = self
             .client
-            .get_ledger_entries(&[tx::instance_key(contract)])
-            .await?;
-        let Some(Some(data)) = found.into_iter().next() else {
-            return Ok(false);
-        };
-        let found_hash = match data {
-            LedgerEntryData::ContractData(entry) => match entry.val {
-                ScVal::ContractInstance(instance) => match instance.executable {
-                    ContractExecutable::Wasm(Hash(hash)) => hex::encode(hash),
-                    other => format!("a {} executable", other.name()),
-                },
-                other => format!("a {} value", other.name()),
-            },
-            other => format!("a {} entry", other.name()),
-        };
-        if found_hash == hex::encode(self.wasm_hash) {
-            Ok(true)
-        } else {
-            Err(DeployError::Conflict {
-                address: address.to_owned(),
-                found: found_hash,
-                expected: hex::encode(self.wasm_hash),
-            })
-        }
-    }
-
-    async fn code_exists(&self) -> Result<bool, DeployError> {
-        let found = self
-            .client
-            .get_ledger_entries(&[tx::code_key(self.wasm_hash)])
-            .await?;
-        Ok(matches!(found.first(), Some(Some(_))))
+            .get_ledger_entries(&[tx::instance_key(contract), tx::code_key(self.wasm_hash)])
+            .await?
+            .into_iter();
+        let (instance, code) = (found.next().flatten(), found.next().flatten());
+        Ok(OnLedger {
+            instance_wasm: instance.map(executable),
+            code: code.is_some(),
+        })
     }
 
     /// Builds, records and sends one transaction, and waits for its end.

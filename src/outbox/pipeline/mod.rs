@@ -342,11 +342,10 @@ impl Transition<'_> {
             // What could not be undone stays on record, on the step, the
             // tenant and this event.
             merge_outputs(conn, claim.tenant_id, Some(&claim.step), output).await?;
-            let kept: Vec<String> = output.iter().map(|(k, v)| format!("{k}={v}")).collect();
             bounded(&format!(
                 "{} compensated, recorded: {}",
                 claim.step,
-                kept.join(", ")
+                listed(output)
             ))
         };
         event(
@@ -703,6 +702,11 @@ pub(crate) fn succeeded_message(step: &str, output: &BTreeMap<String, String>) -
     if output.is_empty() {
         return format!("{step} succeeded");
     }
-    let produced: Vec<String> = output.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    bounded(&format!("{step} succeeded: {}", produced.join(", ")))
+    bounded(&format!("{step} succeeded: {}", listed(output)))
+}
+
+/// `key=value, key=value`, for event messages.
+fn listed(output: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = output.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(", ")
 }
