@@ -12,7 +12,7 @@
 //! | [`ops`]     | use cases; each owns its transaction (state + event + outbox row) |
 //! | [`domain`]  | pure types, state machine, validation |
 //! | [`db`]      | pool, migrations, row models, queries on `&mut AsyncPgConnection`, the embedded cluster |
-//! | [`outbox`]  | the outbox: wake-ups, LISTEN, claim/lease, the dispatcher, pipeline transitions |
+//! | [`outbox`]  | the outbox: wake-ups, LISTEN, claim/lease with its fencing token, the dispatcher, pipeline transitions, test hooks |
 //! | [`stream`]  | the event hub and watchers behind StreamProvisioningStatus |
 //! | [`steps`]   | provisioning steps behind one trait, and their registry |
 //! | [`proto`]   | generated code and the descriptor set |

@@ -15,7 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::Config;
 use crate::ops::{Ops, TenantDb};
 use crate::outbox::dispatcher::Dispatcher;
-use crate::outbox::{Backoff, DispatcherConfig, Wakeup, listener};
+use crate::outbox::{Backoff, DispatcherConfig, Hooks, Wakeup, listener};
 use crate::steps::{Mailer, Registry, is_valid_role_prefix};
 use crate::stream::EventHub;
 use crate::{db, grpc, soroban};
@@ -38,6 +38,28 @@ pub async fn run_with(
     listener: TcpListener,
     shutdown: CancellationToken,
     extra_steps: Registry,
+) -> Result<(), BoxError> {
+    serve_all(config, listener, shutdown, extra_steps, Hooks::default()).await
+}
+
+/// [`run_with`], with a test's hooks in the dispatcher.
+#[cfg(feature = "test-hooks")]
+pub async fn run_with_hooks(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    extra_steps: Registry,
+    hooks: Hooks,
+) -> Result<(), BoxError> {
+    serve_all(config, listener, shutdown, extra_steps, hooks).await
+}
+
+async fn serve_all(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    extra_steps: Registry,
+    hooks: Hooks,
 ) -> Result<(), BoxError> {
     if !is_valid_role_prefix(&config.tenant_role_prefix) {
         return Err(format!(
@@ -92,6 +114,7 @@ pub async fn run_with(
             role_prefix: config.tenant_role_prefix.clone(),
             same_database: config.tenant_database_url.is_none(),
             shutdown_grace: config.shutdown_timeout / 2,
+            hooks,
         };
         let dispatcher = Dispatcher {
             config: dispatcher_config,

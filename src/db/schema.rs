@@ -102,6 +102,7 @@ diesel::table! {
         locked_until -> Nullable<Timestamptz>,
         last_error -> Nullable<Text>,
         create_time -> Timestamptz,
+        lease_token -> Nullable<Int8>,
     }
 }
 

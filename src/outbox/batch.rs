@@ -1,14 +1,15 @@
 //! Batched completion: successful attempts of steps without database work
 //! (no-op, email, RPC) from many workers are recorded in one transaction of
 //! three statements, instead of one transaction each. The rules are those of
-//! `pipeline` (lease checked under the tenant lock, step SUCCEEDED, events in
-//! order, next step kept leased or the tenant settled); anything unusual
-//! (cancellation, a lost lease, an error) goes back to the worker, which
-//! takes the one-row path.
+//! `pipeline` (each claim's fencing token checked under the tenant lock, step
+//! SUCCEEDED, events in order, next step kept leased under a new token or the
+//! tenant settled); a stale claim is refused and changes nothing; anything
+//! unusual (cancellation, an error) goes back to the worker, which takes the
+//! one-row path.
 //!
 //! ```text
 //! worker ─┐                      one transaction:
-//! worker ─┼─> completer ──────>   lock tenants + outbox rows still leased to us
+//! worker ─┼─> completer ──────>   lock tenants + outbox rows by (id, token)
 //! worker ─┘   (drains queue)      one statement: steps, events, next rows, settled tenants
 //!     ^                           commit
 //!     └──── next step (still leased) or "done" ──┘
@@ -44,7 +45,8 @@ const QUEUE: usize = 4096;
 pub enum Reply {
     /// Recorded; the tenant's next step, still leased to the worker.
     Continue(Box<Claim>),
-    /// Recorded; the pipeline is over (tenant settled) or the lease was lost.
+    /// Recorded; the pipeline is over (tenant settled) or the claim was
+    /// stale (refused, nothing changed).
     Done,
     /// Not recorded: take the one-row path.
     Fallback,
@@ -67,13 +69,12 @@ impl Completer {
     /// queue is empty.
     pub fn spawn(
         pool: DbPool,
-        owner: String,
         lease: Duration,
         token: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tracker.spawn(run(pool, owner, lease, rx, token));
+        tracker.spawn(run(pool, lease, rx, token));
         Completer { queue }
     }
 
@@ -98,7 +99,6 @@ impl Completer {
 
 async fn run(
     pool: DbPool,
-    owner: String,
     lease: Duration,
     mut rx: mpsc::Receiver<Completion>,
     token: CancellationToken,
@@ -119,7 +119,7 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let replies = match record(&pool, &owner, lease, &batch).await {
+        let replies = match record(&pool, lease, &batch).await {
             Ok(replies) => replies,
             Err(e) => {
                 tracing::warn!(error = %e, size = batch.len(), "batched completion failed; the workers take the one-row path");
@@ -152,6 +152,9 @@ struct Next {
     outbox_id: i64,
     #[diesel(sql_type = Nullable<Text>)]
     next_step: Option<String>,
+    /// The continuation's fencing token, with `next_step`.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    next_lease_token: Option<i64>,
     #[diesel(sql_type = Nullable<Integer>)]
     next_max_attempts: Option<i32>,
     #[diesel(sql_type = Nullable<Integer>)]
@@ -165,23 +168,26 @@ struct Next {
 /// One transaction for the whole batch; replies by outbox id.
 async fn record(
     pool: &DbPool,
-    owner: &str,
     lease: Duration,
     batch: &[Completion],
 ) -> Result<HashMap<i64, Reply>> {
     let ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
+    let tokens: Vec<i64> = batch.iter().map(|c| c.claim.lease_token).collect();
     let mut conn = db::conn(pool).await?;
     // Outbox ids recorded, and whether their pipeline ended.
     let mut recorded: Vec<(i64, bool)> = Vec::new();
+    // Claims whose row was claimed again: refused.
+    let mut stale: Vec<&Claim> = Vec::new();
     let replies = conn.transaction(async |conn| {
-        // Tenants in id order, so concurrent batches never deadlock.
+        // Only rows still held by these very claims; tenants in id order,
+        // so concurrent batches never deadlock.
         let held: Vec<Held> = diesel::sql_query(
             "SELECT o.id, t.cancel_requested, t.state FROM outbox o JOIN tenants t ON t.id = o.tenant_id
-             WHERE o.id = ANY($1) AND o.lease_owner = $2
+             WHERE (o.id, o.lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))
              ORDER BY t.id FOR UPDATE OF t, o",
         )
         .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Text, _>(owner)
+        .bind::<Array<BigInt>, _>(&tokens)
         .load(conn)
         .await?;
         let mut replies: HashMap<i64, Reply> = ids.iter().map(|id| (*id, Reply::Done)).collect();
@@ -189,7 +195,7 @@ async fn record(
         let mut go = Vec::new();
         for completion in batch {
             match states.get(&completion.claim.id) {
-                None => tracing::warn!(outbox_id = completion.claim.id, "lease lost before completion"),
+                None => stale.push(&completion.claim),
                 Some(h) if h.cancel_requested => {
                     replies.insert(completion.claim.id, Reply::Fallback);
                 }
@@ -225,14 +231,15 @@ async fn record(
         for n in next {
             let Some((completion, _)) = by_id.get(&n.outbox_id) else { continue };
             recorded.push((n.outbox_id, n.next_step.is_none()));
-            let reply = match n.next_step {
-                Some(step) => {
+            let reply = match (n.next_step, n.next_lease_token) {
+                (Some(step), Some(lease_token)) => {
                     let mut outputs = completion.claim.outputs.clone();
                     if let Some(map) = outputs.as_object_mut() {
                         map.extend(completion.output.iter().map(|(k, v)| (k.clone(), v.clone().into())));
                     }
                     Reply::Continue(Box::new(Claim {
                         step,
+                        lease_token,
                         attempt: 1,
                         max_attempts: n.next_max_attempts.unwrap_or(1),
                         retry_base_ms: n.next_retry_base_ms,
@@ -242,14 +249,17 @@ async fn record(
                         ..completion.claim.clone()
                     }))
                 }
-                None => Reply::Done,
+                _ => Reply::Done,
             };
             replies.insert(n.outbox_id, reply);
         }
         Ok::<_, crate::error::Error>(replies)
     })
     .await?;
-    // Committed: count what it recorded.
+    // Committed: report the stale claims and count what it recorded.
+    for claim in stale {
+        super::store::refused_stale(claim, StepOutcome::Succeeded.into());
+    }
     let claims: HashMap<i64, &Claim> = batch.iter().map(|c| (c.claim.id, &c.claim)).collect();
     for (id, settled) in recorded {
         let Some(claim) = claims.get(&id) else {
@@ -301,9 +311,10 @@ WITH input AS (
     FROM nxt n WHERE s.tenant_id = n.tenant_id AND s.name = n.next_step
 ), moved AS (
     UPDATE outbox o
-    SET step = n.next_step, attempt = 1, last_error = NULL,
+    SET step = n.next_step, attempt = 1, last_error = NULL, lease_token = nextval('outbox_lease_token_seq'),
         locked_until = now() + make_interval(secs => $7), available_at = now() + make_interval(secs => $7)
     FROM nxt n WHERE o.id = n.outbox_id AND n.next_step IS NOT NULL
+    RETURNING o.id, o.lease_token
 ), removed AS (
     DELETE FROM outbox o USING nxt n WHERE o.id = n.outbox_id AND n.next_step IS NULL
 ), settled AS (
@@ -336,7 +347,9 @@ WITH input AS (
         FROM nxt n WHERE n.next_step IS NULL
     ) e ORDER BY tenant_id, ord
 )
-SELECT n.outbox_id, n.next_step, s.max_attempts AS next_max_attempts,
+SELECT n.outbox_id, n.next_step, m.lease_token AS next_lease_token, s.max_attempts AS next_max_attempts,
        s.retry_base_ms AS next_retry_base_ms, s.retry_cap_ms AS next_retry_cap_ms,
        s.timeout_ms AS next_timeout_ms
-FROM nxt n LEFT JOIN tenant_steps s ON s.tenant_id = n.tenant_id AND s.name = n.next_step";
+FROM nxt n
+LEFT JOIN moved m ON m.id = n.outbox_id
+LEFT JOIN tenant_steps s ON s.tenant_id = n.tenant_id AND s.name = n.next_step";

@@ -9,7 +9,7 @@
 //!   │   └─ per row: spawn worker (holds a concurrency permit)       │
 //!   │        ├─ run_external   no connection held; heartbeats;      │
 //!   │        │                 timeout; panic = failed attempt      │
-//!   │        └─ one transaction: lock tenant, check lease,          │
+//!   │        └─ one transaction: lock tenant + row by claim token,  │
 //!   │             run_in_db, step status + event, next outbox row   │
 //!   │             (or retry with backoff, or saga, or ACTIVE)       │
 //!   │ drained? wait for the next wake-up                            │
@@ -17,7 +17,11 @@
 //! ```
 //!
 //! One outbox row per tenant (unique index) keeps a tenant's steps in order;
-//! different tenants run in parallel up to `concurrency`.
+//! different tenants run in parallel up to `concurrency`. Every write about
+//! a claim (heartbeat, outcome, continuation, release) is fenced by the
+//! claim's token: when a lease expires under a live worker and the row is
+//! claimed again, the stale worker's writes are refused, logged and counted
+//! (`tenantd_stale_outcomes_total`), and change nothing.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::batch::{Completer, Reply};
+use super::hooks::{Hooks, Point};
 use super::pipeline::{self, Outcome, Transition, TxError};
 use super::store::{self, Claim};
 use super::{Backoff, Wakeup};
@@ -75,6 +80,8 @@ pub struct DispatcherConfig {
     /// At shutdown, how long a running step may still finish before it is
     /// interrupted and its row released for another replica.
     pub shutdown_grace: Duration,
+    /// Where tests may hold a worker; inert in every other build.
+    pub hooks: Hooks,
 }
 
 /// Everything the dispatcher and its workers share.
@@ -103,7 +110,6 @@ impl Dispatcher {
         // drains its queue first.
         self.completer = Some(Completer::spawn(
             self.pool.clone(),
-            self.config.owner.clone(),
             self.config.lease,
             self.shutdown.clone(),
             tracker,
@@ -280,9 +286,11 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
             };
             let mut outcome = match guarded(shared, claim, step.run_external(&ctx)).await {
                 Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
+                Err(Stop::Stale) => return Ok(None),
                 Err(Stop::Failed(error)) => Err(error),
                 Ok(output) => Ok(output),
             };
+            shared.config.hooks.at(Point::BeforeRecord, claim).await;
             if let Ok(output) = &mut outcome
                 && !same_db
             {
@@ -337,9 +345,11 @@ async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
             };
             let mut outcome = match guarded(shared, claim, step.compensate_external(&ctx)).await {
                 Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
+                Err(Stop::Stale) => return Ok(None),
                 Err(Stop::Failed(error)) => Err(error),
                 Ok(output) => Ok(output),
             };
+            shared.config.hooks.at(Point::BeforeRecord, claim).await;
             if let (Ok(_), false) = (&outcome, same_db)
                 && let Err(error) = in_tenant_db(shared, &ctx, step.as_ref(), true).await
             {
@@ -394,8 +404,9 @@ enum Action<'a> {
     CompensationFailed(&'a StepError),
 }
 
-/// Records `action` in one transaction after locking the tenant and checking
-/// the lease. A step's own database error rolls it back and is returned as
+/// Records `action` in one transaction after locking the tenant and its row
+/// by the claim's token (a stale claim is refused before anything runs). A
+/// step's own database error rolls it back and is returned as
 /// `TxError::Step`, to be recorded as a failed attempt.
 async fn apply(
     shared: &Shared,
@@ -445,8 +456,8 @@ async fn apply_once(
     let mut conn = db::conn(&shared.pool).await.map_err(TxError::Db)?;
     let outcome = conn
         .transaction(async |conn| {
-            let Some(locked) = pipeline::lock(conn, claim, &shared.config.owner).await? else {
-                return Ok::<_, TxError>(Outcome::LeaseLost);
+            let Some(locked) = pipeline::lock(conn, claim).await? else {
+                return Ok::<_, TxError>(Outcome::Stale);
             };
             match action {
                 Action::Succeeded {
@@ -489,8 +500,8 @@ async fn apply_once(
             }
             Ok(t.continued.into_inner().ok().flatten())
         }
-        Outcome::LeaseLost => {
-            tracing::warn!("lease lost before completion; another worker owns the row now");
+        Outcome::Stale => {
+            store::refused_stale(claim, recorded.into());
             Ok(None)
         }
     }
@@ -499,8 +510,10 @@ async fn apply_once(
 /// Gives an interrupted row back: due now, for any replica.
 async fn release(shared: &Shared, claim: &Claim) -> Result<()> {
     let mut conn = db::conn(&shared.pool).await?;
-    if store::release(&mut conn, claim, &shared.config.owner).await? {
+    if store::release(&mut conn, claim).await? {
         tracing::info!("shutting down: released the row for another replica");
+    } else {
+        store::refused_stale(claim, "release");
     }
     Ok(())
 }
@@ -534,11 +547,14 @@ enum Stop {
     Failed(StepError),
     /// Shutdown interrupted it; the row is released, the attempt not counted.
     Interrupted,
+    /// A heartbeat found the claim stale (the row was claimed again): the
+    /// attempt is abandoned, nothing recorded.
+    Stale,
 }
 
 /// Runs external work with a timeout and a heartbeat that keeps the lease;
-/// stops early if the lease is lost or cancellation is asked for, and at
-/// shutdown after the grace period.
+/// stops early if the claim turns out stale or cancellation is asked for,
+/// and at shutdown after the grace period.
 async fn guarded<T>(
     shared: &Shared,
     claim: &Claim,
@@ -573,14 +589,16 @@ async fn guarded<T>(
                 };
             }
             _ = beat.tick() => {
+                shared.config.hooks.at(Point::BeforeHeartbeat, claim).await;
                 let Ok(mut conn) = db::conn(&shared.pool).await else { continue };
-                match store::heartbeat(&mut conn, claim, &shared.config.owner, lease).await {
+                match store::heartbeat(&mut conn, claim, lease).await {
                     Ok(Some(true)) if claim.operation == "PROVISION" => {
                         return Err(Stop::Failed(StepError::new("cancelled while running")));
                     }
                     Ok(Some(_)) => {}
                     Ok(None) => {
-                        return Err(Stop::Failed(StepError::new("lease lost while running")));
+                        store::refused_stale(claim, "heartbeat");
+                        return Err(Stop::Stale);
                     }
                     Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                 }

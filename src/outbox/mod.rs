@@ -14,6 +14,7 @@
 mod backoff;
 pub mod batch;
 pub mod dispatcher;
+pub mod hooks;
 pub mod listener;
 pub mod pipeline;
 pub mod store;
@@ -21,4 +22,5 @@ mod wakeup;
 
 pub use backoff::Backoff;
 pub use dispatcher::DispatcherConfig;
+pub use hooks::Hooks;
 pub use wakeup::{NOTIFY_CHANNEL, Wakeup};

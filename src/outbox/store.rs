@@ -4,6 +4,12 @@
 //! A claimed row's `available_at` is moved to its lease expiry, so one index
 //! on `available_at` finds both due rows and rows whose lease expired: every
 //! claim is also a sweep of dead replicas' work.
+//!
+//! Every claim draws a fencing token (`lease_token`), and every write that
+//! acts on a claim names the row by id *and* token in the statement that
+//! locks it. The lease owner names a process, which may hold the same row
+//! twice in turn when a lease expires under a worker that is still alive;
+//! the token tells those claims apart, so the stale one changes nothing.
 
 use std::time::Duration;
 
@@ -16,12 +22,19 @@ use uuid::Uuid;
 
 use crate::db::outbox::Operation;
 use crate::error::{Error, Result};
+use crate::telemetry::metrics;
 
 /// A row this worker holds a lease on.
 #[derive(Debug, Clone, diesel::QueryableByName)]
 pub struct Claim {
     #[diesel(sql_type = BigInt)]
     pub id: i64,
+    /// This claim's fencing token: every write that acts on the claim names
+    /// it, so once the row is claimed again (the lease expired under a
+    /// worker that is still alive, in this process or another) the earlier
+    /// claim can change nothing.
+    #[diesel(sql_type = BigInt)]
+    pub lease_token: i64,
     #[diesel(sql_type = SqlUuid)]
     pub tenant_id: Uuid,
     #[diesel(sql_type = Text)]
@@ -96,7 +109,7 @@ impl Claim {
 
 /// Claims up to `limit` due rows in one statement: selects them with
 /// `FOR UPDATE SKIP LOCKED` (so concurrent dispatchers never take the same
-/// row), leases them to `owner`, counts the attempt, locks their tenants (so
+/// row), leases them to `owner` under a fresh fencing token each, counts the attempt, locks their tenants (so
 /// the STARTED events commit in id order with every other writer's) and
 /// marks their steps running.
 pub async fn claim(
@@ -115,11 +128,12 @@ pub async fn claim(
          ), claimed AS (
              UPDATE outbox o
              SET lease_owner = $2,
+                 lease_token = nextval('outbox_lease_token_seq'),
                  locked_until = now() + make_interval(secs => $3),
                  available_at = now() + make_interval(secs => $3),
                  attempt = o.attempt + 1
              FROM due WHERE o.id = due.id
-             RETURNING o.id, o.tenant_id, o.operation, o.step, o.attempt
+             RETURNING o.id, o.lease_token, o.tenant_id, o.operation, o.step, o.attempt
          ), locked AS (
              SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs,
                     t.deprovision_mode, t.plan, t.create_time,
@@ -146,7 +160,7 @@ pub async fn claim(
                     'system'
              FROM claimed c JOIN locked l ON l.id = c.tenant_id
          )
-         SELECT c.id, c.tenant_id, c.operation, c.step, c.attempt, coalesce(st.max_attempts, 1) AS max_attempts,
+         SELECT c.id, c.lease_token, c.tenant_id, c.operation, c.step, c.attempt, coalesce(st.max_attempts, 1) AS max_attempts,
                 l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode,
                 l.plan, l.create_time, st.retry_base_ms, st.retry_cap_ms, st.timeout_ms,
                 l.plan_initial_data, l.plan_limits
@@ -167,23 +181,23 @@ struct Heartbeat {
     cancel_requested: bool,
 }
 
-/// Extends the lease of a running row. `None` if the lease was lost (the
-/// row was handed to someone else); otherwise whether cancellation was asked.
+/// Extends the lease of a running row. `None` if the claim is stale (its
+/// lease expired and the row was claimed again); otherwise whether
+/// cancellation was asked.
 pub async fn heartbeat(
     conn: &mut AsyncPgConnection,
     claim: &Claim,
-    owner: &str,
     lease: Duration,
 ) -> Result<Option<bool>> {
     let beat: Option<Heartbeat> = diesel::sql_query(
         "UPDATE outbox o
          SET locked_until = now() + make_interval(secs => $3), available_at = now() + make_interval(secs => $3)
          FROM tenants t
-         WHERE o.id = $1 AND o.lease_owner = $2 AND t.id = o.tenant_id
+         WHERE o.id = $1 AND o.lease_token = $2 AND t.id = o.tenant_id
          RETURNING t.cancel_requested",
     )
     .bind::<BigInt, _>(claim.id)
-    .bind::<Text, _>(owner)
+    .bind::<BigInt, _>(claim.lease_token)
     .bind::<Double, _>(lease.as_secs_f64())
     .get_result(conn)
     .await
@@ -191,18 +205,35 @@ pub async fn heartbeat(
     Ok(beat.map(|b| b.cancel_requested))
 }
 
-/// Gives a claimed row back untouched (graceful shutdown before the attempt
-/// started): due now, attempt not counted.
-pub async fn release(conn: &mut AsyncPgConnection, claim: &Claim, owner: &str) -> Result<bool> {
+/// Gives a claimed row back untouched (graceful shutdown interrupted the
+/// attempt): due now, attempt not counted. `false` if the claim is stale.
+pub async fn release(conn: &mut AsyncPgConnection, claim: &Claim) -> Result<bool> {
     let n = diesel::sql_query(
-        "UPDATE outbox SET lease_owner = NULL, locked_until = NULL, available_at = now(), attempt = attempt - 1
-         WHERE id = $1 AND lease_owner = $2",
+        "UPDATE outbox
+         SET lease_owner = NULL, lease_token = NULL, locked_until = NULL, available_at = now(),
+             attempt = attempt - 1
+         WHERE id = $1 AND lease_token = $2",
     )
     .bind::<BigInt, _>(claim.id)
-    .bind::<Text, _>(owner)
+    .bind::<BigInt, _>(claim.lease_token)
     .execute(conn)
     .await?;
     Ok(n == 1)
+}
+
+/// A write that acted on `claim` found its lease passed to another claim
+/// and changed nothing: say so, with what it was about to do.
+pub fn refused_stale(claim: &Claim, action: &'static str) {
+    tracing::warn!(
+        tenant_id = %claim.tenant_id,
+        step = %claim.step,
+        operation = %claim.operation,
+        attempt = claim.attempt,
+        lease_token = claim.lease_token,
+        action,
+        "stale claim refused: its lease expired and the row was claimed again; this {action} changed nothing"
+    );
+    metrics::stale_outcome(&claim.step, claim.operation_label(), action);
 }
 
 #[derive(diesel::QueryableByName)]

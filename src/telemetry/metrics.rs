@@ -57,6 +57,10 @@ fn describe() {
         "Step attempts recorded, by step, operation and outcome (succeeded, failed, cancelled, compensated, compensation_failed)."
     );
     describe_counter!(
+        STALE,
+        "Writes refused because their claim was stale (its lease expired and the row was claimed again), by step, operation and action (heartbeat, release, or the outcome it would have recorded)."
+    );
+    describe_counter!(
         RETRIES,
         "Failed attempts that were scheduled to run again after a backoff, by step and operation."
     );
@@ -125,6 +129,7 @@ const RPC_SECONDS: &str = "tenantd_rpc_duration_seconds";
 const CLAIMS: &str = "tenantd_step_claims_total";
 const ATTEMPTS: &str = "tenantd_step_attempts_total";
 const RETRIES: &str = "tenantd_step_retries_total";
+const STALE: &str = "tenantd_stale_outcomes_total";
 const STEP_SECONDS: &str = "tenantd_step_duration_seconds";
 const SETTLED: &str = "tenantd_pipelines_settled_total";
 const TIME_TO_ACTIVE: &str = "tenantd_time_to_active_seconds";
@@ -142,7 +147,7 @@ const POOL_WAITING: &str = "tenantd_db_pool_waiting";
 const DATABASE_UP: &str = "tenantd_database_up";
 
 /// How a recorded step attempt ended.
-#[derive(Debug, Clone, Copy, strum::IntoStaticStr)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
 #[strum(serialize_all = "snake_case")]
 pub enum StepOutcome {
     Succeeded,
@@ -166,6 +171,12 @@ pub fn step_claimed(step: &str, operation: &'static str) {
 pub fn step_recorded(step: &str, operation: &'static str, outcome: StepOutcome) {
     let outcome: &'static str = outcome.into();
     counter!(ATTEMPTS, "step" => step.to_owned(), "operation" => operation, "outcome" => outcome)
+        .increment(1);
+}
+
+/// A stale claim's write was refused; `action` is what it tried to do.
+pub fn stale_outcome(step: &str, operation: &'static str, action: &'static str) {
+    counter!(STALE, "step" => step.to_owned(), "operation" => operation, "action" => action)
         .increment(1);
 }
 

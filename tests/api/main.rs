@@ -11,6 +11,7 @@ mod crud;
 mod docs;
 mod embedded;
 mod examples;
+mod fencing;
 mod lifecycle;
 mod meta;
 mod metrics;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use sha2::{Digest, Sha256};
 use tenantd::config::Config;
+use tenantd::outbox::Hooks;
 use tenantd::proto::TenantState;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::steps::Registry;
@@ -27,6 +28,7 @@ pub fn server_url() -> String {
 /// Serialises template creation across test processes.
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_7374_7470_6c00;
 
+pub mod hold;
 pub mod process;
 pub mod scrape;
 pub mod steps;
@@ -239,6 +241,15 @@ impl TestApp {
     /// Starts with a configuration adjusted by `tweak` and extra steps.
     /// Test defaults: short retries, leases and polls, so nothing waits long.
     pub async fn start_with(tweak: impl FnOnce(&mut Config), steps: Registry) -> Self {
+        Self::start_with_hooks(tweak, steps, Hooks::default()).await
+    }
+
+    /// [`TestApp::start_with`], with `hooks` in the dispatcher.
+    pub async fn start_with_hooks(
+        tweak: impl FnOnce(&mut Config),
+        steps: Registry,
+        hooks: Hooks,
+    ) -> Self {
         let db = TestDb::new().await;
         let mail_dir = tempfile::tempdir().expect("mail dir");
         let mut config = Config::new(db.url());
@@ -260,7 +271,7 @@ impl TestApp {
         let token = shutdown.clone();
         let server_config = config.clone();
         let server = tokio::spawn(async move {
-            tenantd::server::run_with(server_config, listener, token, steps)
+            tenantd::server::run_with_hooks(server_config, listener, token, steps, hooks)
                 .await
                 .expect("server failed");
         });

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
+use diesel_async::AsyncPgConnection;
 use tenantd::steps::{Output, Step, StepCtx, StepError};
 use tokio::sync::Semaphore;
 
@@ -21,6 +22,14 @@ pub struct Scripted {
     /// If set, an attempt waits for a permit before going on.
     pub gate: Option<Arc<Semaphore>>,
     pub compensable: bool,
+    /// Compensations so far.
+    pub undos: Arc<AtomicUsize>,
+    /// If set, a compensation waits for a permit before going on.
+    pub undo_gate: Option<Arc<Semaphore>>,
+    /// The step has database work: each run (and each undo) inserts a row
+    /// into `step_effects (tenant_id uuid, step text, action text)`, which
+    /// the test creates.
+    pub in_db: bool,
 }
 
 impl Scripted {
@@ -32,6 +41,9 @@ impl Scripted {
             failing: Arc::new(AtomicBool::new(false)),
             gate: None,
             compensable: true,
+            undos: Arc::new(AtomicUsize::new(0)),
+            undo_gate: None,
+            in_db: false,
         }
     }
 
@@ -53,6 +65,37 @@ impl Scripted {
     pub fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+
+    pub fn undos(&self) -> usize {
+        self.undos.load(Ordering::SeqCst)
+    }
+
+    /// Lets `n` waiting (or future) compensations go on.
+    pub fn open_undo(&self, n: usize) {
+        if let Some(gate) = &self.undo_gate {
+            gate.add_permits(n);
+        }
+    }
+}
+
+/// The table steps with `in_db` write to.
+pub const STEP_EFFECTS: &str =
+    "CREATE TABLE step_effects (tenant_id uuid NOT NULL, step text NOT NULL, action text NOT NULL)";
+
+async fn record_effect(
+    conn: &mut AsyncPgConnection,
+    ctx: &StepCtx,
+    step: &str,
+    action: &str,
+) -> Result<(), StepError> {
+    use diesel_async::RunQueryDsl;
+    diesel::sql_query("INSERT INTO step_effects (tenant_id, step, action) VALUES ($1, $2, $3)")
+        .bind::<diesel::sql_types::Uuid, _>(ctx.tenant_id)
+        .bind::<diesel::sql_types::Text, _>(step)
+        .bind::<diesel::sql_types::Text, _>(action)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -72,8 +115,38 @@ impl Step for Scripted {
         Ok(Output::new())
     }
 
+    async fn run_in_db(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ctx: &StepCtx,
+    ) -> Result<Output, StepError> {
+        if self.in_db {
+            record_effect(conn, ctx, self.name, "run").await?;
+        }
+        Ok(Output::new())
+    }
+
+    async fn compensate_external(&self, _ctx: &StepCtx) -> Result<Output, StepError> {
+        self.undos.fetch_add(1, Ordering::SeqCst);
+        if let Some(gate) = &self.undo_gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
+        Ok(Output::new())
+    }
+
+    async fn compensate_in_db(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ctx: &StepCtx,
+    ) -> Result<(), StepError> {
+        if self.in_db {
+            record_effect(conn, ctx, self.name, "undo").await?;
+        }
+        Ok(())
+    }
+
     fn database_work(&self) -> bool {
-        false
+        self.in_db
     }
 
     fn compensable(&self) -> bool {

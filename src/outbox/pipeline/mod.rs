@@ -1,7 +1,8 @@
 //! What happens to a tenant when an attempt ends: success, failure, retry,
 //! the saga of compensations, cancellation. Every function here runs inside
-//! one transaction that first locks the tenant row and then checks that the
-//! worker still holds its lease, so a zombie worker changes nothing.
+//! one transaction that first locks the tenant and its outbox row by the
+//! claim's fencing token, so a stale worker (its lease expired, the row was
+//! claimed again, even by this same process) changes nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -61,8 +62,8 @@ impl From<Error> for TxError {
 pub enum Outcome {
     /// Committed.
     Applied,
-    /// The lease was gone: someone else owns the row now; nothing changed.
-    LeaseLost,
+    /// The claim was stale: the row was claimed again; nothing changed.
+    Stale,
 }
 
 /// The tenant, locked, with its steps in order.
@@ -96,16 +97,13 @@ impl Locked {
 }
 
 /// Locks the tenant and its outbox row in one statement, which finds them
-/// only while `owner` holds the lease; `None` if the lease is lost.
-pub async fn lock(
-    conn: &mut AsyncPgConnection,
-    claim: &Claim,
-    owner: &str,
-) -> Result<Option<Locked>> {
+/// only while `claim` is the row's current claim (its fencing token);
+/// `None` if the claim is stale.
+pub async fn lock(conn: &mut AsyncPgConnection, claim: &Claim) -> Result<Option<Locked>> {
     let tenant: Option<TenantRow> = tenants::table
         .inner_join(outbox::table.on(outbox::tenant_id.eq(tenants::id)))
         .filter(outbox::id.eq(claim.id))
-        .filter(outbox::lease_owner.eq(owner))
+        .filter(outbox::lease_token.eq(claim.lease_token))
         .select(TenantRow::as_select())
         .for_update()
         .first(conn)
@@ -540,7 +538,8 @@ impl Transition<'_> {
         }
     }
 
-    /// Moves the row to `step`, still leased to this worker, and records the
+    /// Moves the row to `step`, still leased to this worker under a new
+    /// claim (a fresh fencing token, as a claim would draw), and records the
     /// step's start (the attempt counted now, as a claim would).
     async fn continue_with(
         &self,
@@ -550,15 +549,17 @@ impl Transition<'_> {
         outputs: serde_json::Value,
     ) -> Result<Claim> {
         let claim = self.claim;
-        diesel::sql_query(
+        let Token { lease_token } = diesel::sql_query(
             "UPDATE outbox SET step = $2, attempt = 1, last_error = NULL,
+                 lease_token = nextval('outbox_lease_token_seq'),
                  locked_until = now() + make_interval(secs => $3), available_at = now() + make_interval(secs => $3)
-             WHERE id = $1",
+             WHERE id = $1
+             RETURNING lease_token",
         )
         .bind::<BigInt, _>(claim.id)
         .bind::<Text, _>(step)
         .bind::<Double, _>(self.lease.as_secs_f64())
-        .execute(conn)
+        .get_result(conn)
         .await?;
         diesel::update(
             tenant_steps::table
@@ -576,6 +577,7 @@ impl Transition<'_> {
         .await?;
         let next = Claim {
             id: claim.id,
+            lease_token,
             tenant_id: claim.tenant_id,
             operation: claim.operation.clone(),
             step: step.to_owned(),
@@ -682,6 +684,13 @@ impl Transition<'_> {
             f(&mut notes);
         }
     }
+}
+
+/// The fencing token a continuation draws.
+#[derive(diesel::QueryableByName)]
+struct Token {
+    #[diesel(sql_type = BigInt)]
+    lease_token: i64,
 }
 
 /// `tenant_steps.phase` of provisioning steps (and their compensations).

@@ -33,6 +33,7 @@ pub(super) async fn requeue(
             outbox::attempt.eq(0),
             outbox::available_at.eq(diesel::dsl::now),
             outbox::lease_owner.eq(None::<String>),
+            outbox::lease_token.eq(None::<i64>),
             outbox::locked_until.eq(None::<chrono::DateTime<chrono::Utc>>),
             outbox::last_error.eq(None::<String>),
         ))
@@ -49,7 +50,7 @@ pub(super) async fn retry_later(
 ) -> Result<()> {
     diesel::sql_query(
         "UPDATE outbox SET available_at = now() + make_interval(secs => $2), lease_owner = NULL,
-             locked_until = NULL, last_error = $3
+             lease_token = NULL, locked_until = NULL, last_error = $3
          WHERE id = $1",
     )
     .bind::<BigInt, _>(claim.id)
