@@ -13,6 +13,8 @@
 //! | [`domain`]  | pure types, state machine, validation |
 //! | [`db`]      | pool, migrations, row models, queries on `&mut AsyncPgConnection`, the embedded cluster |
 //! | [`outbox`]  | the outbox: wake-ups, LISTEN, claim/lease with its fencing token, the dispatcher, pipeline transitions, test hooks |
+//! | [`secrets`] | secrets at rest: one key-encryption key, sealed values bound to their row |
+//! | [`outbound`] | the one HTTP client for URLs that arrive through the API: address rules, no redirects, timeouts, body cap |
 //! | [`stream`]  | the event hub and watchers behind StreamProvisioningStatus |
 //! | [`steps`]   | provisioning steps behind one trait, and their registry |
 //! | [`proto`]   | generated code and the descriptor set |
@@ -34,9 +36,11 @@ pub mod domain;
 pub mod error;
 pub mod grpc;
 pub mod ops;
+pub mod outbound;
 pub mod outbox;
 pub mod proto;
 pub mod scheduler;
+pub mod secrets;
 pub mod server;
 pub mod soroban;
 pub mod steps;
