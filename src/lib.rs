@@ -22,6 +22,7 @@
 //! | [`scheduler`] | cron jobs: reaper, purge, prune, each under an advisory lock |
 //! | [`bench`]   | `tenantd bench`: figures on scratch databases, and the SMTP listener it sends to |
 //! | [`soroban`] | contract deployment: addresses, signing, the Soroban RPC client, the deployment flow, the local Soroban network |
+//! | [`webhooks`] | the webhook sender: claims due deliveries, signs them (Standard Webhooks), records outcomes |
 //! | [`telemetry`] | logs, OTLP trace export, Prometheus metrics |
 //!
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
@@ -46,3 +47,4 @@ pub mod soroban;
 pub mod steps;
 pub mod stream;
 pub mod telemetry;
+pub mod webhooks;

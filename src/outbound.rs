@@ -43,6 +43,9 @@ pub enum SendError {
     Transport(String),
 }
 
+/// Request headers: names are the caller's constants.
+pub type Headers = Vec<(&'static str, String)>;
+
 /// An HTTP answer, its body cut at [`MAX_BODY`].
 #[derive(Debug)]
 pub struct Answer {
@@ -216,7 +219,7 @@ impl Outbound {
     pub async fn post_json(
         &self,
         url: &str,
-        headers: &[(&'static str, String)],
+        headers: &Headers,
         body: Vec<u8>,
     ) -> Result<Answer, SendError> {
         let url = check_url(url, self.allow_private).map_err(|e| SendError::Refused(e.0))?;
@@ -368,7 +371,11 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let strict = Outbound::new(false, Duration::from_secs(5)).unwrap();
         let refused = strict
-            .post_json(&format!("https://127.0.0.1:{port}/"), &[], b"{}".to_vec())
+            .post_json(
+                &format!("https://127.0.0.1:{port}/"),
+                &Vec::new(),
+                b"{}".to_vec(),
+            )
             .await;
         assert!(matches!(refused, Err(SendError::Refused(_))), "{refused:?}");
         // A name passes the URL check; the resolver the connection uses

@@ -73,6 +73,16 @@ async fn serve_all(
         tracing::info!(migrations = ?applied, "applied control-plane migrations");
     }
     let pool = db::pool(&config.database_url, config.pool_size)?;
+    if config.webhooks.secret_key.is_none() {
+        let mut conn = db::conn(&pool).await?;
+        let endpoints = db::webhooks::endpoint_count(&mut conn).await?;
+        if endpoints > 0 {
+            return Err(format!(
+                "{endpoints} webhook endpoint(s) exist, and their secrets need TENANTD_SECRET_KEY, which is not set"
+            )
+            .into());
+        }
+    }
     let tenant_pool = match &config.tenant_database_url {
         Some(url) => db::pool(url, config.pool_size)?,
         None => pool.clone(),
@@ -134,9 +144,32 @@ async fn serve_all(
         same_database: config.tenant_database_url.is_none(),
         role_prefix: config.tenant_role_prefix.clone(),
     };
+    if let Some(key) = &config.webhooks.secret_key {
+        let outbound =
+            crate::outbound::Outbound::new(config.webhooks.allow_private, config.webhooks.timeout)?;
+        crate::webhooks::spawn(
+            crate::webhooks::SenderConfig {
+                owner: owner_id(),
+                concurrency: config.webhooks.concurrency,
+                timeout: config.webhooks.timeout,
+                poll_interval: config.poll_interval,
+                schedule: config.webhooks.schedule.clone(),
+            },
+            pool.clone(),
+            key.clone(),
+            outbound,
+            wakeup.clone(),
+            shutdown.clone(),
+            &tracker,
+        );
+    }
     let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone())
         .with_max_watchers(config.max_watchers)
-        .with_plan_steps(plan_steps);
+        .with_plan_steps(plan_steps)
+        .with_webhooks(crate::ops::WebhookSettings {
+            secret_key: config.webhooks.secret_key.clone(),
+            allow_private: config.webhooks.allow_private,
+        });
     let (routes, health) =
         grpc::routes(ops.clone(), config.auth.clone(), config.rate_limit).await?;
 
@@ -377,6 +410,19 @@ pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let mut config = args.resolve(database_url);
     config.auth = verifier;
+    config.webhooks.secret_key = match (&args.webhooks.secret_key, &embedded) {
+        (Some(text), _) => Some(std::sync::Arc::new(crate::secrets::SecretKey::from_base64(
+            &text.clone().into(),
+        )?)),
+        (None, Some(_)) => Some(std::sync::Arc::new(
+            crate::secrets::SecretKey::load_or_create(&args.database.data_dir.join("secret.key"))?,
+        )),
+        (None, None) => None,
+    };
+    if embedded.is_some() {
+        // The embedded default calls the developer's own services.
+        config.webhooks.allow_private = true;
+    }
     let served = run(config, listener, shutdown).await;
     if let Some(pg) = embedded {
         tracing::info!("stopping the embedded PostgreSQL");

@@ -10,11 +10,13 @@ mod bench;
 mod database;
 pub mod defaults;
 mod soroban;
+mod webhooks;
 
 pub use auth::{AuthArgs, TokenArgs};
 pub use bench::{BenchArgs, BenchCommand, ContractIdArgs, SoakArgs};
 pub use database::DatabaseArgs;
 pub use soroban::SorobanArgs;
+pub use webhooks::{Schedule, WebhookArgs, WebhookConfig};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -138,6 +140,8 @@ pub struct ServeArgs {
     pub auth: AuthArgs,
     #[command(flatten)]
     pub soroban: SorobanArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
     /// PEM certificate (chain) to serve TLS with; with --tls-key-file.
     #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -242,6 +246,15 @@ impl ServeArgs {
                 }),
                 _ => None,
             },
+            // The secret key is resolved by `serve`, which knows whether
+            // the embedded default runs.
+            webhooks: WebhookConfig {
+                secret_key: None,
+                allow_private: self.webhooks.webhook_allow_private,
+                timeout: Duration::from_secs(self.webhooks.webhook_timeout_secs.max(1)),
+                concurrency: self.webhooks.webhook_concurrency.max(1),
+                schedule: self.webhooks.webhook_retry_schedule.0.clone(),
+            },
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
@@ -288,6 +301,8 @@ pub struct Config {
     pub max_watchers: usize,
     /// Where `/metrics` is served; `None` for nowhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Webhook delivery and the key of stored secrets.
+    pub webhooks: WebhookConfig,
 }
 
 /// Where the TLS material is.
@@ -326,6 +341,7 @@ impl Config {
             tls: None,
             max_watchers: defaults::MAX_WATCHERS,
             metrics_listen: None,
+            webhooks: WebhookConfig::default(),
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

@@ -14,6 +14,7 @@ pub mod schema;
 pub mod soroban;
 pub mod stats;
 pub mod tenants;
+pub mod webhooks;
 
 use std::time::Duration;
 

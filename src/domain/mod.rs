@@ -6,6 +6,7 @@ mod plan;
 pub mod settings;
 mod tenant;
 mod validate;
+pub mod webhook;
 
 pub use page::PageToken;
 pub use plan::{DEFAULT_PLAN, InitialData, Plan, PlanInput, PlanStep, deprovision_steps};

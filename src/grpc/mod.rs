@@ -9,6 +9,7 @@ mod plan_service;
 mod stats;
 mod status;
 mod tenant_service;
+mod webhook_service;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::proto;
 use crate::proto::plan_service_server::PlanServiceServer;
 use crate::proto::tenant_config_service_server::TenantConfigServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
+use crate::proto::webhook_service_server::WebhookServiceServer;
 
 /// Largest request the server decodes (tonic's default, made explicit). A
 /// valid tenant is a few KiB; larger fields are decoded so that validation
@@ -70,8 +72,14 @@ pub async fn routes(
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         auth.clone(),
     );
+    let webhooks = InterceptedService::new(
+        WebhookServiceServer::new(webhook_service::WebhookApi::new(ops.clone()))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        auth.clone(),
+    );
     let routes = Routes::new(tenants)
         .add_service(config)
+        .add_service(webhooks)
         .add_service(plans)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
@@ -101,11 +109,12 @@ pub(crate) fn authorize<T>(
 
 /// What the health service answers for: the server as a whole (`""`) and
 /// each service that needs the database.
-const HEALTH_NAMES: [&str; 4] = [
+const HEALTH_NAMES: [&str; 5] = [
     "",
     "tenancy.v1.TenantService",
     "tenancy.v1.PlanService",
     "tenancy.v1.TenantConfigService",
+    "tenancy.v1.WebhookService",
 ];
 
 /// Reports whether the services can serve (the database answers).

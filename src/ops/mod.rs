@@ -9,11 +9,13 @@ mod stats;
 mod teardown;
 mod tenants;
 mod watch;
+mod webhooks;
 
 pub use jobs::run_exclusive;
 pub use plans::{PlanPage, plan_etag};
 pub use teardown::{DEFAULT_GRACE_PERIOD_SECS, DeprovisionMode, MAX_GRACE_PERIOD_SECS};
 pub use tenants::ListPage;
+pub use webhooks::{EndpointField, EndpointInput, Page, WebhookSettings};
 
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +49,8 @@ pub struct Ops {
     max_watchers: usize,
     /// Steps a plan may list (the registry's provisioning steps).
     plan_steps: std::sync::Arc<[&'static str]>,
+    /// The secret key and address rule of webhook endpoints.
+    webhooks: WebhookSettings,
 }
 
 impl Ops {
@@ -68,7 +72,17 @@ impl Ops {
             )),
             max_watchers: tokio::sync::Semaphore::MAX_PERMITS,
             plan_steps: std::sync::Arc::from(Vec::new()),
+            webhooks: WebhookSettings {
+                secret_key: None,
+                allow_private: false,
+            },
         }
+    }
+
+    /// Webhook endpoints' secret key and address rule.
+    pub fn with_webhooks(mut self, settings: WebhookSettings) -> Self {
+        self.webhooks = settings;
+        self
     }
 
     /// The steps plans may list.

@@ -23,6 +23,9 @@ pub struct Wakeup {
     events: Arc<Notify>,
     /// Asks the notifier task to NOTIFY other replicas.
     remote: Arc<Notify>,
+    /// Wakes this process's webhook sender: events may have brought
+    /// deliveries with them.
+    deliveries: Arc<Notify>,
 }
 
 impl Wakeup {
@@ -35,6 +38,7 @@ impl Wakeup {
         self.local.notify_one();
         self.events.notify_one();
         self.remote.notify_one();
+        self.deliveries.notify_one();
     }
 
     /// Call after a transaction that wrote events but no new work for this
@@ -42,12 +46,19 @@ impl Wakeup {
     pub fn events_committed(&self) {
         self.events.notify_one();
         self.remote.notify_one();
+        self.deliveries.notify_one();
     }
 
     /// Another replica committed work or events (its NOTIFY arrived).
     pub fn remote_committed(&self) {
         self.local.notify_one();
         self.events.notify_one();
+        self.deliveries.notify_one();
+    }
+
+    /// Resolves at the next commit that may have brought deliveries.
+    pub async fn deliveries_signal(&self) {
+        self.deliveries.notified().await;
     }
 
     /// Resolves at the next signal for the event hub.

@@ -26,3 +26,4 @@ mod stream;
 mod tenantctl;
 mod tls;
 mod traces;
+mod webhooks;

@@ -15,6 +15,7 @@ async fn health_answers_serving() {
         "tenancy.v1.TenantService",
         "tenancy.v1.PlanService",
         "tenancy.v1.TenantConfigService",
+        "tenancy.v1.WebhookService",
     ] {
         let status = health
             .check(HealthCheckRequest {

@@ -30,6 +30,7 @@ const TEMPLATE_LOCK_KEY: i64 = 0x7465_7374_7470_6c00;
 
 pub mod hold;
 pub mod process;
+pub mod receiver;
 pub mod scrape;
 pub mod steps;
 
