@@ -147,7 +147,6 @@ impl Ops {
             .ok_or_else(|| {
                 Error::AlreadyExists(format!("endpoint {} already exists", endpoint.name))
             })?;
-        self.wakeup.work_committed();
         Ok((row.into(), secret))
     }
 

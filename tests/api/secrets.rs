@@ -1,14 +1,21 @@
-//! No secret in a log line, an error or an event: a full run of the server
-//! process with debug JSON logs, then a search of everything it wrote.
+//! No secret in a log line, an error, an event or a webhook delivery: a
+//! full run of the server process with debug JSON logs, then a search of
+//! everything it wrote and sent.
 
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use tenantd::bench::smtp::SmtpSink;
-use tenantd::proto::{CreateTenantRequest, DeprovisionRequest, GetTenantRequest, TenantState};
+use tenantd::proto::webhook_service_client::WebhookServiceClient;
+use tenantd::proto::{
+    CreateEndpointRequest, CreateTenantRequest, DeprovisionRequest, Endpoint, GetTenantRequest,
+    RotateEndpointSecretRequest, TenantState,
+};
 use tonic::Request;
 use tonic::metadata::MetadataValue;
 
 use crate::common::process::ServerProcess;
+use crate::common::receiver::Receiver;
 use crate::common::{TestDb, tenant};
 
 const AUTH_SECRET: &str = "jwt-secret-0123456789-abcdefghijklmnop";
@@ -29,9 +36,13 @@ async fn no_secret_reaches_logs_errors_or_events() {
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("tenantd.log");
     let smtp_url = format!("smtp://bot:{SMTP_PASSWORD}@{}", smtp.addr);
+    let receiver = Receiver::start().await;
+    let secret_key = tenantd::secrets::SecretKey::generate_base64();
     let env = [
         ("TENANTD_AUTH_HS256_SECRET", AUTH_SECRET),
         ("TENANTD_SMTP_URL", smtp_url.as_str()),
+        ("TENANTD_SECRET_KEY", secret_key.expose_secret()),
+        ("TENANTD_WEBHOOK_ALLOW_PRIVATE", "true"),
         ("TENANTD_LOG_FORMAT", "json"),
         ("RUST_LOG", "debug"),
     ];
@@ -62,6 +73,36 @@ async fn no_secret_reaches_logs_errors_or_events() {
         ))
         .await;
     assert!(refused.is_err());
+    // A subscribed endpoint whose secret is rotated once: two secrets.
+    let mut webhooks = WebhookServiceClient::new(server.channel().await);
+    let endpoint = Endpoint {
+        name: "audit".into(),
+        url: receiver.url("/hook"),
+        event_types: vec!["*".into()],
+        ..Default::default()
+    };
+    let first_secret = webhooks
+        .create_endpoint(bearer(
+            CreateEndpointRequest {
+                endpoint: Some(endpoint),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
+    let webhook_secret = webhooks
+        .rotate_endpoint_secret(bearer(
+            RotateEndpointSecretRequest {
+                name: "audit".into(),
+            },
+            &admin,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret;
     let create = CreateTenantRequest {
         tenant: Some(tenant("acme")),
         ..Default::default()
@@ -107,7 +148,22 @@ async fn no_secret_reaches_logs_errors_or_events() {
         .await
         .unwrap();
     wait(TenantState::Deprovisioned).await;
+    receiver
+        .wait("the deprovisioned event", |r| {
+            r.iter().any(|r| r.json()["type"] == "tenant.deprovisioned")
+        })
+        .await;
     server.terminate().await;
+    for r in receiver.received() {
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        for secret in [
+            first_secret.as_str(),
+            webhook_secret.as_str(),
+            secret_key.expose_secret(),
+        ] {
+            assert!(!body.contains(secret), "a secret in a delivery: {body}");
+        }
+    }
 
     let messages = smtp.messages();
     assert_eq!(
@@ -131,8 +187,12 @@ async fn no_secret_reaches_logs_errors_or_events() {
     let stored = db
         .count(&format!(
             "SELECT count(*) FROM (SELECT message AS t FROM events UNION ALL SELECT coalesce(last_error, '') || output::text FROM tenant_steps
-             UNION ALL SELECT outputs::text || state_reason FROM tenants) x
-             WHERE t LIKE '%{AUTH_SECRET}%' OR t LIKE '%{SMTP_PASSWORD}%' OR t LIKE '%{invitation}%' OR t LIKE '%{admin}%'"
+             UNION ALL SELECT outputs::text || state_reason FROM tenants
+             UNION ALL SELECT payload::text || coalesce(last_error, '') FROM webhook_deliveries
+             UNION ALL SELECT url || description || disabled_reason FROM webhook_endpoints) x
+             WHERE t LIKE '%{AUTH_SECRET}%' OR t LIKE '%{SMTP_PASSWORD}%' OR t LIKE '%{invitation}%' OR t LIKE '%{admin}%'
+                OR t LIKE '%{first_secret}%' OR t LIKE '%{webhook_secret}%' OR t LIKE '%{}%'",
+            secret_key.expose_secret()
         ))
         .await;
     assert_eq!(
@@ -145,6 +205,9 @@ async fn no_secret_reaches_logs_errors_or_events() {
         ("invitation token", invitation.as_str()),
         ("bearer token", admin.as_str()),
         ("refused token", "x.y.z"),
+        ("webhook secret", first_secret.as_str()),
+        ("rotated webhook secret", webhook_secret.as_str()),
+        ("secret key", secret_key.expose_secret()),
     ] {
         assert!(!written.contains(secret), "the {name} appears in the logs");
     }

@@ -146,12 +146,16 @@ impl ServerProcess {
     }
 
     pub async fn client(&self) -> TenantServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
+        TenantServiceClient::new(self.channel().await)
+    }
+
+    /// A connection for any service's client.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
             .unwrap()
             .connect()
             .await
-            .unwrap();
-        TenantServiceClient::new(channel)
+            .unwrap()
     }
 
     /// CreateTenant on the default plan.
