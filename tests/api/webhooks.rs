@@ -18,8 +18,9 @@ use tenantd::steps::Registry;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::common::process::ServerProcess;
 use crate::common::receiver::{Received, Receiver};
-use crate::common::{TestApp, violated_fields};
+use crate::common::{TestApp, TestDb, violated_fields};
 
 /// A key, private addresses allowed (the receivers are on loopback), and a
 /// schedule of short retries so nothing waits long.
@@ -492,4 +493,134 @@ async fn wait_delivery(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// kill -9 with deliveries waiting out retries and in flight; a new process
+/// sends every one (duplicates allowed, under the same `webhook-id`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_survive_kill_9_of_the_server() {
+    const TENANTS: i64 = 12;
+    let db = TestDb::new().await;
+    let mail = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start().await;
+    receiver.answer(&[500; 20]);
+    let key = SecretKey::generate_base64();
+    let env = [
+        ("TENANTD_SECRET_KEY", key.expose_secret()),
+        ("TENANTD_WEBHOOK_ALLOW_PRIVATE", "true"),
+        // A delivery's lease is twice the timeout plus 5 s: 7 s here.
+        ("TENANTD_WEBHOOK_TIMEOUT_SECS", "1"),
+        (
+            "TENANTD_WEBHOOK_RETRY_SCHEDULE",
+            "100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms",
+        ),
+    ];
+    db.exec(
+        r#"INSERT INTO plans (name, steps) VALUES ('schema-only',
+           '[{"name": "create_schema", "critical": true, "max_attempts": 3},
+             {"name": "activate", "critical": true, "max_attempts": 3}]')"#,
+    )
+    .await;
+    let server = ServerProcess::spawn_full(&db, mail.path(), 5000, 8, &env, None).await;
+    let mut client = WebhookServiceClient::new(server.channel().await);
+    create(
+        &mut client,
+        endpoint(
+            "crash",
+            &receiver.url("/"),
+            &["tenant.created", "tenant.active"],
+        ),
+    )
+    .await;
+    let mut tenants = server.client().await;
+    for i in 0..TENANTS {
+        let mut t = crate::common::tenant(&format!("crash-{i}"));
+        t.plan = "schema-only".into();
+        tenants
+            .create_tenant(tenantd::proto::CreateTenantRequest {
+                tenant: Some(t),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    receiver.wait("a first batch", |r| r.len() >= 10).await;
+    // Requests in flight when the process dies: their receipts come after.
+    receiver.slow_down(Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let leased = db
+        .count("SELECT count(*) FROM webhook_deliveries WHERE lease_owner IS NOT NULL")
+        .await;
+    server.kill_9().await;
+    receiver.slow_down(Duration::ZERO);
+    let before = receiver.received().len();
+
+    let server = ServerProcess::spawn_full(&db, mail.path(), 5000, 8, &env, None).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while db
+        .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'DELIVERED'")
+        .await
+        < 2 * TENANTS
+    {
+        if tokio::time::Instant::now() > deadline {
+            let pending = db
+                .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'PENDING'")
+                .await;
+            let failed = db
+                .count("SELECT count(*) FROM webhook_deliveries WHERE status = 'FAILED'")
+                .await;
+            let all = db.count("SELECT count(*) FROM webhook_deliveries").await;
+            let active = db
+                .count("SELECT count(*) FROM tenants WHERE state = 'ACTIVE'")
+                .await;
+            panic!(
+                "deliveries left undelivered after the restart: {pending} pending, {failed} failed of {all}; {active} tenants ACTIVE"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.terminate().await;
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook_deliveries").await,
+        2 * TENANTS,
+        "one delivery per event and endpoint"
+    );
+    let received = receiver.received();
+    assert!(received.len() > before, "the new process sent the rest");
+    assert!(leased > 0, "some deliveries were in flight at the kill");
+    let ids: std::collections::BTreeSet<&str> =
+        received.iter().map(|r| r.header("webhook-id")).collect();
+    let listed = ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id NOT IN ({listed})"
+        ))
+        .await,
+        0,
+        "every delivery arrived"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id IN ({listed})"
+        ))
+        .await,
+        ids.len() as i64,
+        "nothing arrived that is not a delivery"
+    );
+    let delivered: std::collections::BTreeSet<(String, String)> = received
+        .iter()
+        .filter(|r| r.json()["type"] == "tenant.active")
+        .map(|r| {
+            let body = r.json();
+            (
+                body["data"]["tenant"]["id"].as_str().unwrap().to_owned(),
+                body["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(delivered.len() as i64, TENANTS, "every tenant's activation");
 }

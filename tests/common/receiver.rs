@@ -36,6 +36,8 @@ struct State {
     received: Vec<Received>,
     /// Status codes of the next answers, in order; 200 once it is empty.
     script: VecDeque<(u16, Option<&'static str>)>,
+    /// How long each answer takes.
+    delay: Duration,
 }
 
 pub struct Receiver {
@@ -52,6 +54,8 @@ impl Receiver {
             move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
                 let state = shared.clone();
                 async move {
+                    let delay = state.lock().unwrap().delay;
+                    tokio::time::sleep(delay).await;
                     let mut state = state.lock().unwrap();
                     state.received.push(Received {
                         path: uri.path().to_owned(),
@@ -89,6 +93,12 @@ impl Receiver {
     pub fn answer(&self, codes: &[u16]) {
         let mut state = self.state.lock().unwrap();
         state.script.extend(codes.iter().map(|c| (*c, None)));
+    }
+
+    /// Every answer from now on comes after `delay`, so requests stay in
+    /// flight that long.
+    pub fn slow_down(&self, delay: Duration) {
+        self.state.lock().unwrap().delay = delay;
     }
 
     /// The next answer: `code` with a `Retry-After`.
