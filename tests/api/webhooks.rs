@@ -74,6 +74,55 @@ fn verify(secret: &str, received: &Received) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// Verifies deliveries with the Python `standardwebhooks` package: one
+/// verdict per (secret, delivery).
+async fn python_verifies(checks: &[(&str, &Received)]) -> Vec<bool> {
+    use base64::Engine as _;
+    let input: Vec<serde_json::Value> = checks
+        .iter()
+        .map(|(secret, r)| {
+            let headers: serde_json::Map<String, serde_json::Value> =
+                ["webhook-id", "webhook-timestamp", "webhook-signature"]
+                    .into_iter()
+                    .map(|name| (name.to_owned(), r.header(name).into()))
+                    .collect();
+            serde_json::json!({
+                "secret": secret,
+                "headers": headers,
+                "body": base64::engine::general_purpose::STANDARD.encode(&r.body),
+            })
+        })
+        .collect();
+    let python = crate::examples::python().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/examples/python/webhook_check.py"
+    );
+    let mut child = tokio::process::Command::new(python)
+        .arg(script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(&serde_json::to_vec(&input).unwrap())
+            .await
+            .unwrap();
+    }
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    results.iter().map(|r| r["valid"] == true).collect()
+}
+
 fn of_type<'a>(received: &'a [Received], kind: &str) -> Vec<&'a Received> {
     received
         .iter()
@@ -290,6 +339,17 @@ async fn a_subscription_receives_signed_created_and_active_events() {
         assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
     }
     assert_eq!(active.json()["data"]["tenant"]["state"], "ACTIVE");
+    let other = tenantd::domain::webhook::new_secret();
+    assert_eq!(
+        python_verifies(&[
+            (&secret, first),
+            (&secret, active),
+            (other.expose_secret(), first)
+        ])
+        .await,
+        [true, true, false],
+        "the Python standardwebhooks package verifies them too"
+    );
     assert!(
         verify(
             tenantd::domain::webhook::new_secret().expose_secret(),
@@ -464,6 +524,10 @@ async fn during_a_rotation_both_secrets_verify() {
     );
     verify(&new, &received[0]).unwrap();
     verify(&old, &received[0]).unwrap();
+    assert_eq!(
+        python_verifies(&[(&new, &received[0]), (&old, &received[0])]).await,
+        [true, true]
+    );
     app.stop().await;
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the examples need, once: a Python venv with grpcio,
-# grpcio-tools and stellar-sdk (target/examples/venv) and the Node packages, buf included
-# (tests/examples/node/node_modules). Each part is redone only when its
+# grpcio-tools, stellar-sdk and standardwebhooks (target/examples/venv) and
+# the Node packages, buf included (tests/examples/node/node_modules). Each part is redone only when its
 # requirements changed, so a second run takes a few milliseconds.
 set -euo pipefail
 cd "$(dirname "$0")"
