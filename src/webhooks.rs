@@ -32,6 +32,7 @@ use crate::error::Result;
 use crate::outbound::{Headers, Outbound, SendError};
 use crate::outbox::Wakeup;
 use crate::secrets::SecretKey;
+use crate::telemetry::metrics;
 
 /// Most deliveries one claim takes.
 const MAX_CLAIM: usize = 256;
@@ -218,6 +219,7 @@ impl Sender {
             http_status: http_status.map(i32::from),
             error,
             gone: None,
+            endpoint: d.endpoint.clone(),
         };
         match outcome {
             Verdict::Delivered => settled.status = DeliveryStatus::Delivered,
@@ -311,5 +313,9 @@ async fn record(pool: &DbPool, batch: &[Settled]) -> Result<usize> {
     let recorded = conn
         .transaction(async |conn| db::webhooks::settle_deliveries(conn, batch).await)
         .await?;
+    let recorded: std::collections::HashSet<i64> = recorded.into_iter().collect();
+    for settled in batch.iter().filter(|s| recorded.contains(&s.id)) {
+        metrics::webhook_attempt(&settled.endpoint, settled.outcome());
+    }
     Ok(recorded.len())
 }

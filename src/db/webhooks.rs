@@ -403,6 +403,20 @@ pub struct Settled {
     pub error: Option<String>,
     /// 410 Gone: disable the endpoint with this reason.
     pub gone: Option<String>,
+    /// The endpoint's name, for logs and metrics.
+    pub endpoint: String,
+}
+
+impl Settled {
+    /// The outcome as a metric label.
+    pub fn outcome(&self) -> &'static str {
+        match (self.status, &self.gone) {
+            (DeliveryStatus::Delivered, _) => "delivered",
+            (DeliveryStatus::Failed, Some(_)) => "gone",
+            (DeliveryStatus::Failed, None) => "failed",
+            (DeliveryStatus::Pending, _) => "retry",
+        }
+    }
 }
 
 /// Records many attempts in one statement, each only while its claim is
@@ -459,6 +473,20 @@ pub async fn settle_deliveries(
         }
     }
     Ok(recorded)
+}
+
+/// Deliveries waiting for an attempt (the partial due index counts them).
+pub async fn pending_count(conn: &mut AsyncPgConnection) -> Result<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let c: Count =
+        diesel::sql_query("SELECT count(*) AS n FROM webhook_deliveries WHERE status = 'PENDING'")
+            .get_result(conn)
+            .await?;
+    Ok(c.n)
 }
 
 /// When the earliest pending delivery of an enabled endpoint is due.

@@ -140,6 +140,7 @@ impl Ops {
             outbox_rows: backlog.rows,
             outbox_due: backlog.due,
             oldest_due_age: std::time::Duration::from_secs_f64(backlog.oldest_due_secs.max(0.0)),
+            webhook_pending: crate::db::webhooks::pending_count(&mut conn).await?,
         })
     }
 }

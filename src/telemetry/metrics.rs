@@ -83,6 +83,14 @@ fn describe() {
         "Successful attempts recorded per batched transaction."
     );
     describe_counter!(
+        WEBHOOK_ATTEMPTS,
+        "Webhook delivery attempts recorded, by endpoint and outcome (delivered, retry, failed, gone)."
+    );
+    describe_gauge!(
+        WEBHOOK_PENDING,
+        "Webhook deliveries waiting for their first or next attempt, read at scrape time."
+    );
+    describe_counter!(
         LISTENER_RECONNECTS,
         "Times the LISTEN connection was lost and reopened."
     );
@@ -135,6 +143,8 @@ const SETTLED: &str = "tenantd_pipelines_settled_total";
 const TIME_TO_ACTIVE: &str = "tenantd_time_to_active_seconds";
 const BATCH: &str = "tenantd_completion_batch_size";
 const LISTENER_RECONNECTS: &str = "tenantd_listener_reconnects_total";
+const WEBHOOK_ATTEMPTS: &str = "tenantd_webhook_attempts_total";
+const WEBHOOK_PENDING: &str = "tenantd_webhook_pending_deliveries";
 const POOL_WAIT: &str = "tenantd_db_pool_wait_seconds";
 const TENANTS: &str = "tenantd_tenants";
 const OUTBOX_ROWS: &str = "tenantd_outbox_rows";
@@ -200,6 +210,13 @@ pub fn completion_batch(size: usize) {
     histogram!(BATCH).record(size as f64);
 }
 
+/// A webhook attempt's outcome, once recorded. Endpoint names are few:
+/// operators create them.
+pub fn webhook_attempt(endpoint: &str, outcome: &'static str) {
+    counter!(WEBHOOK_ATTEMPTS, "endpoint" => endpoint.to_owned(), "outcome" => outcome)
+        .increment(1);
+}
+
 pub fn listener_reconnect() {
     counter!(LISTENER_RECONNECTS).increment(1);
 }
@@ -222,6 +239,7 @@ pub struct DatabaseSample {
     pub outbox_rows: i64,
     pub outbox_due: i64,
     pub oldest_due_age: Duration,
+    pub webhook_pending: i64,
 }
 
 /// Sets the gauges from `sample`.
@@ -241,5 +259,6 @@ pub fn record_sample(sample: &Sample) {
         gauge!(OUTBOX_ROWS).set(db.outbox_rows as f64);
         gauge!(OUTBOX_DUE).set(db.outbox_due as f64);
         gauge!(OUTBOX_OLDEST_DUE).set(db.oldest_due_age.as_secs_f64());
+        gauge!(WEBHOOK_PENDING).set(db.webhook_pending as f64);
     }
 }

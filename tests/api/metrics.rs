@@ -191,6 +191,10 @@ async fn the_metrics_listener_reports_rpcs_pipelines_and_backlog() {
     assert_eq!(sample(&text, "tenantd_outbox_rows", &[]), Some(0.0));
     assert_eq!(sample(&text, "tenantd_outbox_due_rows", &[]), Some(0.0));
     assert_eq!(
+        sample(&text, "tenantd_webhook_pending_deliveries", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
         sample(&text, "tenantd_outbox_oldest_due_age_seconds", &[]),
         Some(0.0)
     );

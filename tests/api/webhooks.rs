@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 use crate::common::process::ServerProcess;
 use crate::common::receiver::{Received, Receiver};
+use crate::common::scrape::sample;
 use crate::common::{TestApp, TestDb, violated_fields};
 
 /// A key, private addresses allowed (the receivers are on loopback), and a
@@ -410,6 +411,16 @@ async fn failed_attempts_retry_with_one_webhook_id_and_410_disables() {
     let delivery = wait_delivery(&mut client, "flaky", DeliveryStatus::Delivered).await;
     assert_eq!(delivery.attempts, 3);
     assert_eq!(delivery.id, ids[0]);
+    let metrics = tenantd::telemetry::metrics::handle().render();
+    let attempts = |endpoint: &str, outcome: &str| {
+        sample(
+            &metrics,
+            "tenantd_webhook_attempts_total",
+            &[("endpoint", endpoint), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(attempts("flaky", "retry"), Some(2.0), "{metrics}");
+    assert_eq!(attempts("flaky", "delivered"), Some(1.0));
 
     // 410 Gone: the endpoint is disabled with a reason, the delivery FAILED.
     let gone = Receiver::start().await;
@@ -438,6 +449,15 @@ async fn failed_attempts_retry_with_one_webhook_id_and_410_disables() {
         .unwrap();
     assert!(endpoint.disabled);
     assert!(endpoint.disabled_reason.contains("410"), "{endpoint:?}");
+    let metrics = tenantd::telemetry::metrics::handle().render();
+    assert_eq!(
+        sample(
+            &metrics,
+            "tenantd_webhook_attempts_total",
+            &[("endpoint", "gone"), ("outcome", "gone")]
+        ),
+        Some(1.0)
+    );
     app.wait_for(&created.id, TenantState::Active).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gone.received().len(), 1, "nothing more after 410");
