@@ -708,3 +708,43 @@ async fn deliveries_survive_kill_9_of_the_server() {
         .collect();
     assert_eq!(delivered.len() as i64, TENANTS, "every tenant's activation");
 }
+
+/// A delivery commits with its event and rolls back with it, whatever
+/// writes the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_commits_and_rolls_back_with_its_event() {
+    let (app, mut client) = start().await;
+    create(
+        &mut client,
+        endpoint("audit", "https://audit.example.com/", &["tenant.updated"]),
+    )
+    .await;
+    let created = app.create("acme", "").await;
+    app.wait_for(&created.id, TenantState::Active).await;
+    let event = format!(
+        "INSERT INTO events (tenant_id, kind, state, message, actor)
+         VALUES ('{}', 'TENANT_UPDATED', 'ACTIVE', 'by hand', 'test')",
+        created.id
+    );
+    let count = "SELECT count(*) FROM webhook_deliveries WHERE type = 'tenant.updated'";
+    app.db.exec(&format!("BEGIN; {event}; ROLLBACK;")).await;
+    assert_eq!(app.db.count(count).await, 0, "rolled back with its event");
+    app.db.exec(&format!("BEGIN; {event}; COMMIT;")).await;
+    assert_eq!(app.db.count(count).await, 1, "committed with its event");
+    // Several events in one statement: one delivery each.
+    app.db
+        .exec(&format!(
+            "{event}, ('{}', 'TENANT_UPDATED', 'ACTIVE', 'again', 'test')",
+            created.id
+        ))
+        .await;
+    assert_eq!(app.db.count(count).await, 3);
+    // Events nobody subscribed to bring no delivery.
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM webhook_deliveries WHERE type <> 'tenant.updated'")
+            .await,
+        0
+    );
+    app.stop().await;
+}
