@@ -210,10 +210,6 @@ impl Outbound {
         })
     }
 
-    pub fn allow_private(&self) -> bool {
-        self.allow_private
-    }
-
     /// POSTs `body` as JSON with `headers`; a redirect is an answer like any
     /// other (3xx), never followed.
     pub async fn post_json(

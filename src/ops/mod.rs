@@ -144,3 +144,25 @@ impl Ops {
         })
     }
 }
+
+/// A ListPlans or ListEndpoints page token: the last name of the previous
+/// page, base64url; `valid` is the name rule it must still meet.
+fn decode_name_token(
+    token: &str,
+    valid: impl Fn(&str) -> bool,
+) -> crate::error::Result<Option<String>> {
+    use base64::Engine as _;
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid =
+        || crate::error::Error::invalid("page_token", "is not a token this server issued");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let name = String::from_utf8(bytes).map_err(|_| invalid())?;
+    if !valid(&name) {
+        return Err(invalid());
+    }
+    Ok(Some(name))
+}

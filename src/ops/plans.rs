@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
 use super::Ops;
 use crate::db;
-use crate::domain::{FieldViolation, Plan, PlanInput, validate_page_size};
+use crate::domain::{Plan, PlanInput, validate_page_size};
 use crate::error::{Error, Result};
 
 /// One page of ListPlans.
@@ -164,17 +164,5 @@ fn quote_literal(name: &str) -> String {
 }
 
 fn decode_token(token: &str) -> Result<Option<String>> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let invalid = || {
-        Error::InvalidArgument(vec![FieldViolation::new(
-            "page_token",
-            "is not a token this server issued",
-        )])
-    };
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    let name = String::from_utf8(bytes).map_err(|_| invalid())?;
-    check_name("page_token", &name).map_err(|_| invalid())?;
-    Ok(Some(name))
+    super::decode_name_token(token, |name| check_name("page_token", name).is_ok())
 }

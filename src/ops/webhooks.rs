@@ -161,7 +161,8 @@ impl Ops {
 
     pub async fn list_endpoints(&self, page_size: i32, page_token: &str) -> Result<Page<Endpoint>> {
         let limit = validate_page_size(page_size).map_err(|v| Error::InvalidArgument(vec![v]))?;
-        let after = decode_name_token(page_token)?;
+        let after =
+            super::decode_name_token(page_token, |name| check_name("page_token", name).is_ok())?;
         let mut conn = db::conn(&self.pool).await?;
         let mut items: Vec<Endpoint> =
             db::webhooks::list_endpoints(&mut conn, after.as_deref(), limit + 1)
@@ -349,17 +350,6 @@ impl Ops {
         self.wakeup.work_committed();
         Ok(delivery)
     }
-}
-
-fn decode_name_token(token: &str) -> Result<Option<String>> {
-    if token.is_empty() {
-        return Ok(None);
-    }
-    let invalid = || Error::invalid("page_token", "is not a token this server issued");
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| invalid())?;
-    let name = String::from_utf8(bytes).map_err(|_| invalid())?;
-    check_name("page_token", &name).map_err(|_| invalid())?;
-    Ok(Some(name))
 }
 
 /// The filters a delivery page token was issued for.

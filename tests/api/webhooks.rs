@@ -394,6 +394,8 @@ async fn a_subscription_receives_signed_created_and_active_events() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_attempts_retry_with_one_webhook_id_and_410_disables() {
+    // Counted only once the recorder is installed.
+    let recorder = tenantd::telemetry::metrics::handle();
     let (app, mut client) = start().await;
     let receiver = Receiver::start().await;
     receiver.answer(&[500, 500]);
@@ -411,7 +413,7 @@ async fn failed_attempts_retry_with_one_webhook_id_and_410_disables() {
     let delivery = wait_delivery(&mut client, "flaky", DeliveryStatus::Delivered).await;
     assert_eq!(delivery.attempts, 3);
     assert_eq!(delivery.id, ids[0]);
-    let metrics = tenantd::telemetry::metrics::handle().render();
+    let metrics = recorder.render();
     let attempts = |endpoint: &str, outcome: &str| {
         sample(
             &metrics,
@@ -449,7 +451,7 @@ async fn failed_attempts_retry_with_one_webhook_id_and_410_disables() {
         .unwrap();
     assert!(endpoint.disabled);
     assert!(endpoint.disabled_reason.contains("410"), "{endpoint:?}");
-    let metrics = tenantd::telemetry::metrics::handle().render();
+    let metrics = recorder.render();
     assert_eq!(
         sample(
             &metrics,

@@ -31,6 +31,9 @@ impl HoldOnce {
     /// Holds the first worker at `point` for `step` under `operation`
     /// (`PROVISION`, `COMPENSATE`, `DEPROVISION`).
     pub fn new(step: &'static str, operation: &'static str, point: Point) -> Self {
+        // The refusals a test counts are recorded only once the recorder
+        // is installed: install it before any worker runs.
+        tenantd::telemetry::metrics::handle();
         HoldOnce {
             step,
             operation,
