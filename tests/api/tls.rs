@@ -43,7 +43,19 @@ fn pki() -> Pki {
     }
 }
 
+/// A health check over `tls` (plaintext if `None`); an answer of either kind
+/// must come within [`ANSWER_WITHIN`], so a handshake that stalls fails the
+/// test by name instead of hanging it.
 async fn health(app: &TestApp, tls: Option<ClientTlsConfig>) -> Result<i32, String> {
+    tokio::time::timeout(ANSWER_WITHIN, check(app, tls))
+        .await
+        .expect("the server answers or refuses within 30 s")
+}
+
+/// Generous on a loaded 2-core machine; a handshake takes milliseconds.
+const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
+async fn check(app: &TestApp, tls: Option<ClientTlsConfig>) -> Result<i32, String> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let mut endpoint = Channel::from_shared(format!("{scheme}://{}", app.addr)).unwrap();
     if let Some(tls) = tls {
