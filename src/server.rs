@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::ops::{Ops, TenantDb};
 use crate::outbox::dispatcher::Dispatcher;
 use crate::outbox::{Backoff, DispatcherConfig, Hooks, Wakeup, listener};
-use crate::steps::{Mailer, Registry, is_valid_role_prefix};
+use crate::steps::{Mailer, Registry, WebhookCalls, is_valid_role_prefix};
 use crate::stream::EventHub;
 use crate::{db, grpc, soroban};
 
@@ -90,7 +90,15 @@ async fn serve_all(
     // The local Soroban network, if one is started, lives as long as this.
     let (deployer, _local_network) =
         soroban::setup::deployer(&config.soroban, pool.clone(), shutdown.clone()).await?;
-    let mut registry = Registry::standard(mailer(&config).await?, deployer);
+    let outbound =
+        crate::outbound::Outbound::new(config.webhooks.allow_private, config.webhooks.timeout)?;
+    let webhook_calls = WebhookCalls::new(
+        pool.clone(),
+        config.webhooks.secret_key.clone(),
+        outbound.clone(),
+    );
+    let mut registry =
+        Registry::standard(mailer(&config).await?, deployer).with_webhooks(webhook_calls);
     registry.extend(extra_steps);
     let plan_steps = registry.plan_steps();
 
@@ -145,8 +153,6 @@ async fn serve_all(
         role_prefix: config.tenant_role_prefix.clone(),
     };
     if let Some(key) = &config.webhooks.secret_key {
-        let outbound =
-            crate::outbound::Outbound::new(config.webhooks.allow_private, config.webhooks.timeout)?;
         crate::webhooks::spawn(
             crate::webhooks::SenderConfig {
                 owner: owner_id(),

@@ -254,23 +254,42 @@ impl Sender {
 
     /// The signed headers and the body of an attempt.
     fn prepare(&self, d: &ClaimedDelivery) -> Result<(Headers, Vec<u8>), String> {
-        let row = d.endpoint_id.as_bytes();
-        let open = |sealed: &[u8]| -> Result<SecretString, String> {
-            self.key.open_str(sealed, row).map_err(|e| e.to_string())
-        };
-        let current = open(&d.secret_sealed)?;
-        let previous = d.previous_secret_sealed.as_deref().map(open).transpose()?;
-        let mut secrets = vec![&current];
-        secrets.extend(previous.as_ref());
         let body = serde_json::to_vec(&d.payload).map_err(|e| e.to_string())?;
-        let headers = signed_headers(
-            &secrets,
-            &d.webhook_id,
-            chrono::Utc::now().timestamp(),
-            &body,
-        )?;
+        let sealed = Sealed {
+            endpoint_id: d.endpoint_id,
+            current: &d.secret_sealed,
+            previous: d.previous_secret_sealed.as_deref(),
+        };
+        let headers = sign(&self.key, &sealed, &d.webhook_id, &body)?;
         Ok((headers, body))
     }
+}
+
+/// An endpoint's sealed secrets: the current one, and the previous one
+/// while a rotation's overlap lasts.
+pub struct Sealed<'a> {
+    pub endpoint_id: uuid::Uuid,
+    pub current: &'a [u8],
+    pub previous: Option<&'a [u8]>,
+}
+
+/// The Standard Webhooks headers of one attempt to send `body` as message
+/// `webhook_id`: the secrets are opened here and live only for the call.
+pub fn sign(
+    key: &SecretKey,
+    sealed: &Sealed<'_>,
+    webhook_id: &str,
+    body: &[u8],
+) -> Result<Headers, String> {
+    let row = sealed.endpoint_id.as_bytes();
+    let open = |sealed: &[u8]| -> Result<SecretString, String> {
+        key.open_str(sealed, row).map_err(|e| e.to_string())
+    };
+    let current = open(sealed.current)?;
+    let previous = sealed.previous.map(open).transpose()?;
+    let mut secrets = vec![&current];
+    secrets.extend(previous.as_ref());
+    signed_headers(&secrets, webhook_id, chrono::Utc::now().timestamp(), body)
 }
 
 /// Records outcomes in batches until every sender handle is gone.

@@ -104,10 +104,25 @@ pub struct StepRow {
     pub retry_base_ms: Option<i32>,
     pub retry_cap_ms: Option<i32>,
     pub timeout_ms: Option<i32>,
+    /// A webhook step's endpoint; `None` for built-in steps.
+    pub webhook_endpoint: Option<String>,
+    /// Whether the saga calls the webhook endpoint to undo the step.
+    pub webhook_compensate: bool,
 }
 
 impl StepRow {
+    /// The webhook a step calls, if it is a webhook step.
+    pub fn webhook(&self) -> Option<crate::domain::WebhookStep> {
+        self.webhook_endpoint
+            .as_ref()
+            .map(|endpoint| crate::domain::WebhookStep {
+                endpoint: endpoint.clone(),
+                compensate: self.webhook_compensate,
+            })
+    }
+
     pub fn into_domain(self) -> Result<Step> {
+        let webhook = self.webhook();
         Ok(Step {
             status: StepStatus::from_str(&self.status)
                 .map_err(|_| Error::Internal(format!("unknown step status {:?}", self.status)))?,
@@ -123,6 +138,7 @@ impl StepRow {
             retry_base_ms: self.retry_base_ms,
             retry_cap_ms: self.retry_cap_ms,
             timeout_ms: self.timeout_ms,
+            webhook,
         })
     }
 }

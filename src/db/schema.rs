@@ -73,6 +73,8 @@ diesel::table! {
         retry_base_ms -> Nullable<Int4>,
         retry_cap_ms -> Nullable<Int4>,
         timeout_ms -> Nullable<Int4>,
+        webhook_endpoint -> Nullable<Text>,
+        webhook_compensate -> Bool,
     }
 }
 

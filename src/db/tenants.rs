@@ -48,6 +48,8 @@ pub async fn insert(
             retry_base_ms: step.retry_base_ms,
             retry_cap_ms: step.retry_cap_ms,
             timeout_ms: step.timeout_ms,
+            webhook_endpoint: step.webhook.as_ref().map(|w| w.endpoint.clone()),
+            webhook_compensate: step.webhook.as_ref().is_some_and(|w| w.compensate),
         })
         .collect();
     diesel::insert_into(tenant_steps::table)

@@ -149,6 +149,49 @@ pub async fn delete_endpoint(conn: &mut AsyncPgConnection, name: &str) -> Result
     Ok(())
 }
 
+/// Which of `names` exist, their rows locked `FOR KEY SHARE` until the
+/// transaction ends (DeleteEndpoint's `FOR UPDATE` waits for it).
+pub async fn share_lock_endpoints(
+    conn: &mut AsyncPgConnection,
+    names: &[String],
+) -> Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    let rows: Vec<Name> = diesel::sql_query(
+        "SELECT name FROM webhook_endpoints WHERE name = ANY($1) ORDER BY name FOR KEY SHARE",
+    )
+    .bind::<Array<Text>, _>(names)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.name).collect())
+}
+
+/// Tenants whose provisioning may still call the endpoint: a step of theirs
+/// that calls it has not finished, could still be undone through it, or
+/// its undo failed and waits for an operator (NEEDS_ATTENTION).
+pub async fn tenants_calling(conn: &mut AsyncPgConnection, name: &str) -> Result<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let row: Count = diesel::sql_query(
+        "SELECT count(DISTINCT s.tenant_id) AS n
+         FROM tenant_steps s JOIN tenants t ON t.id = s.tenant_id
+         WHERE s.webhook_endpoint = $1
+           AND t.state IN ('PROVISIONING', 'NEEDS_ATTENTION')
+           AND (s.status IN ('PENDING', 'RUNNING', 'COMPENSATING')
+                OR (s.webhook_compensate AND s.status IN ('SUCCEEDED', 'FAILED')))",
+    )
+    .bind::<Text, _>(name)
+    .get_result(conn)
+    .await?;
+    Ok(row.n)
+}
+
 /// Plans whose current version calls the endpoint from a step.
 pub async fn plans_using(conn: &mut AsyncPgConnection, name: &str) -> Result<Vec<String>> {
     #[derive(diesel::QueryableByName)]
@@ -351,6 +394,59 @@ pub struct ClaimedDelivery {
     /// The previous secret while its rotation overlap lasts.
     #[diesel(sql_type = Nullable<Bytea>)]
     pub previous_secret_sealed: Option<Vec<u8>>,
+}
+
+/// What a webhook step's attempt needs, read in one short query before the
+/// call (no connection is held during it): the endpoint (columns `None` if
+/// no endpoint has that name), the tenant as deliveries show it, and the
+/// step's own recorded output (what its compensation is sent).
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub struct StepTarget {
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub endpoint_id: Option<Uuid>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub url: Option<String>,
+    #[diesel(sql_type = Nullable<Bool>)]
+    pub disabled: Option<bool>,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub disabled_reason: Option<String>,
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub secret_sealed: Option<Vec<u8>>,
+    /// The previous secret while its rotation overlap lasts.
+    #[diesel(sql_type = Nullable<Bytea>)]
+    pub previous_secret_sealed: Option<Vec<u8>>,
+    /// `{id, slug, state, plan, labels, outputs}`.
+    #[diesel(sql_type = Jsonb)]
+    pub tenant: serde_json::Value,
+    #[diesel(sql_type = Nullable<Jsonb>)]
+    pub step_output: Option<serde_json::Value>,
+}
+
+pub async fn step_target(
+    conn: &mut AsyncPgConnection,
+    endpoint: &str,
+    tenant_id: Uuid,
+    step: &str,
+) -> Result<Option<StepTarget>> {
+    let row = diesel::sql_query(
+        "SELECT e.id AS endpoint_id, e.url, e.disabled, e.disabled_reason, e.secret_sealed,
+                CASE WHEN e.previous_secret_expire_time > now() THEN e.previous_secret_sealed END
+                    AS previous_secret_sealed,
+                jsonb_build_object('id', t.id, 'slug', t.slug, 'state', t.state, 'plan', t.plan,
+                                   'labels', t.labels, 'outputs', t.outputs) AS tenant,
+                s.output AS step_output
+         FROM tenants t
+         LEFT JOIN webhook_endpoints e ON e.name = $1
+         LEFT JOIN tenant_steps s ON s.tenant_id = t.id AND s.name = $3
+         WHERE t.id = $2",
+    )
+    .bind::<Text, _>(endpoint)
+    .bind::<SqlUuid, _>(tenant_id)
+    .bind::<Text, _>(step)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row)
 }
 
 /// Claims up to `limit` due deliveries of enabled endpoints in one

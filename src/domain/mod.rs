@@ -9,7 +9,9 @@ mod validate;
 pub mod webhook;
 
 pub use page::PageToken;
-pub use plan::{DEFAULT_PLAN, InitialData, Plan, PlanInput, PlanStep, deprovision_steps};
+pub use plan::{
+    DEFAULT_PLAN, InitialData, Plan, PlanInput, PlanStep, WebhookStep, deprovision_steps,
+};
 pub use tenant::{
     Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
 };

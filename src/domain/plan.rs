@@ -59,6 +59,20 @@ pub struct PlanStep {
     /// `--step-timeout-secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<i32>,
+    /// Set: the step calls the operator's webhook endpoint instead of a
+    /// built-in step, under a name of the plan's choosing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookStep>,
+}
+
+/// A plan step that POSTs to a webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookStep {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// Whether the saga calls the endpoint to undo the step.
+    #[serde(default)]
+    pub compensate: bool,
 }
 
 /// The deprovisioning pipeline, the same for every plan: revoke access,
@@ -77,8 +91,23 @@ pub fn deprovision_steps() -> Vec<PlanStep> {
         retry_base_ms: None,
         retry_cap_ms: None,
         timeout_ms: None,
+        webhook: None,
     })
     .collect()
+}
+
+/// A webhook step's name: `^[a-z][a-z0-9_]{1,39}$`.
+fn is_webhook_step_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (2..=40).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+fn is_deprovision_step(name: &str) -> bool {
+    deprovision_steps().iter().any(|s| s.name == name)
 }
 
 /// Tenant migration sets `run_migrations` knows.
@@ -131,11 +160,33 @@ impl PlanInput {
         }
         for (i, step) in self.steps.iter_mut().enumerate() {
             let field = |f: &str| format!("plan.steps[{i}].{f}");
-            if !steps_known.contains(&step.name.as_str()) {
-                out.push(FieldViolation::new(
-                    field("name"),
-                    format!("must be one of {}", steps_known.join(", ")),
-                ));
+            match &step.webhook {
+                None if !steps_known.contains(&step.name.as_str()) => {
+                    out.push(FieldViolation::new(
+                        field("name"),
+                        format!(
+                            "must be one of {}, or the name of a webhook step",
+                            steps_known.join(", ")
+                        ),
+                    ));
+                }
+                None => {}
+                Some(webhook) => {
+                    if !is_webhook_step_name(&step.name)
+                        || steps_known.contains(&step.name.as_str())
+                        || is_deprovision_step(&step.name)
+                    {
+                        out.push(FieldViolation::new(
+                            field("name"),
+                            "a webhook step's name must match ^[a-z][a-z0-9_]{1,39}$ and not be a built-in step's",
+                        ));
+                    }
+                    super::webhook::check_endpoint_name(
+                        &field("webhook.endpoint"),
+                        &webhook.endpoint,
+                        &mut out,
+                    );
+                }
             }
             if step.max_attempts == 0 {
                 step.max_attempts = DEFAULT_MAX_ATTEMPTS;
@@ -260,6 +311,17 @@ mod tests {
             retry_base_ms: None,
             retry_cap_ms: None,
             timeout_ms: None,
+            webhook: None,
+        }
+    }
+
+    fn webhook(name: &str, endpoint: &str) -> PlanStep {
+        PlanStep {
+            webhook: Some(WebhookStep {
+                endpoint: endpoint.to_owned(),
+                compensate: true,
+            }),
+            ..step(name)
         }
     }
 
@@ -319,5 +381,45 @@ mod tests {
                 "{expected} missing from {fields:?}"
             );
         }
+    }
+
+    #[test]
+    fn webhook_steps_have_names_of_their_own() {
+        let plan = PlanInput {
+            name: "billing".into(),
+            steps: vec![
+                step("create_schema"),
+                webhook("create_billing_customer", "billing"),
+                step("activate"),
+            ],
+            ..Default::default()
+        }
+        .validate(KNOWN)
+        .unwrap();
+        assert_eq!(plan.steps[1].webhook.as_ref().unwrap().endpoint, "billing");
+        let violations = PlanInput {
+            name: "billing".into(),
+            steps: vec![
+                webhook("create_schema", "billing"),
+                webhook("revoke_access", "billing"),
+                webhook("Bad-Name", "billing"),
+                webhook("fine_name", "Not_An_Endpoint"),
+                webhook("x", "billing"),
+            ],
+            ..Default::default()
+        }
+        .validate(KNOWN)
+        .unwrap_err();
+        let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "plan.steps[0].name",
+                "plan.steps[1].name",
+                "plan.steps[2].name",
+                "plan.steps[3].webhook.endpoint",
+                "plan.steps[4].name",
+            ]
+        );
     }
 }

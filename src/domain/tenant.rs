@@ -171,6 +171,8 @@ pub struct Step {
     pub retry_base_ms: Option<i32>,
     pub retry_cap_ms: Option<i32>,
     pub timeout_ms: Option<i32>,
+    /// A webhook step's endpoint and whether the saga calls it to undo.
+    pub webhook: Option<super::WebhookStep>,
 }
 
 /// One entry of a tenant's event log.

@@ -64,6 +64,7 @@ fn step(s: Step) -> pb::Step {
         retry_base: s.retry_base_ms.map(duration_ms),
         retry_cap: s.retry_cap_ms.map(duration_ms),
         timeout: s.timeout_ms.map(duration_ms),
+        webhook_endpoint: s.webhook.map(|w| w.endpoint).unwrap_or_default(),
     }
 }
 
@@ -118,6 +119,10 @@ pub fn plan(p: Plan) -> pb::Plan {
                 retry_base: s.retry_base_ms.map(duration_ms),
                 retry_cap: s.retry_cap_ms.map(duration_ms),
                 timeout: s.timeout_ms.map(duration_ms),
+                webhook: s.webhook.map(|w| pb::WebhookStep {
+                    endpoint: w.endpoint,
+                    compensate: w.compensate,
+                }),
             })
             .collect(),
         migration_set: p.migration_set,
@@ -151,6 +156,10 @@ pub fn plan_input(p: Option<pb::Plan>) -> Result<(PlanInput, String), Error> {
             name: s.name,
             critical: s.critical,
             max_attempts: s.max_attempts,
+            webhook: s.webhook.map(|w| crate::domain::WebhookStep {
+                endpoint: w.endpoint,
+                compensate: w.compensate,
+            }),
         });
     }
     if !violations.is_empty() {

@@ -7,7 +7,7 @@ use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
 use super::Ops;
 use crate::db;
-use crate::domain::{Plan, PlanInput, validate_page_size};
+use crate::domain::{FieldViolation, Plan, PlanInput, validate_page_size};
 use crate::error::{Error, Result};
 
 /// One page of ListPlans.
@@ -58,9 +58,13 @@ impl Ops {
             .validate(&self.plan_steps)
             .map_err(Error::InvalidArgument)?;
         let mut conn = db::conn(&self.pool).await?;
-        db::plans::insert(&mut conn, &input)
-            .await?
-            .ok_or_else(|| Error::AlreadyExists(format!("plan {} already exists", input.name)))
+        conn.transaction(async |conn| {
+            check_endpoints(conn, &input).await?;
+            db::plans::insert(conn, &input)
+                .await?
+                .ok_or_else(|| Error::AlreadyExists(format!("plan {} already exists", input.name)))
+        })
+        .await
     }
 
     /// The current version, or `version` when it is not 0.
@@ -118,6 +122,7 @@ impl Ops {
                 .await?
                 .ok_or_else(|| plan_not_found(&input.name))?;
             check_etag(&current, etag)?;
+            check_endpoints(conn, &input).await?;
             db::plans::update(conn, &input).await
         })
         .await
@@ -150,6 +155,43 @@ impl Ops {
             Ok(())
         })
         .await
+    }
+}
+
+/// Every webhook step's endpoint must exist. Their rows stay share-locked
+/// until the plan commits, so a concurrent DeleteEndpoint (which locks the
+/// row first) either deletes it before this looks, or sees this plan.
+async fn check_endpoints(
+    conn: &mut diesel_async::AsyncPgConnection,
+    input: &PlanInput,
+) -> Result<()> {
+    let wanted: Vec<String> = input
+        .steps
+        .iter()
+        .filter_map(|s| s.webhook.as_ref().map(|w| w.endpoint.clone()))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let found = db::webhooks::share_lock_endpoints(conn, &wanted).await?;
+    let missing: Vec<FieldViolation> = input
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let endpoint = &s.webhook.as_ref()?.endpoint;
+            (!found.contains(endpoint)).then(|| {
+                FieldViolation::new(
+                    format!("plan.steps[{i}].webhook.endpoint"),
+                    format!("no webhook endpoint is named {endpoint:?}"),
+                )
+            })
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(missing))
     }
 }
 

@@ -321,6 +321,7 @@ fn preview(new: &NewTenant, plan: &Plan) -> Tenant {
                 retry_base_ms: s.retry_base_ms,
                 retry_cap_ms: s.retry_cap_ms,
                 timeout_ms: s.timeout_ms,
+                webhook: s.webhook.clone(),
             })
             .collect(),
     }

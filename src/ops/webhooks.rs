@@ -261,6 +261,12 @@ impl Ops {
                     plans.join(", ")
                 )));
             }
+            let tenants = db::webhooks::tenants_calling(conn, name).await?;
+            if tenants > 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "endpoint {name} is called by the pipelines of {tenants} tenant(s) still provisioning; wait for them to finish"
+                )));
+            }
             db::webhooks::delete_endpoint(conn, name).await
         })
         .await

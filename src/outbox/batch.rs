@@ -163,6 +163,10 @@ struct Next {
     next_retry_cap_ms: Option<i32>,
     #[diesel(sql_type = Nullable<Integer>)]
     next_timeout_ms: Option<i32>,
+    #[diesel(sql_type = Nullable<Text>)]
+    next_webhook_endpoint: Option<String>,
+    #[diesel(sql_type = Nullable<Bool>)]
+    next_webhook_compensate: Option<bool>,
 }
 
 /// One transaction for the whole batch; replies by outbox id.
@@ -245,6 +249,8 @@ async fn record(
                         retry_base_ms: n.next_retry_base_ms,
                         retry_cap_ms: n.next_retry_cap_ms,
                         timeout_ms: n.next_timeout_ms,
+                        webhook_endpoint: n.next_webhook_endpoint,
+                        webhook_compensate: n.next_webhook_compensate.unwrap_or(false),
                         outputs,
                         ..completion.claim.clone()
                     }))
@@ -349,7 +355,8 @@ WITH input AS (
 )
 SELECT n.outbox_id, n.next_step, m.lease_token AS next_lease_token, s.max_attempts AS next_max_attempts,
        s.retry_base_ms AS next_retry_base_ms, s.retry_cap_ms AS next_retry_cap_ms,
-       s.timeout_ms AS next_timeout_ms
+       s.timeout_ms AS next_timeout_ms, s.webhook_endpoint AS next_webhook_endpoint,
+       s.webhook_compensate AS next_webhook_compensate
 FROM nxt n
 LEFT JOIN moved m ON m.id = n.outbox_id
 LEFT JOIN tenant_steps s ON s.tenant_id = n.tenant_id AND s.name = n.next_step";

@@ -249,7 +249,9 @@ async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) 
 /// One attempt; returns the tenant's next step if this worker keeps going.
 async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
     let operation = claim.operation()?;
-    let step = shared.registry.get(&claim.step);
+    let step = shared
+        .registry
+        .resolve(&claim.step, claim.webhook().as_ref());
     let ctx = pipeline::step_ctx(claim, &shared.config.role_prefix, &shared.tenant_pool)?;
     let same_db = shared.config.same_database;
     if claim.attempt > claim.max_attempts {

@@ -73,6 +73,12 @@ pub struct Claim {
     pub retry_cap_ms: Option<i32>,
     #[diesel(sql_type = Nullable<Integer>)]
     pub timeout_ms: Option<i32>,
+    /// A webhook step's endpoint, and whether the saga calls it to undo the
+    /// step; `None` for built-in steps.
+    #[diesel(sql_type = Nullable<Text>)]
+    pub webhook_endpoint: Option<String>,
+    #[diesel(sql_type = Bool)]
+    pub webhook_compensate: bool,
     /// The plan version's `initial_data` and `limits`, for seeding.
     #[diesel(sql_type = diesel::sql_types::Jsonb)]
     pub plan_initial_data: serde_json::Value,
@@ -97,6 +103,16 @@ impl Claim {
         self.timeout_ms.map_or(default, |ms| {
             Duration::from_millis(ms.unsigned_abs().into())
         })
+    }
+
+    /// The webhook the claimed step calls, if it is a webhook step.
+    pub fn webhook(&self) -> Option<crate::domain::WebhookStep> {
+        self.webhook_endpoint
+            .as_ref()
+            .map(|endpoint| crate::domain::WebhookStep {
+                endpoint: endpoint.clone(),
+                compensate: self.webhook_compensate,
+            })
     }
 
     /// Time since the tenant was created.
@@ -149,7 +165,8 @@ pub async fn claim(
                  start_time = coalesce(s.start_time, now())
              FROM claimed c
              WHERE s.tenant_id = c.tenant_id AND s.name = c.step
-             RETURNING s.tenant_id, s.max_attempts, s.retry_base_ms, s.retry_cap_ms, s.timeout_ms
+             RETURNING s.tenant_id, s.max_attempts, s.retry_base_ms, s.retry_cap_ms, s.timeout_ms,
+                       s.webhook_endpoint, s.webhook_compensate
          ), logged AS (
              INSERT INTO events (tenant_id, kind, step, attempt, state, message, actor)
              SELECT c.tenant_id,
@@ -163,6 +180,7 @@ pub async fn claim(
          SELECT c.id, c.lease_token, c.tenant_id, c.operation, c.step, c.attempt, coalesce(st.max_attempts, 1) AS max_attempts,
                 l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode,
                 l.plan, l.create_time, st.retry_base_ms, st.retry_cap_ms, st.timeout_ms,
+                st.webhook_endpoint, coalesce(st.webhook_compensate, false) AS webhook_compensate,
                 l.plan_initial_data, l.plan_limits
          FROM claimed c JOIN locked l ON l.id = c.tenant_id
          LEFT JOIN started st ON st.tenant_id = c.tenant_id",

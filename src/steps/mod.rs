@@ -19,9 +19,11 @@ mod names;
 mod run_migrations;
 mod seed_roles_and_admin;
 mod send_welcome_email;
+mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use diesel_async::AsyncPgConnection;
@@ -35,8 +37,10 @@ pub use names::{TenantNames, is_valid_role_prefix};
 pub use run_migrations::{RunMigrations, TENANT_MIGRATIONS};
 pub use seed_roles_and_admin::{SeedRolesAndAdmin, hash_token};
 pub use send_welcome_email::SendWelcomeEmail;
+pub use webhook::WebhookCalls;
 
 use crate::db::DbPool;
+use crate::domain::WebhookStep;
 use crate::soroban::deploy::Deployer;
 
 /// What a step produced: names and ids, never secrets. Merged into the
@@ -46,18 +50,49 @@ pub type Output = BTreeMap<String, String>;
 /// Why an attempt failed. The message is shown to operators (step
 /// `last_error`, events), so it must not carry secrets.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StepError(pub String);
+#[error("{message}")]
+pub struct StepError {
+    message: String,
+    /// No later attempt can succeed (the other side refused the request
+    /// itself): the step gives up now, whatever attempts it has left.
+    pub permanent: bool,
+    /// The other side asked to be left alone this long; the next attempt
+    /// waits at least this, even if the backoff is shorter.
+    pub retry_after: Option<Duration>,
+}
 
 impl StepError {
+    /// A failure the step's retry policy handles.
     pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+        Self {
+            message: message.into(),
+            permanent: false,
+            retry_after: None,
+        }
+    }
+
+    /// A failure no retry will cure.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            permanent: true,
+            ..Self::new(message)
+        }
+    }
+
+    /// Waits at least `delay` before the next attempt.
+    pub fn retry_after(mut self, delay: Option<Duration>) -> Self {
+        self.retry_after = delay;
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
     }
 }
 
 impl From<diesel::result::Error> for StepError {
     fn from(e: diesel::result::Error) -> Self {
-        StepError(format!("database: {e}"))
+        StepError::new(format!("database: {e}"))
     }
 }
 
@@ -142,10 +177,11 @@ pub trait Step: Send + Sync + 'static {
     }
 }
 
-/// Step names to implementations.
+/// Step names to implementations, and the webhook steps plans define.
 #[derive(Clone, Default)]
 pub struct Registry {
     steps: HashMap<&'static str, Arc<dyn Step>>,
+    webhooks: Option<Arc<WebhookCalls>>,
 }
 
 impl Registry {
@@ -176,10 +212,29 @@ impl Registry {
     /// Adds every step of `other`, replacing same-named ones.
     pub fn extend(&mut self, other: Registry) {
         self.steps.extend(other.steps);
+        if other.webhooks.is_some() {
+            self.webhooks = other.webhooks;
+        }
     }
 
+    /// Lets plans define webhook steps that call through `calls`.
+    pub fn with_webhooks(mut self, calls: WebhookCalls) -> Self {
+        self.webhooks = Some(Arc::new(calls));
+        self
+    }
+
+    /// A built-in (or registered) step by name.
     pub fn get(&self, name: &str) -> Option<Arc<dyn Step>> {
         self.steps.get(name).cloned()
+    }
+
+    /// The step a tenant's step row runs: its plan's webhook if it has one,
+    /// else the registered step of that name.
+    pub fn resolve(&self, name: &str, webhook: Option<&WebhookStep>) -> Option<Arc<dyn Step>> {
+        match webhook {
+            Some(spec) => self.webhooks.as_ref().map(|calls| calls.step(name, spec)),
+            None => self.get(name),
+        }
     }
 
     /// The steps a plan may list: every registered step but the

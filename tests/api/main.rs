@@ -26,4 +26,5 @@ mod stream;
 mod tenantctl;
 mod tls;
 mod traces;
+mod webhook_steps;
 mod webhooks;

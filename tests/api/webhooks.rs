@@ -25,7 +25,7 @@ use crate::common::{TestApp, TestDb, violated_fields};
 
 /// A key, private addresses allowed (the receivers are on loopback), and a
 /// schedule of short retries so nothing waits long.
-fn webhooks(c: &mut Config) {
+pub(crate) fn webhooks(c: &mut Config) {
     c.webhooks.secret_key = Some(Arc::new(
         SecretKey::from_base64(&SecretKey::generate_base64()).unwrap(),
     ));
@@ -33,13 +33,13 @@ fn webhooks(c: &mut Config) {
     c.webhooks.schedule = vec![Duration::from_millis(50); 3];
 }
 
-async fn start() -> (TestApp, WebhookServiceClient<Channel>) {
+pub(crate) async fn start() -> (TestApp, WebhookServiceClient<Channel>) {
     let app = TestApp::start_with(webhooks, Registry::new()).await;
     let client = WebhookServiceClient::new(app.channel().await);
     (app, client)
 }
 
-fn endpoint(name: &str, url: &str, types: &[&str]) -> Endpoint {
+pub(crate) fn endpoint(name: &str, url: &str, types: &[&str]) -> Endpoint {
     Endpoint {
         name: name.into(),
         url: url.into(),
@@ -49,7 +49,7 @@ fn endpoint(name: &str, url: &str, types: &[&str]) -> Endpoint {
     }
 }
 
-async fn create(
+pub(crate) async fn create(
     client: &mut WebhookServiceClient<Channel>,
     endpoint: Endpoint,
 ) -> (Endpoint, String) {
@@ -64,7 +64,7 @@ async fn create(
 }
 
 /// Verifies `received` with the reference implementation and `secret`.
-fn verify(secret: &str, received: &Received) -> Result<(), String> {
+pub(crate) fn verify(secret: &str, received: &Received) -> Result<(), String> {
     let mut headers = http::HeaderMap::new();
     for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
         headers.insert(name, received.header(name).parse().unwrap());

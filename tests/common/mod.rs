@@ -28,6 +28,25 @@ pub fn server_url() -> String {
 /// Serialises template creation across test processes.
 const TEMPLATE_LOCK_KEY: i64 = 0x7465_7374_7470_6c00;
 
+/// A test binary that runs longer than this has a test that hangs: it is
+/// ended with a message instead of holding CI until its own limit. The
+/// whole API suite takes a few minutes on a loaded 2-core machine.
+const SUITE_LIMIT: Duration = Duration::from_secs(25 * 60);
+
+/// Started by the first test database; ends the process at [`SUITE_LIMIT`].
+fn watchdog() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(SUITE_LIMIT);
+            eprintln!(
+                "test binary still running after {SUITE_LIMIT:?}: a test hangs (libtest names the ones running for over 60 s above)"
+            );
+            std::process::exit(101);
+        });
+    });
+}
+
 pub mod hold;
 pub mod process;
 pub mod receiver;
@@ -45,6 +64,7 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Self {
+        watchdog();
         let template = template().await;
         let name = format!("tenantd_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = admin_conn().await;

@@ -34,8 +34,11 @@ impl Received {
 #[derive(Default)]
 struct State {
     received: Vec<Received>,
-    /// Status codes of the next answers, in order; 200 once it is empty.
-    script: VecDeque<(u16, Option<&'static str>)>,
+    /// The next answers (status, Retry-After, body), in order; once it is
+    /// empty, 200 with `body`.
+    script: VecDeque<(u16, Option<&'static str>, Option<&'static str>)>,
+    /// The body of unscripted answers; "ok" if unset.
+    body: Option<&'static str>,
     /// How long each answer takes.
     delay: Duration,
 }
@@ -62,12 +65,17 @@ impl Receiver {
                         headers,
                         body,
                     });
-                    let (code, retry_after) = state.script.pop_front().unwrap_or((200, None));
+                    let (code, retry_after, body) =
+                        state.script.pop_front().unwrap_or((200, None, None));
+                    let body = body.or(state.body).unwrap_or("ok");
                     let mut answer = HeaderMap::new();
                     if let Some(after) = retry_after {
                         answer.insert("retry-after", after.parse().unwrap());
                     }
-                    (StatusCode::from_u16(code).unwrap(), answer, "ok")
+                    if body.starts_with('{') {
+                        answer.insert("content-type", "application/json".parse().unwrap());
+                    }
+                    (StatusCode::from_u16(code).unwrap(), answer, body)
                 }
             },
         );
@@ -92,7 +100,18 @@ impl Receiver {
     /// The next answers' status codes, then 200.
     pub fn answer(&self, codes: &[u16]) {
         let mut state = self.state.lock().unwrap();
-        state.script.extend(codes.iter().map(|c| (*c, None)));
+        state.script.extend(codes.iter().map(|c| (*c, None, None)));
+    }
+
+    /// The next answer: `code` with `body`.
+    pub fn answer_with(&self, code: u16, body: &'static str) {
+        let mut state = self.state.lock().unwrap();
+        state.script.push_back((code, None, Some(body)));
+    }
+
+    /// The body of every unscripted (200) answer from now on.
+    pub fn reply_body(&self, body: &'static str) {
+        self.state.lock().unwrap().body = Some(body);
     }
 
     /// Every answer from now on comes after `delay`, so requests stay in
@@ -107,7 +126,7 @@ impl Receiver {
             .lock()
             .unwrap()
             .script
-            .push_back((code, Some(after)));
+            .push_back((code, Some(after), None));
     }
 
     pub fn received(&self) -> Vec<Received> {

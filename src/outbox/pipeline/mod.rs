@@ -40,7 +40,7 @@ impl TxError {
     pub fn into_error(self) -> Error {
         match self {
             TxError::Db(e) => e,
-            TxError::Step(e) => Error::Internal(e.0),
+            TxError::Step(e) => Error::Internal(e.to_string()),
         }
     }
 }
@@ -232,7 +232,7 @@ impl Transition<'_> {
         let claim = self.claim;
         let state = locked.state()?;
         let step = locked.step(&claim.step)?;
-        let message = bounded(&error.0);
+        let message = bounded(error.message());
         if locked.tenant.cancel_requested {
             set_step(
                 conn,
@@ -247,13 +247,13 @@ impl Transition<'_> {
                 .start_saga(conn, locked, step.position - 1, StepStatus::Cancelled)
                 .await;
         }
-        if claim.attempt < step.max_attempts {
+        if claim.attempt < step.max_attempts && !error.permanent {
             diesel::update(tenant_steps::table.find((claim.tenant_id, step.position)))
                 .set(tenant_steps::last_error.eq(&message))
                 .execute(conn)
                 .await?;
             return self
-                .retry(conn, locked, &message, EventKind::StepRetrying)
+                .retry(conn, locked, error, &message, EventKind::StepRetrying)
                 .await;
         }
         set_step(
@@ -265,10 +265,7 @@ impl Transition<'_> {
             None,
         )
         .await?;
-        let text = format!(
-            "{} failed after {} attempts: {message}",
-            claim.step, claim.attempt
-        );
+        let text = gave_up(&claim.step, claim.attempt, error, &message);
         if step.critical && claim.operation()? == Operation::Deprovision {
             // Nothing undoes a teardown: stop and say what is left.
             event(conn, claim, EventKind::StepFailed, state, text.clone()).await?;
@@ -368,10 +365,10 @@ impl Transition<'_> {
         let claim = self.claim;
         let state = locked.state()?;
         let step = locked.step(&claim.step)?;
-        let message = bounded(&error.0);
-        if claim.attempt < step.max_attempts {
+        let message = bounded(error.message());
+        if claim.attempt < step.max_attempts && !error.permanent {
             return self
-                .retry(conn, locked, &message, EventKind::CompensationFailed)
+                .retry(conn, locked, error, &message, EventKind::CompensationFailed)
                 .await;
         }
         set_step(
@@ -384,8 +381,8 @@ impl Transition<'_> {
         )
         .await?;
         let text = format!(
-            "undoing {} failed after {} attempts: {message}",
-            claim.step, claim.attempt
+            "undoing {}",
+            gave_up(&claim.step, claim.attempt, error, &message)
         );
         event(
             conn,
@@ -399,18 +396,22 @@ impl Transition<'_> {
             .await
     }
 
-    /// Makes the row due again after a backoff and says so in an event of
-    /// `kind`.
+    /// Makes the row due again after a backoff (or the wait the other side
+    /// asked for, if longer) and says so in an event of `kind`.
     async fn retry(
         &self,
         conn: &mut AsyncPgConnection,
         locked: &Locked,
+        error: &StepError,
         message: &str,
         kind: EventKind,
     ) -> Result<()> {
         let claim = self.claim;
         let step = locked.step(&claim.step)?;
-        let delay = self.backoff.for_step(step).delay(claim.attempt);
+        let backoff = self.backoff.for_step(step).delay(claim.attempt);
+        let delay = error
+            .retry_after
+            .map_or(backoff, |asked| asked.max(backoff));
         retry_later(conn, claim, delay, message).await?;
         self.note(|n| n.retried = true);
         let what = if kind == EventKind::CompensationFailed {
@@ -448,7 +449,7 @@ impl Transition<'_> {
             .rev()
         {
             let pending = s.position == position || s.status == StepStatus::Succeeded.as_str();
-            if let Some(step) = self.registry.get(&s.name)
+            if let Some(step) = self.registry.resolve(&s.name, s.webhook().as_ref())
                 && pending
                 && step.compensable()
             {
@@ -463,7 +464,7 @@ impl Transition<'_> {
                 .filter(|s| {
                     s.phase == PROVISION_PHASE && s.status == StepStatus::Succeeded.as_str()
                 })
-                .filter_map(|s| self.registry.get(&s.name))
+                .filter_map(|s| self.registry.resolve(&s.name, s.webhook().as_ref()))
                 .flat_map(|step| step.resources(&ctx))
                 .collect();
         }
@@ -594,6 +595,8 @@ impl Transition<'_> {
             retry_base_ms: locked.step(step)?.retry_base_ms,
             retry_cap_ms: locked.step(step)?.retry_cap_ms,
             timeout_ms: locked.step(step)?.timeout_ms,
+            webhook_endpoint: locked.step(step)?.webhook_endpoint.clone(),
+            webhook_compensate: locked.step(step)?.webhook_compensate,
             plan_initial_data: claim.plan_initial_data.clone(),
             plan_limits: claim.plan_limits.clone(),
         };
@@ -647,7 +650,7 @@ impl Transition<'_> {
                 && s.status == StepStatus::Succeeded.as_str()
                 && self
                     .registry
-                    .get(&s.name)
+                    .resolve(&s.name, s.webhook().as_ref())
                     .is_some_and(|step| step.compensable())
         });
         if let Some(step) = target {
@@ -718,4 +721,14 @@ pub(crate) fn succeeded_message(step: &str, output: &BTreeMap<String, String>) -
 fn listed(output: &BTreeMap<String, String>) -> String {
     let pairs: Vec<String> = output.iter().map(|(k, v)| format!("{k}={v}")).collect();
     pairs.join(", ")
+}
+
+/// The message of a step that ran out of attempts, or met a failure no
+/// attempt can get past.
+fn gave_up(step: &str, attempt: i32, error: &StepError, message: &str) -> String {
+    if error.permanent {
+        format!("{step} failed for good at attempt {attempt}: {message}")
+    } else {
+        format!("{step} failed after {attempt} attempts: {message}")
+    }
 }

@@ -1,0 +1,3 @@
+ALTER TABLE tenant_steps
+    DROP COLUMN webhook_endpoint,
+    DROP COLUMN webhook_compensate;
