@@ -10,7 +10,8 @@
 //! One file per figure and its baseline: [`create`] (CreateTenant against
 //! raw inserts), [`provision`] (tenants to ACTIVE against raw DDL),
 //! [`contract`] (deployments), [`noop`] (the dispatcher alone), [`wake`]
-//! (wake-up latency), [`watchers`], [`stats`], and the long-running
+//! (wake-up latency), [`watchers`], [`stats`], [`webhooks`] (the webhook
+//! sender's throughput and latency), and the long-running
 //! [`soak`]. What they share lives here: scratch databases, the in-process
 //! server, the no-contract plan and the report.
 
@@ -23,6 +24,7 @@ mod soak;
 mod stats;
 mod wake;
 mod watchers;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -71,6 +73,12 @@ pub struct Report {
     pub wake_p99_ms: f64,
     pub watch: Option<watchers::WatchReport>,
     pub stats_ms_at_100k: stats::StatsReport,
+    /// Event deliveries queued at once and drained to one local receiver.
+    pub webhook_deliveries: usize,
+    pub webhook_deliveries_per_sec: f64,
+    /// Event commit to receipt, one event at a time on an idle server.
+    pub webhook_samples: usize,
+    pub webhook_p99_ms: f64,
 }
 
 /// Runs every benchmark and prints the report (JSON with `--json`).
@@ -142,6 +150,13 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
     eprintln!("stats_ms_at_100k: GetProvisioningStats over 100k tenants' seeded events");
     let stats_ms_at_100k = stats::measure(scratch).await?;
 
+    let deliveries = args.webhook_deliveries;
+    eprintln!("webhook_deliveries_per_sec: {deliveries} event deliveries to a local receiver");
+    let webhook_deliveries_per_sec = webhooks::delivery_throughput(scratch, deliveries).await?;
+    let samples = args.webhook_samples;
+    eprintln!("webhook_p99_ms: {samples} events, commit to receipt, idle server");
+    let webhook_p99_ms = webhooks::delivery_latency(scratch, samples).await?;
+
     Ok(Report {
         watch,
         stats_ms_at_100k,
@@ -162,6 +177,10 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
         wake_samples: args.wake_samples,
         wake_p50_ms,
         wake_p99_ms,
+        webhook_deliveries: deliveries,
+        webhook_deliveries_per_sec,
+        webhook_samples: samples,
+        webhook_p99_ms,
     })
 }
 

@@ -67,6 +67,12 @@ pub struct BenchArgs {
     /// Events per second produced while watchers follow.
     #[arg(long, default_value_t = 100.0)]
     pub event_rate: f64,
+    /// Event deliveries queued at once for `webhook_deliveries_per_sec`.
+    #[arg(long, default_value_t = 20_000)]
+    pub webhook_deliveries: usize,
+    /// Events timed one at a time for `webhook_p99_ms`.
+    #[arg(long, default_value_t = 200)]
+    pub webhook_samples: usize,
     /// Print one JSON object of named figures.
     #[arg(long)]
     pub json: bool,
