@@ -3,6 +3,7 @@
 //! Jobs call use cases and nothing else; each runs under a Postgres advisory
 //! lock, so one replica at a time runs it, and running it twice is harmless.
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
@@ -26,9 +27,34 @@ pub struct Schedules {
     pub event_retention: Duration,
 }
 
-/// Starts the scheduler; stop it with [`JobScheduler::shutdown`].
-pub async fn start(ops: Ops, schedules: &Schedules) -> Result<JobScheduler, JobSchedulerError> {
+/// The running scheduler.
+///
+/// tokio-cron-scheduler keeps every job's closure in runner tasks that
+/// outlive its `shutdown` (they wait on channels nothing closes), so the
+/// jobs reach [`Ops`], and through it the connection pool, only through a
+/// slot that [`Scheduler::shutdown`] empties: a stopped server keeps no
+/// database connection open.
+pub struct Scheduler {
+    jobs: JobScheduler,
+    ops: OpsSlot,
+}
+
+type OpsSlot = Arc<RwLock<Option<Ops>>>;
+
+impl Scheduler {
+    /// Stops ticking and lets go of `Ops`; a job running now finishes.
+    pub async fn shutdown(mut self) -> Result<(), JobSchedulerError> {
+        if let Ok(mut ops) = self.ops.write() {
+            ops.take();
+        }
+        self.jobs.shutdown().await
+    }
+}
+
+/// Starts the scheduler; stop it with [`Scheduler::shutdown`].
+pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSchedulerError> {
     let scheduler = JobScheduler::new().await?;
+    let slot: OpsSlot = Arc::new(RwLock::new(Some(ops)));
     let stale_after = schedules.stale_after;
     let retention = schedules.event_retention;
     scheduler
@@ -36,7 +62,7 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<JobScheduler, JobS
             &schedules.reaper,
             "reaper",
             REAPER_LOCK,
-            ops.clone(),
+            slot.clone(),
             move |ops| async move { ops.reap_stale(stale_after).await },
         )?)
         .await?;
@@ -45,7 +71,7 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<JobScheduler, JobS
             &schedules.purge,
             "purge",
             PURGE_LOCK,
-            ops.clone(),
+            slot.clone(),
             |ops| async move { ops.purge_due().await },
         )?)
         .await?;
@@ -54,21 +80,24 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<JobScheduler, JobS
             &schedules.prune,
             "prune",
             PRUNE_LOCK,
-            ops,
+            slot.clone(),
             move |ops| async move { ops.prune_events(retention).await },
         )?)
         .await?;
     scheduler.start().await?;
-    Ok(scheduler)
+    Ok(Scheduler {
+        jobs: scheduler,
+        ops: slot,
+    })
 }
 
 /// A cron job that runs `work` under the advisory lock `key` and logs what
-/// it did.
+/// it did; after shutdown it does nothing.
 fn job<F, Fut>(
     schedule: &str,
     name: &'static str,
     key: i64,
-    ops: Ops,
+    slot: OpsSlot,
     work: F,
 ) -> Result<Job, JobSchedulerError>
 where
@@ -76,8 +105,10 @@ where
     Fut: std::future::Future<Output = crate::error::Result<usize>> + Send + 'static,
 {
     Job::new_async(schedule, move |_id, _scheduler| {
-        let (ops, work) = (ops.clone(), work.clone());
+        let ops = slot.read().ok().and_then(|ops| ops.clone());
+        let work = work.clone();
         Box::pin(async move {
+            let Some(ops) = ops else { return };
             let pool = ops.pool().clone();
             match run_exclusive(&pool, key, work(ops)).await {
                 Ok(Some(0)) => tracing::debug!(job = name, "nothing to do"),

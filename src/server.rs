@@ -189,7 +189,7 @@ async fn serve_all(
         health.clone(),
         shutdown.clone(),
     ));
-    let mut scheduler = crate::scheduler::start(ops.clone(), &config.schedules)
+    let scheduler = crate::scheduler::start(ops.clone(), &config.schedules)
         .await
         .map_err(|e| format!("starting the scheduled jobs (check the *_SCHEDULE settings): {e}"))?;
     if config.demo {

@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod config;
+mod connections;
 mod contracts;
 mod create;
 mod crud;
