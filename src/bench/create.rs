@@ -1,7 +1,8 @@
 //! `create_tenant_rps` against `raw_sql_tps`: CreateTenant calls per second
 //! through the real server, next to the rows it writes (tenant, steps,
-//! event, outbox) inserted by the same queries in plain transactions. The
-//! gap between the two is what the gRPC layer and the use case cost.
+//! event, outbox) inserted by the same single statement the server uses, in
+//! a loop on plain connections. The gap between the two is what the gRPC
+//! layer and the use case cost.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +13,7 @@ use uuid::Uuid;
 
 use super::{BenchServer, Scratch, request};
 use crate::db::models::{NewTenantRow, json_map};
-use crate::db::outbox::Operation;
-use crate::domain::{EventKind, NewEvent, PlanStep, TenantState};
+use crate::domain::{PlanStep, TenantState};
 use crate::server::BoxError;
 use crate::steps::Registry;
 
@@ -61,7 +61,7 @@ async fn create_load(
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// The rows CreateTenant writes, by the same queries, in plain transactions.
+/// The rows CreateTenant writes, by the same statement, one per round trip.
 pub(super) async fn raw_inserts(
     url: &str,
     connections: usize,
@@ -99,23 +99,10 @@ pub(super) async fn raw_inserts(
                     request_id: None,
                     request_digest: None,
                 };
-                let event = NewEvent {
-                    tenant_id: id,
-                    kind: EventKind::TenantCreated,
-                    step: None,
-                    attempt: None,
-                    state: TenantState::Provisioning,
-                    message: format!("tenant {slug} created"),
-                    actor: "bench".into(),
-                };
-                conn.transaction(async |conn| {
-                    crate::db::tenants::insert(conn, &row, &steps).await?;
-                    crate::db::events::append(conn, &event).await?;
-                    crate::db::outbox::enqueue(conn, id, Operation::Provision, &steps[0].name)
-                        .await?;
-                    Ok::<_, diesel::result::Error>(())
-                })
-                .await?;
+                let message = format!("tenant {slug} created");
+                crate::db::tenants::create(&mut conn, &row, &steps, &message, "bench")
+                    .await?
+                    .ok_or_else(|| diesel::result::Error::NotFound)?;
                 i += 1;
                 done.fetch_add(1, Ordering::Relaxed);
             }

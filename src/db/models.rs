@@ -12,7 +12,7 @@ use crate::domain::{Step, StepStatus, Tenant, TenantState};
 use crate::error::{Error, Result};
 
 /// A row of `tenants`.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = tenants, check_for_backend(diesel::pg::Pg))]
 pub struct TenantRow {
     pub id: Uuid,

@@ -29,11 +29,106 @@ pub async fn insert(
         .returning(TenantRow::as_returning())
         .get_result(conn)
         .await?;
-    let step_rows: Vec<StepRow> = steps
+    let step_rows = planned_steps(row.id, steps);
+    diesel::insert_into(tenant_steps::table)
+        .values(&step_rows)
+        .execute(conn)
+        .await?;
+    Ok((tenant, step_rows))
+}
+
+/// What CreateTenant writes, in one statement (one round trip, its own
+/// transaction): the tenant, its planned steps (PENDING), its
+/// TENANT_CREATED event and the outbox row of its first step.
+///
+/// Written only while `row.plan_version` is still the plan's current
+/// version and the plan is live, and not when another tenant already holds
+/// `row.request_id` (that one is a replay). `None` in either case; the
+/// caller tells them apart. A taken slug is a unique violation, as before.
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    row: &NewTenantRow<'_>,
+    steps: &[PlanStep],
+    message: &str,
+    actor: &str,
+) -> QueryResult<Option<TenantRow>> {
+    use diesel::sql_types::{Array, Bool, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
+    let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    let critical: Vec<bool> = steps.iter().map(|s| s.critical).collect();
+    let attempts: Vec<i32> = steps.iter().map(|s| s.max_attempts).collect();
+    let base: Vec<Option<i32>> = steps.iter().map(|s| s.retry_base_ms).collect();
+    let cap: Vec<Option<i32>> = steps.iter().map(|s| s.retry_cap_ms).collect();
+    let timeout: Vec<Option<i32>> = steps.iter().map(|s| s.timeout_ms).collect();
+    let endpoint: Vec<Option<&str>> = steps
+        .iter()
+        .map(|s| s.webhook.as_ref().map(|w| w.endpoint.as_str()))
+        .collect();
+    let compensate: Vec<bool> = steps
+        .iter()
+        .map(|s| s.webhook.as_ref().is_some_and(|w| w.compensate))
+        .collect();
+    diesel::sql_query(
+        "WITH current_plan AS (
+             SELECT name, version FROM plans
+             WHERE name = $5 AND version = $6 AND delete_time IS NULL
+         ), tenant AS (
+             INSERT INTO tenants (id, slug, display_name, admin_email, plan, plan_version, labels,
+                                  state, request_id, request_digest)
+             SELECT $1, $2, $3, $4, p.name, p.version, $7, 'PROVISIONING', $8, $9
+             FROM current_plan p
+             ON CONFLICT (request_id) DO NOTHING
+             RETURNING *
+         ), steps AS (
+             INSERT INTO tenant_steps (tenant_id, position, name, critical, max_attempts, status,
+                                       phase, retry_base_ms, retry_cap_ms, timeout_ms,
+                                       webhook_endpoint, webhook_compensate)
+             SELECT t.id, s.n - 1, s.name, s.critical, s.max_attempts, 'PENDING', 'PROVISION',
+                    s.base, s.cap, s.timeout, s.endpoint, s.compensate
+             FROM tenant t,
+                  unnest($10::text[], $11::bool[], $12::int[], $13::int[], $14::int[], $15::int[],
+                         $16::text[], $17::bool[])
+                      WITH ORDINALITY AS s(name, critical, max_attempts, base, cap, timeout,
+                                           endpoint, compensate, n)
+         ), logged AS (
+             INSERT INTO events (tenant_id, kind, state, message, actor)
+             SELECT t.id, 'TENANT_CREATED', 'PROVISIONING', $18, $19 FROM tenant t
+         ), queued AS (
+             INSERT INTO outbox (tenant_id, operation, step)
+             SELECT t.id, 'PROVISION', $10[1] FROM tenant t
+         )
+         SELECT * FROM tenant",
+    )
+    .bind::<SqlUuid, _>(row.id)
+    .bind::<Text, _>(row.slug)
+    .bind::<Text, _>(row.display_name)
+    .bind::<Text, _>(row.admin_email)
+    .bind::<Text, _>(row.plan)
+    .bind::<Integer, _>(row.plan_version)
+    .bind::<Jsonb, _>(&row.labels)
+    .bind::<Nullable<Text>, _>(row.request_id)
+    .bind::<Nullable<Text>, _>(row.request_digest)
+    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Bool>, _>(&critical)
+    .bind::<Array<Integer>, _>(&attempts)
+    .bind::<Array<Nullable<Integer>>, _>(&base)
+    .bind::<Array<Nullable<Integer>>, _>(&cap)
+    .bind::<Array<Nullable<Integer>>, _>(&timeout)
+    .bind::<Array<Nullable<Text>>, _>(&endpoint)
+    .bind::<Array<Bool>, _>(&compensate)
+    .bind::<Text, _>(message)
+    .bind::<Text, _>(actor)
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+/// The step rows [`create`] writes for `steps`, as they are right after.
+pub fn planned_steps(tenant_id: Uuid, steps: &[PlanStep]) -> Vec<StepRow> {
+    steps
         .iter()
         .zip(0..)
         .map(|(step, position)| StepRow {
-            tenant_id: row.id,
+            tenant_id,
             position,
             name: step.name.clone(),
             critical: step.critical,
@@ -51,12 +146,7 @@ pub async fn insert(
             webhook_endpoint: step.webhook.as_ref().map(|w| w.endpoint.clone()),
             webhook_compensate: step.webhook.as_ref().is_some_and(|w| w.compensate),
         })
-        .collect();
-    diesel::insert_into(tenant_steps::table)
-        .values(&step_rows)
-        .execute(conn)
-        .await?;
-    Ok((tenant, step_rows))
+        .collect()
 }
 
 /// A live (not deleted) tenant row.

@@ -51,6 +51,12 @@ pub struct Ops {
     plan_steps: std::sync::Arc<[&'static str]>,
     /// The secret key and address rule of webhook endpoints.
     webhooks: WebhookSettings,
+    /// Current plan versions CreateTenant has read. A version is immutable,
+    /// and the insert checks it is still the current one, so an entry that
+    /// another replica made stale is noticed and read again.
+    plans: std::sync::Arc<
+        std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<crate::domain::Plan>>>,
+    >,
 }
 
 impl Ops {
@@ -76,6 +82,36 @@ impl Ops {
                 secret_key: None,
                 allow_private: false,
             },
+            plans: std::sync::Arc::default(),
+        }
+    }
+
+    /// The plan's current version, from the cache unless `reload`.
+    async fn current_plan(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        name: &str,
+        reload: bool,
+    ) -> crate::error::Result<Option<std::sync::Arc<crate::domain::Plan>>> {
+        if !reload && let Some(plan) = self.plans.read().ok().and_then(|p| p.get(name).cloned()) {
+            return Ok(Some(plan));
+        }
+        let plan = crate::db::plans::find(conn, name)
+            .await?
+            .map(std::sync::Arc::new);
+        if let Ok(mut cache) = self.plans.write() {
+            match &plan {
+                Some(plan) => cache.insert(name.to_owned(), plan.clone()),
+                None => cache.remove(name),
+            };
+        }
+        Ok(plan)
+    }
+
+    /// Drops a plan from the cache after this process changed it.
+    fn forget_plan(&self, name: &str) {
+        if let Ok(mut cache) = self.plans.write() {
+            cache.remove(name);
         }
     }
 

@@ -126,6 +126,7 @@ impl Ops {
             db::plans::update(conn, &input).await
         })
         .await
+        .inspect(|_| self.forget_plan(&input.name))
     }
 
     /// Deletes a plan no live tenant uses. The exclusive advisory lock waits
@@ -155,6 +156,7 @@ impl Ops {
             Ok(())
         })
         .await
+        .inspect(|()| self.forget_plan(name))
     }
 }
 

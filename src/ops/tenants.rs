@@ -7,7 +7,6 @@ use uuid::Uuid;
 
 use super::Ops;
 use crate::db::models::{NewTenantRow, json_map};
-use crate::db::outbox::Operation;
 use crate::db::tenants::{LIVE_SLUG_CONSTRAINT, ListFilter, REQUEST_ID_CONSTRAINT};
 use crate::db::{self, is_unique_violation};
 use crate::domain::{
@@ -16,6 +15,10 @@ use crate::domain::{
     validate_request_id,
 };
 use crate::error::{Error, Result};
+
+/// Reads of the plan CreateTenant makes at most when other writers keep
+/// changing it under the insert (each read is one round trip).
+const PLAN_READS: usize = 3;
 
 /// One page of ListTenants.
 #[derive(Debug)]
@@ -40,22 +43,32 @@ impl Ops {
         let new = NewTenant::validate(input).map_err(Error::InvalidArgument)?;
         let digest = new.digest();
         let mut conn = db::conn(&self.pool).await?;
-
-        if let Some(request_id) = &request_id
-            && let Some(existing) = db::tenants::find_by_request_id(&mut conn, request_id).await?
-        {
-            return replay(&mut conn, existing, &digest).await;
-        }
         let no_plan = || {
             Error::invalid(
                 "tenant.plan",
                 format!("there is no plan named {:?}", new.plan),
             )
         };
-        let plan = db::plans::find(&mut conn, &new.plan)
-            .await?
-            .ok_or_else(no_plan)?;
+        // A request id seen before is a replay, whatever became of its plan.
+        let replayed =
+            async |conn: &mut diesel_async::AsyncPgConnection| -> Result<Option<Tenant>> {
+                match &request_id {
+                    Some(request_id) => {
+                        match db::tenants::find_by_request_id(conn, request_id).await? {
+                            Some(existing) => replay(conn, existing, &digest).await.map(Some),
+                            None => Ok(None),
+                        }
+                    }
+                    None => Ok(None),
+                }
+            };
+        let Some(mut plan) = self.current_plan(&mut conn, &new.plan, false).await? else {
+            return replayed(&mut conn).await?.ok_or_else(no_plan);
+        };
         if validate_only {
+            if let Some(tenant) = replayed(&mut conn).await? {
+                return Ok(tenant);
+            }
             if db::tenants::slug_taken(&mut conn, &new.slug).await? {
                 return Err(slug_taken(&new.slug));
             }
@@ -63,64 +76,65 @@ impl Ops {
         }
 
         let id = Uuid::now_v7();
-        let row = NewTenantRow {
-            id,
-            slug: &new.slug,
-            display_name: &new.display_name,
-            admin_email: &new.admin_email,
-            plan: &plan.name,
-            plan_version: plan.version,
-            labels: json_map(&new.labels),
-            state: TenantState::Provisioning.as_str(),
-            request_id: request_id.as_deref(),
-            request_digest: request_id.as_ref().map(|_| digest.as_str()),
-        };
-        let event = NewEvent {
-            tenant_id: id,
-            kind: EventKind::TenantCreated,
-            step: None,
-            attempt: None,
-            state: TenantState::Provisioning,
-            message: format!(
+        for _ in 0..PLAN_READS {
+            let row = NewTenantRow {
+                id,
+                slug: &new.slug,
+                display_name: &new.display_name,
+                admin_email: &new.admin_email,
+                plan: &plan.name,
+                plan_version: plan.version,
+                labels: json_map(&new.labels),
+                state: TenantState::Provisioning.as_str(),
+                request_id: request_id.as_deref(),
+                request_digest: request_id.as_ref().map(|_| digest.as_str()),
+            };
+            let message = format!(
                 "tenant {} created with plan {} v{}",
                 new.slug, plan.name, plan.version
-            ),
-            actor: caller.subject.clone(),
-        };
-        let first_step = &plan.steps[0].name;
-        let written = conn
-            .transaction(async |conn| {
-                let rows = db::tenants::insert(conn, &row, &plan.steps).await?;
-                db::events::append(conn, &event).await?;
-                db::outbox::enqueue(conn, id, Operation::Provision, first_step).await?;
-                Ok(rows)
-            })
-            .await;
-        let (tenant, steps) = match written {
-            Ok(rows) => rows,
-            Err(e)
-                if is_unique_violation(&e, REQUEST_ID_CONSTRAINT)
-                    || is_unique_violation(&e, LIVE_SLUG_CONSTRAINT) =>
-            {
-                // A concurrent call with the same request id may have won the
-                // race on either index; that is a replay, not a conflict.
-                if let Some(request_id) = &request_id
-                    && let Some(existing) =
-                        db::tenants::find_by_request_id(&mut conn, request_id).await?
-                {
-                    return replay(&mut conn, existing, &digest).await;
+            );
+            let written =
+                db::tenants::create(&mut conn, &row, &plan.steps, &message, &caller.subject).await;
+            match written {
+                Ok(Some(tenant)) => {
+                    self.wakeup.work_committed();
+                    tracing::debug!(tenant_id = %id, slug = %new.slug, plan = %plan.name, "tenant created");
+                    return tenant.into_domain(db::tenants::planned_steps(id, &plan.steps));
                 }
-                return Err(slug_taken(&new.slug));
+                // Nothing written: the request id is taken (a replay), or
+                // the cached plan version is no longer current.
+                Ok(None) => {
+                    if let Some(tenant) = replayed(&mut conn).await? {
+                        return Ok(tenant);
+                    }
+                    plan = self
+                        .current_plan(&mut conn, &new.plan, true)
+                        .await?
+                        .ok_or_else(no_plan)?;
+                }
+                Err(e)
+                    if is_unique_violation(&e, REQUEST_ID_CONSTRAINT)
+                        || is_unique_violation(&e, LIVE_SLUG_CONSTRAINT) =>
+                {
+                    // A concurrent call with the same request id may have
+                    // won the race on the slug; that is a replay, not a
+                    // conflict.
+                    return replayed(&mut conn)
+                        .await?
+                        .ok_or_else(|| slug_taken(&new.slug));
+                }
+                // Deleted since it was read (see the plan_delete_guard migration).
+                Err(e) if db::is_check_violation(&e, db::tenants::PLAN_LIVE_CONSTRAINT) => {
+                    self.forget_plan(&new.plan);
+                    return Err(no_plan());
+                }
+                Err(e) => return Err(e.into()),
             }
-            // Deleted since it was read (see the plan_delete_guard migration).
-            Err(e) if db::is_check_violation(&e, db::tenants::PLAN_LIVE_CONSTRAINT) => {
-                return Err(no_plan());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        self.wakeup.work_committed();
-        tracing::debug!(tenant_id = %id, slug = %new.slug, plan = %plan.name, "tenant created");
-        tenant.into_domain(steps)
+        }
+        Err(Error::Aborted(format!(
+            "plan {} kept changing while the tenant was created; try again",
+            new.plan
+        )))
     }
 
     /// One live tenant with its steps.
