@@ -82,6 +82,14 @@ pub fn tenant_text(t: &Tenant) -> String {
     lines.join("\n")
 }
 
+/// A timestamp as `YYYY-MM-DD HH:MM:SS` (UTC, to the second); empty if
+/// unset.
+pub fn time(t: Option<&prost_types::Timestamp>) -> String {
+    t.and_then(|ts| chrono::DateTime::from_timestamp(ts.seconds, 0))
+        .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
 /// Tenants as a table, one line each.
 pub fn tenant_table(tenants: &[Tenant]) -> String {
     let mut lines = vec![format!(
@@ -89,12 +97,7 @@ pub fn tenant_table(tenants: &[Tenant]) -> String {
         "ID", "SLUG", "STATE", "PLAN"
     )];
     for t in tenants {
-        let created = t
-            .create_time
-            .as_ref()
-            .and_then(|ts| chrono::DateTime::from_timestamp(ts.seconds, 0))
-            .map(|at| at.format("%Y-%m-%d %H:%M:%S").to_string())
-            .unwrap_or_default();
+        let created = time(t.create_time.as_ref());
         lines.push(format!(
             "{:<36}  {:<24}  {:<16}  {:<12}  {created}",
             t.id,
