@@ -8,21 +8,25 @@
 //! one-row path.
 //!
 //! ```text
-//! worker ─┐                      one transaction:
+//! worker ─┐                      one transaction (up to IN_FLIGHT at once):
 //! worker ─┼─> completer ──────>   lock tenants + outbox rows by (id, token)
 //! worker ─┘   (drains queue)      one statement: steps, events, next rows, settled tenants
 //!     ^                           commit
 //!     └──── next step (still leased) or "done" ──┘
 //! ```
+//!
+//! Batches in flight together never hold the same tenant (a claim is in one
+//! batch), and each locks its tenants in id order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid,
 };
 use diesel_async::{AsyncConnection, RunQueryDsl};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
@@ -37,6 +41,10 @@ use crate::telemetry::metrics::{self, StepOutcome};
 
 /// Most completions in one transaction.
 const MAX_BATCH: usize = 512;
+/// Batch transactions in flight at once: while one waits for its commit
+/// to be flushed, the next is already executing, and completions that
+/// arrive meanwhile gather into the batch after.
+const IN_FLIGHT: usize = 3;
 /// Completions waiting for the completer.
 const QUEUE: usize = 4096;
 
@@ -103,7 +111,14 @@ async fn run(
     mut rx: mpsc::Receiver<Completion>,
     token: CancellationToken,
 ) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
+        // A free slot first: while every slot is busy, completions queue
+        // up and the next batch is larger.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let first = tokio::select! {
             first = rx.recv() => first,
             () = token.cancelled() => {
@@ -111,7 +126,7 @@ async fn run(
                 rx.recv().await
             }
         };
-        let Some(first) = first else { return };
+        let Some(first) = first else { break };
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -119,21 +134,27 @@ async fn run(
                 Err(_) => break,
             }
         }
-        let replies = match record(&pool, lease, &batch).await {
-            Ok(replies) => replies,
-            Err(e) => {
-                tracing::warn!(error = %e, size = batch.len(), "batched completion failed; the workers take the one-row path");
-                HashMap::new()
+        let pool = pool.clone();
+        in_flight.spawn(async move {
+            let mut replies = match record(&pool, lease, &batch).await {
+                Ok(replies) => replies,
+                Err(e) => {
+                    tracing::warn!(error = %e, size = batch.len(), "batched completion failed; the workers take the one-row path");
+                    HashMap::new()
+                }
+            };
+            drop(slot);
+            for completion in batch {
+                let reply = replies
+                    .remove(&completion.claim.id)
+                    .unwrap_or(Reply::Fallback);
+                let _ = completion.reply.send(reply);
             }
-        };
-        let mut replies = replies;
-        for completion in batch {
-            let reply = replies
-                .remove(&completion.claim.id)
-                .unwrap_or(Reply::Fallback);
-            let _ = completion.reply.send(reply);
-        }
+        });
+        // Reap finished batches so the set does not grow.
+        while in_flight.try_join_next().is_some() {}
     }
+    while in_flight.join_next().await.is_some() {}
 }
 
 #[derive(diesel::QueryableByName)]

@@ -34,7 +34,7 @@ pub fn describe(status: &tonic::Status, reread: &str) -> String {
         Code::InvalidArgument => "invalid request",
         Code::NotFound => "not found",
         Code::AlreadyExists => "already exists",
-        Code::FailedPrecondition => "not allowed in the tenant's current state",
+        Code::FailedPrecondition => "not allowed in the current state",
         Code::Aborted => "conflict",
         Code::Unauthenticated => "not authenticated",
         Code::PermissionDenied => "permission denied",
