@@ -27,7 +27,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel_async::AsyncConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::FutureExt;
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -214,14 +214,7 @@ async fn idle_wait(shared: &Shared) -> Duration {
 async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) {
     let mut next = Some(claim);
     while let Some(claim) = next.take() {
-        let span = tracing::info_span!(
-            "step",
-            otel.name = format!("{} {}", claim.operation_label(), claim.step),
-            tenant_id = %claim.tenant_id,
-            step = %claim.step,
-            attempt = claim.attempt,
-            operation = %claim.operation
-        );
+        let span = step_span(&claim);
         metrics::step_claimed(&claim.step, claim.operation_label());
         let started = Instant::now();
         next = async {
@@ -244,6 +237,18 @@ async fn work(shared: Arc<Shared>, claim: Claim, _permit: OwnedSemaphorePermit) 
         // Events were committed (and maybe work for other replicas).
         shared.wakeup.work_committed();
     }
+}
+
+/// The span of one step attempt, named for trace views.
+fn step_span(claim: &Claim) -> tracing::Span {
+    tracing::info_span!(
+        "step",
+        otel.name = format!("{} {}", claim.operation_label(), claim.step),
+        tenant_id = %claim.tenant_id,
+        step = %claim.step,
+        attempt = claim.attempt,
+        operation = %claim.operation
+    )
 }
 
 /// One attempt; returns the tenant's next step if this worker keeps going.
@@ -455,6 +460,8 @@ async fn apply_once(
         Action::CompensationFailed(_) => StepOutcome::CompensationFailed,
     };
     let same_db = shared.config.same_database;
+    // Steps run and recorded in this transaction after the claim's own.
+    let mut chained: Vec<Claim> = Vec::new();
     let mut conn = db::conn(&shared.pool).await.map_err(TxError::Db)?;
     let outcome = conn
         .transaction(async |conn| {
@@ -471,6 +478,9 @@ async fn apply_once(
                         output.extend(step.run_in_db(conn, ctx).await.map_err(TxError::Step)?);
                     }
                     t.step_succeeded(conn, &locked, &output).await?;
+                    if same_db {
+                        chain(shared, conn, &t, &mut chained).await;
+                    }
                 }
                 Action::Failed(error) => t.step_failed(conn, &locked, error).await?,
                 Action::CancelledBeforeStep => t.cancelled_before_step(conn, &locked).await?,
@@ -493,6 +503,10 @@ async fn apply_once(
         Outcome::Applied => {
             let operation = claim.operation_label();
             metrics::step_recorded(&claim.step, operation, recorded);
+            for ran in &chained {
+                metrics::step_claimed(&ran.step, operation);
+                metrics::step_recorded(&ran.step, operation, StepOutcome::Succeeded);
+            }
             let notes = t.notes.into_inner().unwrap_or_default();
             if notes.retried {
                 metrics::step_retry(&claim.step, operation);
@@ -506,6 +520,75 @@ async fn apply_once(
             store::refused_stale(claim, recorded.into());
             Ok(None)
         }
+    }
+}
+
+/// Runs the steps that follow a success and have only database work (see
+/// [`Step::external_work`]) in the same transaction, each under a savepoint
+/// and recorded as if it had been claimed: its own STEP_STARTED (written by
+/// the continuation) and STEP_SUCCEEDED events, its own outputs. One commit
+/// then covers several steps. A step that fails is rolled back to its
+/// savepoint and left to the worker, which runs it on its own and records
+/// the failure; what succeeded before it stands.
+async fn chain(
+    shared: &Shared,
+    conn: &mut AsyncPgConnection,
+    t: &Transition<'_>,
+    ran: &mut Vec<Claim>,
+) {
+    loop {
+        let Some(next) = t.continued.lock().ok().and_then(|c| c.clone()) else {
+            return;
+        };
+        let Some(step) = shared
+            .registry
+            .resolve(&next.step, next.webhook().as_ref())
+            .filter(|step| !step.external_work())
+        else {
+            return;
+        };
+        let Ok(ctx) = pipeline::step_ctx(&next, &shared.config.role_prefix, &shared.tenant_pool)
+        else {
+            return;
+        };
+        let t2 = Transition {
+            claim: &next,
+            continued: std::sync::Mutex::new(None),
+            notes: std::sync::Mutex::default(),
+            ..*t
+        };
+        // Its own span, like a claimed attempt's (inside the one before).
+        let span = step_span(&next);
+        let done = conn
+            .transaction(async |conn| {
+                let locked = pipeline::lock(conn, &next)
+                    .await?
+                    .ok_or_else(|| Error::Internal("the continuation is not held".to_owned()))?;
+                let output = step.run_in_db(conn, &ctx).await.map_err(TxError::Step)?;
+                t2.step_succeeded(conn, &locked, &output).await?;
+                Ok::<_, TxError>(())
+            })
+            .instrument(span)
+            .await;
+        if let Err(e) = done {
+            let error = match e {
+                TxError::Step(e) => e.to_string(),
+                TxError::Db(e) => e.to_string(),
+            };
+            tracing::debug!(step = %next.step, %error, "a chained step failed; it runs on its own");
+            return;
+        }
+        let after = t2.continued.into_inner().ok().flatten();
+        let settled = t2.notes.into_inner().ok().and_then(|n| n.settled);
+        if let Ok(mut slot) = t.continued.lock() {
+            *slot = after;
+        }
+        if settled.is_some()
+            && let Ok(mut notes) = t.notes.lock()
+        {
+            notes.settled = settled;
+        }
+        ran.push(next);
     }
 }
 

@@ -13,6 +13,10 @@ impl Step for Activate {
         "activate"
     }
 
+    fn external_work(&self) -> bool {
+        false
+    }
+
     fn database_work(&self) -> bool {
         false
     }

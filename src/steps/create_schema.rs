@@ -14,6 +14,10 @@ impl Step for CreateSchema {
         "create_schema"
     }
 
+    fn external_work(&self) -> bool {
+        false
+    }
+
     async fn run_in_db(
         &self,
         conn: &mut AsyncPgConnection,

@@ -24,6 +24,10 @@ impl Step for RevokeAccess {
         "revoke_access"
     }
 
+    fn external_work(&self) -> bool {
+        false
+    }
+
     async fn run_in_db(
         &self,
         conn: &mut AsyncPgConnection,
@@ -56,6 +60,10 @@ pub struct ArchiveSchema;
 impl Step for ArchiveSchema {
     fn name(&self) -> &'static str {
         "archive_schema"
+    }
+
+    fn external_work(&self) -> bool {
+        false
     }
 
     async fn run_in_db(

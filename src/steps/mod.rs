@@ -163,6 +163,14 @@ pub trait Step: Send + Sync + 'static {
         true
     }
 
+    /// Whether `run_external` does anything. A step that says no, right
+    /// after another step succeeded, may run in that step's completion
+    /// transaction (under a savepoint), saving a commit; it still gets its
+    /// own events. The default is the safe answer.
+    fn external_work(&self) -> bool {
+        true
+    }
+
     /// Whether the saga must run (and mark) this step's compensation. Steps
     /// whose effect cannot or need not be undone (an email) say no, and a
     /// retried pipeline does not run them again.

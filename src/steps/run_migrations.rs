@@ -26,6 +26,10 @@ impl Step for RunMigrations {
         "run_migrations"
     }
 
+    fn external_work(&self) -> bool {
+        false
+    }
+
     async fn run_in_db(
         &self,
         conn: &mut AsyncPgConnection,

@@ -51,6 +51,10 @@ impl Step for SeedRolesAndAdmin {
         "seed_roles_and_admin"
     }
 
+    fn external_work(&self) -> bool {
+        false
+    }
+
     async fn run_in_db(
         &self,
         conn: &mut AsyncPgConnection,

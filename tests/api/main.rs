@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod chaining;
 mod config;
 mod connections;
 mod contracts;
