@@ -6,7 +6,8 @@
 //!       │
 //!       ▼
 //!   claim(n)  one statement: SKIP LOCKED, lease + fencing token, attempt + 1
-//!     └─ per delivery (up to `concurrency` at once, no connection held):
+//!     └─ per delivery, as a slot frees (up to `concurrency` at once, no
+//!        connection held):
 //!          open the endpoint's secrets, sign, POST through `outbound`
 //!            └─> recorder: many outcomes per transaction, each applied
 //!                only while its claim is current (id + token)
@@ -116,19 +117,15 @@ async fn run(
     tasks: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(sender.config.concurrency));
+    // One claim statement per `batch` deliveries, not per freed slot: the
+    // claimed ones wait here for a slot. At most `concurrency` wait, so
+    // none waits longer than one request's timeout, well within its lease.
+    let batch = sender.config.concurrency.min(MAX_CLAIM);
     loop {
         if token.is_cancelled() {
             break;
         }
-        let free = permits.available_permits().min(MAX_CLAIM);
-        if free == 0 {
-            tokio::select! {
-                () = token.cancelled() => break,
-                permit = permits.clone().acquire_owned() => drop(permit),
-            }
-            continue;
-        }
-        let claimed = match claim(&sender, free).await {
+        let claimed = match claim(&sender, batch).await {
             Ok(claimed) => claimed,
             Err(e) => {
                 tracing::warn!(error = %e, "claiming webhook deliveries failed");
@@ -140,11 +137,9 @@ async fn run(
         };
         let count = claimed.len();
         for delivery in claimed {
-            // Only this loop acquires permits, and `free` were available.
-            let permit = permits
-                .clone()
-                .try_acquire_owned()
-                .expect("a free permit was counted");
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
             let (sender, record) = (sender.clone(), record.clone());
             tasks.spawn(async move {
                 let settled = sender.attempt(&delivery).await;
@@ -152,8 +147,8 @@ async fn run(
                 drop(permit);
             });
         }
-        if count == free {
-            continue;
+        if count == batch {
+            continue; // more may be due
         }
         let wait = idle_wait(&sender).await;
         tokio::select! {
