@@ -19,7 +19,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{BenchServer, Scratch, request};
+use super::{BenchServer, Scratch, ms, quantile, request};
 use crate::config::SoakArgs;
 use crate::proto::stream_provisioning_status_response::Update;
 use crate::proto::tenant_service_client::TenantServiceClient;
@@ -251,20 +251,6 @@ async fn follow_until(
     reached
 }
 
-fn ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
-}
-
-/// The `q` quantile of `values` (nearest rank); 0 for none.
-fn quantile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
-    }
-    values.sort_by(f64::total_cmp);
-    let rank = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len());
-    values[rank - 1]
-}
-
 #[derive(QueryableByName)]
 struct Tables {
     #[diesel(sql_type = BigInt)]
@@ -321,14 +307,14 @@ async fn report(
         elapsed_s: started.elapsed().as_secs(),
         cycles_done,
         errors: s.errors,
-        create_p50_ms: quantile(&mut s.create_ms, 0.5),
-        create_p99_ms: quantile(&mut s.create_ms, 0.99),
-        to_active_p50_ms: quantile(&mut s.to_active_ms, 0.5),
-        to_active_p99_ms: quantile(&mut s.to_active_ms, 0.99),
-        deprovision_p50_ms: quantile(&mut s.deprovision_ms, 0.5),
-        deprovision_p99_ms: quantile(&mut s.deprovision_ms, 0.99),
-        to_deprovisioned_p50_ms: quantile(&mut s.to_deprovisioned_ms, 0.5),
-        to_deprovisioned_p99_ms: quantile(&mut s.to_deprovisioned_ms, 0.99),
+        create_p50_ms: quantile(&mut s.create_ms, 0.5).unwrap_or(0.0),
+        create_p99_ms: quantile(&mut s.create_ms, 0.99).unwrap_or(0.0),
+        to_active_p50_ms: quantile(&mut s.to_active_ms, 0.5).unwrap_or(0.0),
+        to_active_p99_ms: quantile(&mut s.to_active_ms, 0.99).unwrap_or(0.0),
+        deprovision_p50_ms: quantile(&mut s.deprovision_ms, 0.5).unwrap_or(0.0),
+        deprovision_p99_ms: quantile(&mut s.deprovision_ms, 0.99).unwrap_or(0.0),
+        to_deprovisioned_p50_ms: quantile(&mut s.to_deprovisioned_ms, 0.5).unwrap_or(0.0),
+        to_deprovisioned_p99_ms: quantile(&mut s.to_deprovisioned_ms, 0.99).unwrap_or(0.0),
         open_streams,
         outbox_rows: tables.outbox_rows,
         tenants: tables.tenants,
@@ -342,18 +328,4 @@ async fn report(
         rss_mib: super::watchers::rss_mib(),
         autovacuum: tables.autovacuum,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quantile;
-
-    #[test]
-    fn nearest_rank_quantiles() {
-        let mut v: Vec<f64> = (1..=100).map(f64::from).rev().collect();
-        assert_eq!(quantile(&mut v, 0.5), 50.0);
-        assert_eq!(quantile(&mut v, 0.99), 99.0);
-        assert_eq!(quantile(&mut [7.0], 0.99), 7.0);
-        assert_eq!(quantile(&mut [], 0.5), 0.0);
-    }
 }

@@ -4,6 +4,14 @@
 //! (round-robin), then UpdateTenant calls produce `rate` events per second
 //! for `duration`. Each watcher measures, for every TENANT_UPDATED event,
 //! its arrival time minus the event's `create_time` (one clock: same host).
+//!
+//! What the streams cost is read around their opening: the process's
+//! resident memory (server and clients alike, so an upper bound for the
+//! server) per watcher, and the sessions on the server's database that the
+//! streams added, with them open and again after the events. Watchers share
+//! the server's pool, so that is what the pool had to grow by for them, not
+//! which session served which stream. No plain-SQL baseline: fanning events
+//! out has no database-only equivalent.
 
 use std::time::{Duration, Instant};
 
@@ -11,13 +19,17 @@ use futures::StreamExt;
 use serde::Serialize;
 use tonic::transport::Channel;
 
-use super::{BenchServer, Scratch, request};
+use super::{BenchServer, Scratch, quantile, request};
 use crate::config::BenchArgs;
 use crate::proto::stream_provisioning_status_response::Update;
 use crate::proto::tenant_service_client::TenantServiceClient;
 use crate::proto::{EventKind, StreamProvisioningStatusRequest, Tenant, UpdateTenantRequest};
 use crate::server::BoxError;
 use crate::steps::Registry;
+
+/// Sessions on the server's database.
+const SESSIONS_SQL: &str =
+    "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()";
 
 /// Figures of the watcher benchmark.
 #[derive(Debug, Serialize)]
@@ -31,7 +43,16 @@ pub struct WatchReport {
     pub delivery_p99_ms: f64,
     pub rss_before_watchers_mib: f64,
     pub rss_with_watchers_mib: f64,
+    /// Resident memory the streams added, per watcher.
+    pub rss_per_watcher_kib: f64,
+    /// Sessions on the server's database with the streams open (the
+    /// benchmark's own one included).
     pub db_connections: i64,
+    /// The same before the streams were opened.
+    pub db_connections_before_watchers: i64,
+    /// Sessions the streams added: the most seen with them open or after
+    /// the events, less those before.
+    pub stream_db_connections: i64,
 }
 
 pub async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<WatchReport, BoxError> {
@@ -54,6 +75,7 @@ pub async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<WatchReport,
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let rss_before = rss_mib();
+    let connections_before = super::count(&mut conn, SESSIONS_SQL).await?;
 
     let mut channels = Vec::new();
     for _ in 0..args.watchers.div_ceil(100) {
@@ -93,11 +115,7 @@ pub async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<WatchReport,
         }));
     }
     let rss_with = rss_mib();
-    let connections = super::count(
-        &mut conn,
-        "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database()",
-    )
-    .await?;
+    let connections = super::count(&mut conn, SESSIONS_SQL).await?;
 
     // A steady event rate: one label update per tick, round-robin.
     let rate = args.event_rate.max(1.0);
@@ -130,24 +148,24 @@ pub async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<WatchReport,
         expected += per_tenant[w % tenants];
         all.extend(task.await?);
     }
+    let connections_after = super::count(&mut conn, SESSIONS_SQL).await?;
     server.stop().await;
-    all.sort_by(f64::total_cmp);
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let mut pick = |q: f64| quantile(&mut all, q).unwrap_or(f64::NAN);
+    let (delivery_p50_ms, delivery_p99_ms) = (pick(0.5), pick(0.99));
     Ok(WatchReport {
         watchers: args.watchers,
         watched_tenants: tenants,
         event_rate_per_sec: rate,
         events_expected: expected,
         events_delivered: all.len() as u64,
-        delivery_p50_ms: pick(0.5),
-        delivery_p99_ms: pick(0.99),
+        delivery_p50_ms,
+        delivery_p99_ms,
         rss_before_watchers_mib: rss_before,
         rss_with_watchers_mib: rss_with,
+        rss_per_watcher_kib: (rss_with - rss_before) * 1024.0 / args.watchers as f64,
         db_connections: connections,
+        db_connections_before_watchers: connections_before,
+        stream_db_connections: connections.max(connections_after) - connections_before,
     })
 }
 

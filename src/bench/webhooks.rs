@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use tokio_util::sync::CancellationToken;
 
-use super::{BenchServer, Scratch, count, request};
+use super::{BenchServer, Scratch, count, quantile, request};
 use crate::config::Config;
 use crate::outbox::NOTIFY_CHANNEL;
 use crate::proto::webhook_service_client::WebhookServiceClient;
@@ -193,10 +193,5 @@ pub(super) async fn delivery_latency(scratch: &Scratch, samples: usize) -> Resul
         .lock()
         .map_err(|_| "receiver poisoned")?
         .clone();
-    latencies.sort_by(f64::total_cmp);
-    let at = ((latencies.len() as f64) * 0.99).ceil() as usize;
-    latencies
-        .get(at.saturating_sub(1))
-        .copied()
-        .ok_or_else(|| "no deliveries timed".into())
+    quantile(&mut latencies, 0.99).ok_or_else(|| "no deliveries timed".into())
 }
