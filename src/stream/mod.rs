@@ -96,7 +96,8 @@ impl EventHub {
                 () = wakeup.events_signal() => {}
                 () = tokio::time::sleep(FALLBACK_POLL) => {}
             }
-            loop {
+            // A backlog is read in batches; shutdown stops between them.
+            while !token.is_cancelled() {
                 let wanted: Vec<i64> = missing.keys().copied().collect();
                 let rows = match db::conn(&self.pool).await {
                     Ok(mut conn) => db::events::after(&mut conn, cursor, &wanted, READ_BATCH)
