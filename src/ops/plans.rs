@@ -65,6 +65,7 @@ impl Ops {
                 .ok_or_else(|| Error::AlreadyExists(format!("plan {} already exists", input.name)))
         })
         .await
+        .inspect(|plan| self.forget_plan(&plan.name))
     }
 
     /// The current version, or `version` when it is not 0.

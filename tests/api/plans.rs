@@ -663,3 +663,68 @@ async fn tenantctl_manages_plans_as_json_files() {
     assert!(err.contains("not found (NotFound)"), "{err}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_changed_by_another_replica_is_used_by_the_next_create() {
+    let app = TestApp::api_only().await;
+    app.add_plan(
+        "moving",
+        &[("create_schema", true, 2), ("activate", true, 2)],
+    )
+    .await;
+    let first = app.create("first", "moving").await;
+    assert_eq!(first.plan_version, 1);
+    assert_eq!(first.steps.len(), 2);
+    // Another replica writes version 2 straight to the database: this
+    // server's cached version 1 is now stale.
+    app.db
+        .exec(
+            r#"UPDATE plans SET version = version + 1,
+                   steps = '[{"name": "create_schema", "critical": true, "max_attempts": 2},
+                             {"name": "run_migrations", "critical": true, "max_attempts": 2},
+                             {"name": "activate", "critical": true, "max_attempts": 2}]'
+               WHERE name = 'moving'"#,
+        )
+        .await;
+    let second = app.create("second", "moving").await;
+    assert_eq!(
+        second.plan_version, 2,
+        "the stale cached version was noticed"
+    );
+    let names: Vec<&str> = second.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["create_schema", "run_migrations", "activate"]);
+    assert_eq!(
+        app.db
+            .count(&format!(
+                "SELECT count(*) FROM tenant_steps WHERE tenant_id = '{}'",
+                second.id
+            ))
+            .await,
+        3
+    );
+    // Deleted by another replica: refused, nothing written.
+    app.db
+        .exec("UPDATE plans SET delete_time = now() WHERE name = 'moving'")
+        .await;
+    let refused = app
+        .client
+        .clone()
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(tenantd::proto::Tenant {
+                plan: "moving".into(),
+                ..tenant("third")
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&refused), ["tenant.plan"]);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM tenants WHERE slug = 'third'")
+            .await,
+        0
+    );
+    app.stop().await;
+}
