@@ -1,5 +1,7 @@
 //! Provisioning statistics from the event log: one read-only snapshot, so
-//! that the counts, rates and percentiles of one answer agree.
+//! that the counts, rates and percentiles of one answer agree, and so that
+//! a window's rollup buckets and the events of the hour its start cuts are
+//! read as of the same moment.
 
 use chrono::TimeDelta;
 use strum::VariantArray;

@@ -24,6 +24,7 @@ mod replicas;
 mod secrets;
 mod soroban;
 mod stats;
+mod stats_rollup;
 mod stream;
 mod tenantctl;
 mod tls;

@@ -1,0 +1,18 @@
+DROP TRIGGER tenants_stats_fixed ON tenants;
+DROP TRIGGER events_stats_append_only ON events;
+DROP TRIGGER events_stats_rollup_clear ON events;
+DROP TRIGGER events_stats_rollup_remove ON events;
+DROP TRIGGER events_stats_rollup_add ON events;
+DROP FUNCTION stats_refuse_rewrite();
+DROP FUNCTION stats_rollup_clear();
+DROP FUNCTION stats_rollup_remove();
+DROP FUNCTION stats_rollup_add();
+DROP FUNCTION stats_activation_bin(INTERVAL);
+DROP FUNCTION stats_activation_bounds();
+DROP TABLE stats_activation_days;
+DROP TABLE stats_activations;
+DROP TABLE stats_pipeline_ends;
+DROP TABLE stats_step_failures;
+DROP FUNCTION stats_state_before(UUID, BIGINT);
+DROP FUNCTION stats_day(TIMESTAMPTZ);
+DROP FUNCTION stats_hour(TIMESTAMPTZ);
