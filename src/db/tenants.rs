@@ -18,25 +18,6 @@ pub const PLAN_LIVE_CONSTRAINT: &str = "tenants_plan_live";
 /// Unique constraint on AIP-155 request ids.
 pub const REQUEST_ID_CONSTRAINT: &str = "tenants_request_id_key";
 
-/// Inserts a tenant and its planned steps, all PENDING; returns both rows.
-pub async fn insert(
-    conn: &mut AsyncPgConnection,
-    row: &NewTenantRow<'_>,
-    steps: &[PlanStep],
-) -> QueryResult<(TenantRow, Vec<StepRow>)> {
-    let tenant = diesel::insert_into(tenants::table)
-        .values(row)
-        .returning(TenantRow::as_returning())
-        .get_result(conn)
-        .await?;
-    let step_rows = planned_steps(row.id, steps);
-    diesel::insert_into(tenant_steps::table)
-        .values(&step_rows)
-        .execute(conn)
-        .await?;
-    Ok((tenant, step_rows))
-}
-
 /// What CreateTenant writes, in one statement (one round trip, its own
 /// transaction): the tenant, its planned steps (PENDING), its
 /// TENANT_CREATED event and the outbox row of its first step.

@@ -3,6 +3,7 @@
 //! Standard Webhooks reference implementation.
 
 use tenantd::proto::plan_service_client::PlanServiceClient;
+use tenantd::proto::webhook_service_client::WebhookServiceClient;
 use tenantd::proto::{
     CreatePlanRequest, CreateTenantRequest, DeleteEndpointRequest, DeletePlanRequest,
     GetEndpointRequest, GetPlanRequest, Plan, PlanStep, StepStatus, TenantState, UpdatePlanRequest,
@@ -68,6 +69,18 @@ fn step<'a>(t: &'a tenantd::proto::Tenant, name: &str) -> &'a tenantd::proto::St
         .iter()
         .find(|s| s.name == name)
         .unwrap_or_else(|| panic!("no step {name} in {t:#?}"))
+}
+
+async fn delete_endpoint(
+    hooks: &mut WebhookServiceClient<Channel>,
+    name: &str,
+) -> Result<tonic::Response<tenantd::proto::DeleteEndpointResponse>, tonic::Status> {
+    hooks
+        .delete_endpoint(DeleteEndpointRequest {
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
 }
 
 fn of_type<'a>(received: &'a [Received], kind: &str) -> Vec<&'a Received> {
@@ -310,13 +323,7 @@ async fn a_compensation_refused_leaves_needs_attention_naming_the_endpoint() {
     assert_eq!(billing.received().len(), 2, "one run, one refused undo");
 
     // While the tenant may still need the endpoint, it cannot be deleted.
-    let plans_using = hooks
-        .delete_endpoint(DeleteEndpointRequest {
-            name: "billing".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let plans_using = delete_endpoint(&mut hooks, "billing").await.unwrap_err();
     assert_eq!(plans_using.code(), Code::FailedPrecondition);
     // A new plan version without the webhook step: the tenant still has it.
     plans(&app)
@@ -330,13 +337,7 @@ async fn a_compensation_refused_leaves_needs_attention_naming_the_endpoint() {
         })
         .await
         .expect("update plan");
-    let tenants_using = hooks
-        .delete_endpoint(DeleteEndpointRequest {
-            name: "billing".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let tenants_using = delete_endpoint(&mut hooks, "billing").await.unwrap_err();
     assert_eq!(tenants_using.code(), Code::FailedPrecondition);
     assert!(
         tenants_using.message().contains("1 tenant"),
@@ -398,13 +399,7 @@ async fn plans_with_bad_webhook_steps_are_refused_and_nothing_is_written() {
         vec![call("create_billing_customer", "billing", false, 3)],
     )
     .await;
-    let in_use = hooks
-        .delete_endpoint(DeleteEndpointRequest {
-            name: "billing".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let in_use = delete_endpoint(&mut hooks, "billing").await.unwrap_err();
     assert_eq!(in_use.code(), Code::FailedPrecondition);
     assert!(in_use.message().contains("billing"), "{}", in_use.message());
     hooks
@@ -420,11 +415,7 @@ async fn plans_with_bad_webhook_steps_are_refused_and_nothing_is_written() {
         })
         .await
         .unwrap();
-    hooks
-        .delete_endpoint(DeleteEndpointRequest {
-            name: "billing".into(),
-            ..Default::default()
-        })
+    delete_endpoint(&mut hooks, "billing")
         .await
         .expect("no plan uses it any more");
     app.stop().await;
