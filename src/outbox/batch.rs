@@ -19,7 +19,7 @@
 //! batch), and each locks its tenants in id order.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use diesel::sql_types::{
@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use super::store::Claim;
+use super::store::{self, Claim};
 use crate::db::outbox::Operation;
 use crate::db::{self, DbPool};
 use crate::domain::TenantState;
@@ -240,15 +240,17 @@ async fn record(
             .iter()
             .map(|(c, _)| super::pipeline::succeeded_message(&c.claim.step, &c.output))
             .collect();
-        let next: Vec<Next> = diesel::sql_query(BATCH_SQL)
+        let (lease, keep) = store::lease_params(lease);
+        let next: Vec<Next> = diesel::sql_query(BATCH_SQL.as_str())
             .bind::<Array<BigInt>, _>(&outbox_ids)
             .bind::<Array<SqlUuid>, _>(&tenant_ids)
             .bind::<Array<Text>, _>(&steps)
             .bind::<Array<Integer>, _>(&attempts)
             .bind::<Array<Text>, _>(&tenant_states)
             .bind::<Array<Jsonb>, _>(&outputs)
-            .bind::<Double, _>(lease.as_secs_f64())
+            .bind::<Double, _>(lease)
             .bind::<Array<Text>, _>(&messages)
+            .bind::<Double, _>(keep)
             .load(conn)
             .await?;
         metrics::completion_batch(next.len());
@@ -311,7 +313,12 @@ async fn record(
 /// step, attempt, the tenant's state, the step's output; then the lease;
 /// then each STEP_SUCCEEDED event's message.
 /// Events are inserted per tenant in order (succeeded, started or settled).
-const BATCH_SQL: &str = "
+/// `$9` is the part of the lease a continuation keeps.
+static BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
+    BATCH_SQL_TEMPLATE.replace("{continue_lease}", &store::continue_lease_sql("$7", "$9"))
+});
+
+const BATCH_SQL_TEMPLATE: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::jsonb[],
                          $8::text[])
@@ -338,8 +345,7 @@ WITH input AS (
     FROM nxt n WHERE s.tenant_id = n.tenant_id AND s.name = n.next_step
 ), moved AS (
     UPDATE outbox o
-    SET step = n.next_step, attempt = 1, last_error = NULL, lease_token = nextval('outbox_lease_token_seq'),
-        locked_until = now() + make_interval(secs => $7), available_at = now() + make_interval(secs => $7)
+    SET step = n.next_step, attempt = 1, last_error = NULL, {continue_lease}
     FROM nxt n WHERE o.id = n.outbox_id AND n.next_step IS NOT NULL
     RETURNING o.id, o.lease_token
 ), removed AS (

@@ -7,6 +7,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::rows::{delete_row, event, merge_outputs, requeue, set_step};
 use super::*;
+use crate::outbox::store;
 
 impl Transition<'_> {
     /// A provisioning step succeeded: record it, merge its outputs, and move
@@ -112,16 +113,17 @@ impl Transition<'_> {
         outputs: serde_json::Value,
     ) -> Result<Claim> {
         let claim = self.claim;
-        let Token { lease_token } = diesel::sql_query(
-            "UPDATE outbox SET step = $2, attempt = 1, last_error = NULL,
-                 lease_token = nextval('outbox_lease_token_seq'),
-                 locked_until = now() + make_interval(secs => $3), available_at = now() + make_interval(secs => $3)
+        let (lease, keep) = store::lease_params(self.lease);
+        let Token { lease_token } = diesel::sql_query(format!(
+            "UPDATE outbox SET step = $2, attempt = 1, last_error = NULL, {}
              WHERE id = $1
              RETURNING lease_token",
-        )
+            store::continue_lease_sql("$3", "$4")
+        ))
         .bind::<BigInt, _>(claim.id)
         .bind::<Text, _>(step)
-        .bind::<Double, _>(self.lease.as_secs_f64())
+        .bind::<Double, _>(lease)
+        .bind::<Double, _>(keep)
         .get_result(conn)
         .await?;
         diesel::update(

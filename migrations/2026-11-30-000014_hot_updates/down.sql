@@ -1,0 +1,2 @@
+ALTER TABLE tenant_steps RESET (fillfactor);
+ALTER TABLE outbox RESET (fillfactor);
