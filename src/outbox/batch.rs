@@ -22,6 +22,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
+use diesel::QueryResult;
+use diesel::pg::Pg;
+use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+use diesel::sql_types::Untyped;
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid,
 };
@@ -241,18 +245,19 @@ async fn record(
             .map(|(c, _)| super::pipeline::succeeded_message(&c.claim.step, &c.output))
             .collect();
         let (lease, keep) = store::lease_params(lease);
-        let next: Vec<Next> = diesel::sql_query(BATCH_SQL.as_str())
-            .bind::<Array<BigInt>, _>(&outbox_ids)
-            .bind::<Array<SqlUuid>, _>(&tenant_ids)
-            .bind::<Array<Text>, _>(&steps)
-            .bind::<Array<Integer>, _>(&attempts)
-            .bind::<Array<Text>, _>(&tenant_states)
-            .bind::<Array<Jsonb>, _>(&outputs)
-            .bind::<Double, _>(lease)
-            .bind::<Array<Text>, _>(&messages)
-            .bind::<Double, _>(keep)
-            .load(conn)
-            .await?;
+        let next: Vec<Next> = BatchStatement {
+            outbox_ids: &outbox_ids,
+            tenant_ids: &tenant_ids,
+            steps: &steps,
+            attempts: &attempts,
+            states: &tenant_states,
+            outputs: &outputs,
+            messages: &messages,
+            lease,
+            keep,
+        }
+        .load(conn)
+        .await?;
         metrics::completion_batch(next.len());
         let by_id: HashMap<i64, (&Completion, &String)> = go.iter().map(|(c, s)| (c.claim.id, (*c, s))).collect();
         for n in next {
@@ -309,20 +314,80 @@ async fn record(
 }
 
 /// Everything `pipeline::Transition::step_succeeded` + `advance` write, for
-/// many tenants at once. Inputs are parallel arrays: outbox id, tenant id,
-/// step, attempt, the tenant's state, the step's output; then the lease;
-/// then each STEP_SUCCEEDED event's message.
+/// many tenants at once, as one statement that each connection prepares
+/// once: planning it anew took about as long as a tenth of a batch.
+/// Inputs are parallel arrays: outbox id, tenant id, step, attempt, the
+/// tenant's state, the step's output and the STEP_SUCCEEDED event's
+/// message; then the lease and the part of it a continuation keeps.
 /// Events are inserted per tenant in order (succeeded, started or settled).
-/// `$9` is the part of the lease a continuation keeps.
+struct BatchStatement<'a> {
+    outbox_ids: &'a [i64],
+    tenant_ids: &'a [Uuid],
+    steps: &'a [&'a str],
+    attempts: &'a [i32],
+    states: &'a [&'a str],
+    outputs: &'a [serde_json::Value],
+    messages: &'a [String],
+    lease: f64,
+    keep: f64,
+}
+
+impl QueryFragment<Pg> for BatchStatement<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        // The statement's text between its parameters, which come in the
+        // order of the fields.
+        let mut parts = BATCH_SQL.split(BIND);
+        let mut text =
+            |out: &mut AstPass<'_, 'b, Pg>| out.push_sql(parts.next().unwrap_or_default());
+        text(&mut out);
+        out.push_bind_param::<Array<BigInt>, _>(self.outbox_ids)?;
+        text(&mut out);
+        out.push_bind_param::<Array<SqlUuid>, _>(self.tenant_ids)?;
+        text(&mut out);
+        out.push_bind_param::<Array<Text>, _>(self.steps)?;
+        text(&mut out);
+        out.push_bind_param::<Array<Integer>, _>(self.attempts)?;
+        text(&mut out);
+        out.push_bind_param::<Array<Text>, _>(self.states)?;
+        text(&mut out);
+        out.push_bind_param::<Array<Jsonb>, _>(self.outputs)?;
+        text(&mut out);
+        out.push_bind_param::<Array<Text>, _>(self.messages)?;
+        text(&mut out);
+        out.push_bind_param::<Double, _>(&self.lease)?;
+        text(&mut out);
+        out.push_bind_param::<Double, _>(&self.keep)?;
+        text(&mut out);
+        Ok(())
+    }
+}
+
+impl QueryId for BatchStatement<'_> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for BatchStatement<'_> {
+    type SqlType = Untyped;
+}
+
+/// Where [`BATCH_SQL`] takes a parameter.
+const BIND: &str = "{bind}";
+
 static BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
-    BATCH_SQL_TEMPLATE.replace("{continue_lease}", &store::continue_lease_sql("$7", "$9"))
+    BATCH_SQL_TEMPLATE.replace(
+        "{continue_lease}",
+        &store::continue_lease_sql("p.lease", "p.keep"),
+    )
 });
 
 const BATCH_SQL_TEMPLATE: &str = "
 WITH input AS (
-    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::int[], $5::text[], $6::jsonb[],
-                         $8::text[])
+    SELECT * FROM unnest({bind}::bigint[], {bind}::uuid[], {bind}::text[], {bind}::int[], {bind}::text[],
+                         {bind}::jsonb[], {bind}::text[])
         AS i(outbox_id, tenant_id, step, attempt, state, output, message)
+), p AS (
+    SELECT {bind}::float8 AS lease, {bind}::float8 AS keep
 ), cur AS (
     SELECT i.*, s.position, s.phase, o.operation
     FROM input i
@@ -346,7 +411,7 @@ WITH input AS (
 ), moved AS (
     UPDATE outbox o
     SET step = n.next_step, attempt = 1, last_error = NULL, {continue_lease}
-    FROM nxt n WHERE o.id = n.outbox_id AND n.next_step IS NOT NULL
+    FROM nxt n, p WHERE o.id = n.outbox_id AND n.next_step IS NOT NULL
     RETURNING o.id, o.lease_token
 ), removed AS (
     DELETE FROM outbox o USING nxt n WHERE o.id = n.outbox_id AND n.next_step IS NULL
