@@ -1,18 +1,18 @@
 //! Batched completion: successful attempts of steps without database work
-//! (no-op, email, RPC) from many workers are recorded in one transaction of
-//! three statements, instead of one transaction each. The rules are those of
-//! `pipeline` (each claim's fencing token checked under the tenant lock, step
-//! SUCCEEDED, events in order, next step kept leased under a new token or the
-//! tenant settled); a stale claim is refused and changes nothing; anything
-//! unusual (cancellation, an error) goes back to the worker, which takes the
-//! one-row path.
+//! (no-op, email, RPC) from many workers are recorded in one statement (one
+//! transaction, one round trip), instead of one transaction each. The rules
+//! are those of `pipeline` (each claim's fencing token checked under the
+//! tenant lock, step SUCCEEDED, events in order, next step kept leased under
+//! a new token or the tenant settled); a stale claim is refused and changes
+//! nothing; anything unusual (cancellation, an error) goes back to the
+//! worker, which takes the one-row path.
 //!
 //! ```text
-//! worker ─┐                      one transaction (up to IN_FLIGHT at once):
-//! worker ─┼─> completer ──────>   lock tenants + outbox rows by (id, token)
-//! worker ─┘   (drains queue)      one statement: steps, events, next rows, settled tenants
-//!     ^                           commit
-//!     └──── next step (still leased) or "done" ──┘
+//! worker ─┐                      one statement (up to IN_FLIGHT at once):
+//! worker ─┼─> completer ──────>   lock tenants + outbox rows by (id, token), then
+//! worker ─┘   (drains queue)      steps, events, next rows, settled tenants; commit
+//!     ^
+//!     └──── next step (still leased), "done" or "take the one-row path" ──┘
 //! ```
 //!
 //! Batches in flight together never hold the same tenant (a claim is in one
@@ -29,7 +29,7 @@ use diesel::sql_types::Untyped;
 use diesel::sql_types::{
     Array, BigInt, Bool, Double, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid,
 };
-use diesel_async::{AsyncConnection, RunQueryDsl};
+use diesel_async::RunQueryDsl;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -161,20 +161,21 @@ async fn run(
     while in_flight.join_next().await.is_some() {}
 }
 
+/// What the batch statement did with one completion.
 #[derive(diesel::QueryableByName)]
-struct Held {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = Bool)]
-    cancel_requested: bool,
-    #[diesel(sql_type = Text)]
-    state: String,
-}
-
-#[derive(diesel::QueryableByName)]
-struct Next {
+struct Outcome {
     #[diesel(sql_type = BigInt)]
     outbox_id: i64,
+    /// The row was still held by this very claim; if not, nothing changed.
+    #[diesel(sql_type = Bool)]
+    held: bool,
+    /// Cancellation was asked: nothing changed, the worker takes the
+    /// one-row path, which compensates.
+    #[diesel(sql_type = Bool)]
+    cancel_requested: bool,
+    /// The step's success was recorded.
+    #[diesel(sql_type = Bool)]
+    recorded: bool,
     #[diesel(sql_type = Nullable<Text>)]
     next_step: Option<String>,
     /// The continuation's fencing token, with `next_step`.
@@ -194,122 +195,98 @@ struct Next {
     next_webhook_compensate: Option<bool>,
 }
 
-/// One transaction for the whole batch; replies by outbox id.
+/// One statement (so one transaction and one round trip) for the whole
+/// batch; replies by outbox id.
 async fn record(
     pool: &DbPool,
     lease: Duration,
     batch: &[Completion],
 ) -> Result<HashMap<i64, Reply>> {
-    let ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
-    let tokens: Vec<i64> = batch.iter().map(|c| c.claim.lease_token).collect();
+    let outbox_ids: Vec<i64> = batch.iter().map(|c| c.claim.id).collect();
+    let lease_tokens: Vec<i64> = batch.iter().map(|c| c.claim.lease_token).collect();
+    let tenant_ids: Vec<Uuid> = batch.iter().map(|c| c.claim.tenant_id).collect();
+    let steps: Vec<&str> = batch.iter().map(|c| c.claim.step.as_str()).collect();
+    let attempts: Vec<i32> = batch.iter().map(|c| c.claim.attempt).collect();
+    let outputs: Vec<serde_json::Value> = batch
+        .iter()
+        .map(|c| db::models::json_map(&c.output))
+        .collect();
+    let messages: Vec<String> = batch
+        .iter()
+        .map(|c| super::pipeline::succeeded_message(&c.claim.step, &c.output))
+        .collect();
+    let (lease, keep) = store::lease_params(lease);
     let mut conn = db::conn(pool).await?;
-    // Outbox ids recorded, and whether their pipeline ended.
-    let mut recorded: Vec<(i64, bool)> = Vec::new();
-    // Claims whose row was claimed again: refused.
-    let mut stale: Vec<&Claim> = Vec::new();
-    let replies = conn.transaction(async |conn| {
-        // Only rows still held by these very claims; tenants in id order,
-        // so concurrent batches never deadlock.
-        let held: Vec<Held> = diesel::sql_query(
-            "SELECT o.id, t.cancel_requested, t.state FROM outbox o JOIN tenants t ON t.id = o.tenant_id
-             WHERE (o.id, o.lease_token) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))
-             ORDER BY t.id FOR UPDATE OF t, o",
-        )
-        .bind::<Array<BigInt>, _>(&ids)
-        .bind::<Array<BigInt>, _>(&tokens)
-        .load(conn)
-        .await?;
-        let mut replies: HashMap<i64, Reply> = ids.iter().map(|id| (*id, Reply::Done)).collect();
-        let states: HashMap<i64, &Held> = held.iter().map(|h| (h.id, h)).collect();
-        let mut go = Vec::new();
-        for completion in batch {
-            match states.get(&completion.claim.id) {
-                None => stale.push(&completion.claim),
-                Some(h) if h.cancel_requested => {
-                    replies.insert(completion.claim.id, Reply::Fallback);
-                }
-                Some(h) => go.push((completion, h.state.clone())),
-            }
-        }
-        if go.is_empty() {
-            return Ok(replies);
-        }
-        let outbox_ids: Vec<i64> = go.iter().map(|(c, _)| c.claim.id).collect();
-        let tenant_ids: Vec<Uuid> = go.iter().map(|(c, _)| c.claim.tenant_id).collect();
-        let steps: Vec<&str> = go.iter().map(|(c, _)| c.claim.step.as_str()).collect();
-        let attempts: Vec<i32> = go.iter().map(|(c, _)| c.claim.attempt).collect();
-        let tenant_states: Vec<&str> = go.iter().map(|(_, s)| s.as_str()).collect();
-        let outputs: Vec<serde_json::Value> = go.iter().map(|(c, _)| db::models::json_map(&c.output)).collect();
-        let messages: Vec<String> = go
-            .iter()
-            .map(|(c, _)| super::pipeline::succeeded_message(&c.claim.step, &c.output))
-            .collect();
-        let (lease, keep) = store::lease_params(lease);
-        let next: Vec<Next> = BatchStatement {
-            outbox_ids: &outbox_ids,
-            tenant_ids: &tenant_ids,
-            steps: &steps,
-            attempts: &attempts,
-            states: &tenant_states,
-            outputs: &outputs,
-            messages: &messages,
-            lease,
-            keep,
-        }
-        .load(conn)
-        .await?;
-        metrics::completion_batch(next.len());
-        let by_id: HashMap<i64, (&Completion, &String)> = go.iter().map(|(c, s)| (c.claim.id, (*c, s))).collect();
-        for n in next {
-            let Some((completion, _)) = by_id.get(&n.outbox_id) else { continue };
-            recorded.push((n.outbox_id, n.next_step.is_none()));
-            let reply = match (n.next_step, n.next_lease_token) {
+    let outcomes: Vec<Outcome> = BatchStatement {
+        outbox_ids: &outbox_ids,
+        lease_tokens: &lease_tokens,
+        tenant_ids: &tenant_ids,
+        steps: &steps,
+        attempts: &attempts,
+        outputs: &outputs,
+        messages: &messages,
+        lease,
+        keep,
+    }
+    .load(&mut conn)
+    .await?;
+    // Committed: reply, report the stale claims and count what it recorded.
+    let completions: HashMap<i64, &Completion> = batch.iter().map(|c| (c.claim.id, c)).collect();
+    let mut replies = HashMap::with_capacity(batch.len());
+    let mut recorded = 0;
+    for outcome in outcomes {
+        let Some(completion) = completions.get(&outcome.outbox_id) else {
+            continue;
+        };
+        let claim = &completion.claim;
+        let reply = if !outcome.held {
+            super::store::refused_stale(claim, StepOutcome::Succeeded.into());
+            Reply::Done
+        } else if outcome.cancel_requested || !outcome.recorded {
+            Reply::Fallback
+        } else {
+            recorded += 1;
+            let operation = claim.operation_label();
+            metrics::step_recorded(&claim.step, operation, StepOutcome::Succeeded);
+            match (outcome.next_step, outcome.next_lease_token) {
                 (Some(step), Some(lease_token)) => {
-                    let mut outputs = completion.claim.outputs.clone();
+                    let mut outputs = claim.outputs.clone();
                     if let Some(map) = outputs.as_object_mut() {
-                        map.extend(completion.output.iter().map(|(k, v)| (k.clone(), v.clone().into())));
+                        map.extend(
+                            completion
+                                .output
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone().into())),
+                        );
                     }
                     Reply::Continue(Box::new(Claim {
                         step,
                         lease_token,
                         attempt: 1,
-                        max_attempts: n.next_max_attempts.unwrap_or(1),
-                        retry_base_ms: n.next_retry_base_ms,
-                        retry_cap_ms: n.next_retry_cap_ms,
-                        timeout_ms: n.next_timeout_ms,
-                        webhook_endpoint: n.next_webhook_endpoint,
-                        webhook_compensate: n.next_webhook_compensate.unwrap_or(false),
+                        max_attempts: outcome.next_max_attempts.unwrap_or(1),
+                        retry_base_ms: outcome.next_retry_base_ms,
+                        retry_cap_ms: outcome.next_retry_cap_ms,
+                        timeout_ms: outcome.next_timeout_ms,
+                        webhook_endpoint: outcome.next_webhook_endpoint,
+                        webhook_compensate: outcome.next_webhook_compensate.unwrap_or(false),
                         outputs,
-                        ..completion.claim.clone()
+                        ..claim.clone()
                     }))
                 }
-                _ => Reply::Done,
-            };
-            replies.insert(n.outbox_id, reply);
-        }
-        Ok::<_, crate::error::Error>(replies)
-    })
-    .await?;
-    // Committed: report the stale claims and count what it recorded.
-    for claim in stale {
-        super::store::refused_stale(claim, StepOutcome::Succeeded.into());
-    }
-    let claims: HashMap<i64, &Claim> = batch.iter().map(|c| (c.claim.id, &c.claim)).collect();
-    for (id, settled) in recorded {
-        let Some(claim) = claims.get(&id) else {
-            continue;
+                _ => {
+                    let state = if operation == Operation::Deprovision.as_str() {
+                        TenantState::Deprovisioned
+                    } else {
+                        TenantState::Active
+                    };
+                    metrics::pipeline_settled(state, &claim.plan, claim.tenant_age());
+                    Reply::Done
+                }
+            }
         };
-        let operation = claim.operation_label();
-        metrics::step_recorded(&claim.step, operation, StepOutcome::Succeeded);
-        if settled {
-            let state = if operation == Operation::Deprovision.as_str() {
-                TenantState::Deprovisioned
-            } else {
-                TenantState::Active
-            };
-            metrics::pipeline_settled(state, &claim.plan, claim.tenant_age());
-        }
+        replies.insert(claim.id, reply);
     }
+    metrics::completion_batch(recorded);
     Ok(replies)
 }
 
@@ -322,10 +299,10 @@ async fn record(
 /// Events are inserted per tenant in order (succeeded, started or settled).
 struct BatchStatement<'a> {
     outbox_ids: &'a [i64],
+    lease_tokens: &'a [i64],
     tenant_ids: &'a [Uuid],
     steps: &'a [&'a str],
     attempts: &'a [i32],
-    states: &'a [&'a str],
     outputs: &'a [serde_json::Value],
     messages: &'a [String],
     lease: f64,
@@ -342,13 +319,13 @@ impl QueryFragment<Pg> for BatchStatement<'_> {
         text(&mut out);
         out.push_bind_param::<Array<BigInt>, _>(self.outbox_ids)?;
         text(&mut out);
+        out.push_bind_param::<Array<BigInt>, _>(self.lease_tokens)?;
+        text(&mut out);
         out.push_bind_param::<Array<SqlUuid>, _>(self.tenant_ids)?;
         text(&mut out);
         out.push_bind_param::<Array<Text>, _>(self.steps)?;
         text(&mut out);
         out.push_bind_param::<Array<Integer>, _>(self.attempts)?;
-        text(&mut out);
-        out.push_bind_param::<Array<Text>, _>(self.states)?;
         text(&mut out);
         out.push_bind_param::<Array<Jsonb>, _>(self.outputs)?;
         text(&mut out);
@@ -383,16 +360,26 @@ static BATCH_SQL: LazyLock<String> = LazyLock::new(|| {
 
 const BATCH_SQL_TEMPLATE: &str = "
 WITH input AS (
-    SELECT * FROM unnest({bind}::bigint[], {bind}::uuid[], {bind}::text[], {bind}::int[], {bind}::text[],
+    SELECT * FROM unnest({bind}::bigint[], {bind}::bigint[], {bind}::uuid[], {bind}::text[], {bind}::int[],
                          {bind}::jsonb[], {bind}::text[])
-        AS i(outbox_id, tenant_id, step, attempt, state, output, message)
+        AS i(outbox_id, lease_token, tenant_id, step, attempt, output, message)
 ), p AS (
     SELECT {bind}::float8 AS lease, {bind}::float8 AS keep
+), held AS MATERIALIZED (
+    -- Only rows still held by these very claims, locked with their tenants
+    -- before anything is written (so the events of a tenant commit in id
+    -- order with every other writer's); tenants in id order.
+    SELECT o.id, o.operation, t.cancel_requested, t.state
+    FROM outbox o JOIN tenants t ON t.id = o.tenant_id
+    WHERE (o.id, o.lease_token) IN (SELECT outbox_id, lease_token FROM input)
+    ORDER BY t.id
+    FOR UPDATE OF t, o
 ), cur AS (
-    SELECT i.*, s.position, s.phase, o.operation
+    SELECT i.outbox_id, i.tenant_id, i.step, i.attempt, h.state, i.output, i.message,
+           s.position, s.phase, h.operation
     FROM input i
+    JOIN held h ON h.id = i.outbox_id AND NOT h.cancel_requested
     JOIN tenant_steps s ON s.tenant_id = i.tenant_id AND s.name = i.step
-    JOIN outbox o ON o.id = i.outbox_id
 ), nxt AS (
     SELECT c.*,
         (SELECT s.name FROM tenant_steps s
@@ -445,10 +432,13 @@ WITH input AS (
         FROM nxt n WHERE n.next_step IS NULL
     ) e ORDER BY tenant_id, ord
 )
-SELECT n.outbox_id, n.next_step, m.lease_token AS next_lease_token, s.max_attempts AS next_max_attempts,
-       s.retry_base_ms AS next_retry_base_ms, s.retry_cap_ms AS next_retry_cap_ms,
-       s.timeout_ms AS next_timeout_ms, s.webhook_endpoint AS next_webhook_endpoint,
-       s.webhook_compensate AS next_webhook_compensate
-FROM nxt n
-LEFT JOIN moved m ON m.id = n.outbox_id
+SELECT i.outbox_id, h.id IS NOT NULL AS held, coalesce(h.cancel_requested, false) AS cancel_requested,
+       n.outbox_id IS NOT NULL AS recorded, n.next_step, m.lease_token AS next_lease_token,
+       s.max_attempts AS next_max_attempts, s.retry_base_ms AS next_retry_base_ms,
+       s.retry_cap_ms AS next_retry_cap_ms, s.timeout_ms AS next_timeout_ms,
+       s.webhook_endpoint AS next_webhook_endpoint, s.webhook_compensate AS next_webhook_compensate
+FROM input i
+LEFT JOIN held h ON h.id = i.outbox_id
+LEFT JOIN nxt n ON n.outbox_id = i.outbox_id
+LEFT JOIN moved m ON m.id = i.outbox_id
 LEFT JOIN tenant_steps s ON s.tenant_id = n.tenant_id AND s.name = n.next_step";
