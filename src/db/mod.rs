@@ -10,6 +10,7 @@ pub mod events;
 pub mod models;
 pub mod outbox;
 pub mod plans;
+pub mod prepared;
 pub mod schema;
 pub mod soroban;
 pub mod stats;

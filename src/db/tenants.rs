@@ -3,10 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use diesel::prelude::*;
+use diesel::sql_types::{Array, Bool, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::models::{NewTenantRow, StepRow, TenantRow, json_map};
+use super::prepared::prepared_statement;
 use super::schema::{tenant_steps, tenants};
 use crate::domain::{PlanStep, StepStatus, Tenant, TenantPatch, TenantState};
 use crate::error::Result;
@@ -33,7 +35,6 @@ pub async fn create(
     message: &str,
     actor: &str,
 ) -> QueryResult<Option<TenantRow>> {
-    use diesel::sql_types::{Array, Bool, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
     let names: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
     let critical: Vec<bool> = steps.iter().map(|s| s.critical).collect();
     let attempts: Vec<i32> = steps.iter().map(|s| s.max_attempts).collect();
@@ -48,60 +49,112 @@ pub async fn create(
         .iter()
         .map(|s| s.webhook.as_ref().is_some_and(|w| w.compensate))
         .collect();
-    diesel::sql_query(
-        "WITH current_plan AS (
-             SELECT name, version FROM plans
-             WHERE name = $5 AND version = $6 AND delete_time IS NULL
-         ), tenant AS (
-             INSERT INTO tenants (id, slug, display_name, admin_email, plan, plan_version, labels,
-                                  state, request_id, request_digest)
-             SELECT $1, $2, $3, $4, p.name, p.version, $7, 'PROVISIONING', $8, $9
-             FROM current_plan p
-             ON CONFLICT (request_id) DO NOTHING
-             RETURNING *
-         ), steps AS (
-             INSERT INTO tenant_steps (tenant_id, position, name, critical, max_attempts, status,
-                                       phase, retry_base_ms, retry_cap_ms, timeout_ms,
-                                       webhook_endpoint, webhook_compensate)
-             SELECT t.id, s.n - 1, s.name, s.critical, s.max_attempts, 'PENDING', 'PROVISION',
-                    s.base, s.cap, s.timeout, s.endpoint, s.compensate
-             FROM tenant t,
-                  unnest($10::text[], $11::bool[], $12::int[], $13::int[], $14::int[], $15::int[],
-                         $16::text[], $17::bool[])
-                      WITH ORDINALITY AS s(name, critical, max_attempts, base, cap, timeout,
-                                           endpoint, compensate, n)
-         ), logged AS (
-             INSERT INTO events (tenant_id, kind, state, message, actor)
-             SELECT t.id, 'TENANT_CREATED', 'PROVISIONING', $18, $19 FROM tenant t
-         ), queued AS (
-             INSERT INTO outbox (tenant_id, operation, step)
-             SELECT t.id, 'PROVISION', $10[1] FROM tenant t
-         )
-         SELECT * FROM tenant",
-    )
-    .bind::<SqlUuid, _>(row.id)
-    .bind::<Text, _>(row.slug)
-    .bind::<Text, _>(row.display_name)
-    .bind::<Text, _>(row.admin_email)
-    .bind::<Text, _>(row.plan)
-    .bind::<Integer, _>(row.plan_version)
-    .bind::<Jsonb, _>(&row.labels)
-    .bind::<Nullable<Text>, _>(row.request_id)
-    .bind::<Nullable<Text>, _>(row.request_digest)
-    .bind::<Array<Text>, _>(&names)
-    .bind::<Array<Bool>, _>(&critical)
-    .bind::<Array<Integer>, _>(&attempts)
-    .bind::<Array<Nullable<Integer>>, _>(&base)
-    .bind::<Array<Nullable<Integer>>, _>(&cap)
-    .bind::<Array<Nullable<Integer>>, _>(&timeout)
-    .bind::<Array<Nullable<Text>>, _>(&endpoint)
-    .bind::<Array<Bool>, _>(&compensate)
-    .bind::<Text, _>(message)
-    .bind::<Text, _>(actor)
+    CreateStatement {
+        id: row.id,
+        slug: row.slug,
+        display_name: row.display_name,
+        admin_email: row.admin_email,
+        plan: row.plan,
+        plan_version: row.plan_version,
+        labels: &row.labels,
+        request_id: row.request_id,
+        request_digest: row.request_digest,
+        names: &names,
+        critical: &critical,
+        attempts: &attempts,
+        base: &base,
+        cap: &cap,
+        timeout: &timeout,
+        endpoint: &endpoint,
+        compensate: &compensate,
+        message,
+        actor,
+    }
     .get_result(conn)
     .await
     .optional()
 }
+
+prepared_statement! {
+    struct CreateStatement<'a> {
+        id: Uuid,
+        slug: &'a str,
+        display_name: &'a str,
+        admin_email: &'a str,
+        plan: &'a str,
+        plan_version: i32,
+        labels: &'a serde_json::Value,
+        request_id: Option<&'a str>,
+        request_digest: Option<&'a str>,
+        names: &'a [&'a str],
+        critical: &'a [bool],
+        attempts: &'a [i32],
+        base: &'a [Option<i32>],
+        cap: &'a [Option<i32>],
+        timeout: &'a [Option<i32>],
+        endpoint: &'a [Option<&'a str>],
+        compensate: &'a [bool],
+        message: &'a str,
+        actor: &'a str,
+    }
+    sql = CREATE_SQL;
+    binds = [
+        plan: Text,
+        plan_version: Integer,
+        id: SqlUuid,
+        slug: Text,
+        display_name: Text,
+        admin_email: Text,
+        labels: Jsonb,
+        request_id: Nullable<Text>,
+        request_digest: Nullable<Text>,
+        names: Array<Text>,
+        critical: Array<Bool>,
+        attempts: Array<Integer>,
+        base: Array<Nullable<Integer>>,
+        cap: Array<Nullable<Integer>>,
+        timeout: Array<Nullable<Integer>>,
+        endpoint: Array<Nullable<Text>>,
+        compensate: Array<Bool>,
+        message: Text,
+        actor: Text,
+    ];
+}
+
+/// [`create`]'s statement; its parameters are [`CreateStatement`]'s binds,
+/// in the order they appear in the text.
+pub(crate) const CREATE_SQL: &str = "
+WITH current_plan AS (
+    SELECT name, version FROM plans
+    WHERE name = {bind} AND version = {bind} AND delete_time IS NULL
+), tenant AS (
+    INSERT INTO tenants (id, slug, display_name, admin_email, plan, plan_version, labels,
+                         state, request_id, request_digest)
+    SELECT {bind}::uuid, {bind}::text, {bind}::text, {bind}::text, p.name, p.version, {bind}::jsonb,
+           'PROVISIONING', {bind}::text, {bind}::text
+    FROM current_plan p
+    ON CONFLICT (request_id) DO NOTHING
+    RETURNING *
+), steps AS (
+    INSERT INTO tenant_steps (tenant_id, position, name, critical, max_attempts, status,
+                              phase, retry_base_ms, retry_cap_ms, timeout_ms,
+                              webhook_endpoint, webhook_compensate)
+    SELECT t.id, s.n - 1, s.name, s.critical, s.max_attempts, 'PENDING', 'PROVISION',
+           s.base, s.cap, s.timeout, s.endpoint, s.compensate
+    FROM tenant t,
+         unnest({bind}::text[], {bind}::bool[], {bind}::int[], {bind}::int[], {bind}::int[], {bind}::int[],
+                {bind}::text[], {bind}::bool[])
+             WITH ORDINALITY AS s(name, critical, max_attempts, base, cap, timeout,
+                                  endpoint, compensate, n)
+    RETURNING tenant_id, position, name
+), logged AS (
+    INSERT INTO events (tenant_id, kind, state, message, actor)
+    SELECT t.id, 'TENANT_CREATED', 'PROVISIONING', {bind}, {bind} FROM tenant t
+), queued AS (
+    INSERT INTO outbox (tenant_id, operation, step)
+    SELECT s.tenant_id, 'PROVISION', s.name FROM steps s WHERE s.position = 0
+)
+SELECT * FROM tenant";
 
 /// The step rows [`create`] writes for `steps`, as they are right after.
 pub fn planned_steps(tenant_id: Uuid, steps: &[PlanStep]) -> Vec<StepRow> {
