@@ -291,9 +291,10 @@ prepared_statement! {
     /// Everything `pipeline::Transition::step_succeeded` + `advance` write, for
     /// many tenants at once, as one statement that each connection prepares
     /// once: planning it anew took about as long as a tenth of a batch.
-    /// Inputs are parallel arrays: outbox id, tenant id, step, attempt, the
-    /// tenant's state, the step's output and the STEP_SUCCEEDED event's
-    /// message; then the lease and the part of it a continuation keeps.
+    /// Inputs are parallel arrays: outbox id, the claim's fencing token,
+    /// tenant id, step, attempt, the step's output and the STEP_SUCCEEDED
+    /// event's message; then the lease and the part of it a continuation
+    /// keeps. The tenants' states come from their locked rows.
     /// Events are inserted per tenant in order (succeeded, started or settled).
     struct BatchStatement<'a> {
         outbox_ids: &'a [i64],
