@@ -92,30 +92,20 @@ pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Cla
                     Reply::Fallback => {}
                 }
             }
-            let done = match outcome {
-                Ok(output) => {
-                    apply(
-                        shared,
-                        claim,
-                        Action::Succeeded {
-                            step: step.as_ref(),
-                            ctx: &ctx,
-                            output,
-                        },
-                    )
-                    .await
-                }
-                Err(error) => Err(TxError::Step(error)),
+            let succeeded = |output| Action::Succeeded {
+                step: step.as_ref(),
+                ctx: &ctx,
+                output,
             };
-            match done {
-                Err(TxError::Step(error)) => {
-                    tracing::warn!(%error, "step attempt failed");
-                    apply(shared, claim, Action::Failed(&error))
-                        .await
-                        .map_err(TxError::into_error)
-                }
-                other => other.map_err(TxError::into_error),
-            }
+            record(
+                shared,
+                claim,
+                outcome,
+                succeeded,
+                |e| Action::Failed(e),
+                "step",
+            )
+            .await
         }
         Operation::Compensate => {
             let Some(step) = step else {
@@ -137,31 +127,47 @@ pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Cla
             {
                 outcome = Err(error);
             }
-            let done = match outcome {
-                Ok(output) => {
-                    apply(
-                        shared,
-                        claim,
-                        Action::Compensated {
-                            step: step.as_ref(),
-                            ctx: &ctx,
-                            output,
-                        },
-                    )
-                    .await
-                }
-                Err(error) => Err(TxError::Step(error)),
+            let compensated = |output| Action::Compensated {
+                step: step.as_ref(),
+                ctx: &ctx,
+                output,
             };
-            match done {
-                Err(TxError::Step(error)) => {
-                    tracing::warn!(%error, "compensation attempt failed");
-                    apply(shared, claim, Action::CompensationFailed(&error))
-                        .await
-                        .map_err(TxError::into_error)
-                }
-                other => other.map_err(TxError::into_error),
-            }
+            record(
+                shared,
+                claim,
+                outcome,
+                compensated,
+                |e| Action::CompensationFailed(e),
+                "compensation",
+            )
+            .await
         }
+    }
+}
+
+/// Records an attempt's outcome: its success, or its failure when the
+/// attempt failed or when recording the success failed at the step's level
+/// (the step's database work in the recording transaction).
+async fn record<'a>(
+    shared: &Shared,
+    claim: &Claim,
+    outcome: Result<Output, StepError>,
+    succeeded: impl FnOnce(Output) -> Action<'a>,
+    failed: for<'e> fn(&'e StepError) -> Action<'e>,
+    what: &str,
+) -> Result<Option<Claim>> {
+    let done = match outcome {
+        Ok(output) => apply(shared, claim, succeeded(output)).await,
+        Err(error) => Err(TxError::Step(error)),
+    };
+    match done {
+        Err(TxError::Step(error)) => {
+            tracing::warn!(%error, "{what} attempt failed");
+            apply(shared, claim, failed(&error))
+                .await
+                .map_err(TxError::into_error)
+        }
+        other => other.map_err(TxError::into_error),
     }
 }
 
