@@ -34,6 +34,12 @@ pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Cla
         .resolve(&claim.step, claim.webhook().as_ref());
     let ctx = pipeline::step_ctx(claim, &shared.config.role_prefix, &shared.tenant_pool)?;
     let same_db = shared.config.same_database;
+    let compensating = operation == Operation::Compensate;
+    let failed: for<'e> fn(&'e StepError) -> Action<'e> = if compensating {
+        |e| Action::CompensationFailed(e)
+    } else {
+        |e| Action::Failed(e)
+    };
     if claim.attempt > claim.max_attempts {
         // Earlier attempts died with their workers (their leases expired).
         let error = StepError::new(format!(
@@ -41,108 +47,69 @@ pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Cla
             claim.attempt - 1,
             claim.max_attempts
         ));
-        let action = if operation == Operation::Compensate {
-            Action::CompensationFailed(&error)
-        } else {
-            Action::Failed(&error)
-        };
-        return apply(shared, claim, action)
+        return apply(shared, claim, failed(&error))
             .await
             .map_err(TxError::into_error);
     }
-    match operation {
-        Operation::Provision if claim.cancel_requested => {
-            apply(shared, claim, Action::CancelledBeforeStep)
-                .await
-                .map_err(TxError::into_error)
-        }
-        // A deprovisioning step runs like a provisioning one; only the
-        // pipeline it advances differs.
-        Operation::Provision | Operation::Deprovision => {
-            let Some(step) = step else {
-                let error =
-                    StepError::new(format!("this build has no step named {:?}", claim.step));
-                return apply(shared, claim, Action::Failed(&error))
-                    .await
-                    .map_err(TxError::into_error);
-            };
-            let mut outcome = match guarded(shared, claim, step.run_external(&ctx)).await {
-                Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
-                Err(Stop::Stale) => return Ok(None),
-                Err(Stop::Failed(error)) => Err(error),
-                Ok(output) => Ok(output),
-            };
-            shared.config.hooks.at(Point::BeforeRecord, claim).await;
-            if let Ok(output) = &mut outcome
-                && !same_db
-            {
-                match in_tenant_db(shared, &ctx, step.as_ref(), false).await {
-                    Ok(more) => output.extend(more),
-                    Err(error) => outcome = Err(error),
-                }
-            }
-            if let Ok(output) = &outcome
-                && !step.database_work()
-                && !shared.shutdown.is_cancelled()
-                && let Some(completer) = &shared.completer
-            {
-                match completer.complete(claim.clone(), output.clone()).await {
-                    Reply::Continue(next) => return Ok(Some(*next)),
-                    Reply::Done => return Ok(None),
-                    Reply::Fallback => {}
-                }
-            }
-            let succeeded = |output| Action::Succeeded {
-                step: step.as_ref(),
-                ctx: &ctx,
-                output,
-            };
-            record(
-                shared,
-                claim,
-                outcome,
-                succeeded,
-                |e| Action::Failed(e),
-                "step",
-            )
+    if operation == Operation::Provision && claim.cancel_requested {
+        return apply(shared, claim, Action::CancelledBeforeStep)
             .await
-        }
-        Operation::Compensate => {
-            let Some(step) = step else {
-                let error =
-                    StepError::new(format!("this build has no step named {:?}", claim.step));
-                return apply(shared, claim, Action::CompensationFailed(&error))
-                    .await
-                    .map_err(TxError::into_error);
-            };
-            let mut outcome = match guarded(shared, claim, step.compensate_external(&ctx)).await {
-                Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
-                Err(Stop::Stale) => return Ok(None),
-                Err(Stop::Failed(error)) => Err(error),
-                Ok(output) => Ok(output),
-            };
-            shared.config.hooks.at(Point::BeforeRecord, claim).await;
-            if let (Ok(_), false) = (&outcome, same_db)
-                && let Err(error) = in_tenant_db(shared, &ctx, step.as_ref(), true).await
-            {
-                outcome = Err(error);
-            }
-            let compensated = |output| Action::Compensated {
-                step: step.as_ref(),
-                ctx: &ctx,
-                output,
-            };
-            record(
-                shared,
-                claim,
-                outcome,
-                compensated,
-                |e| Action::CompensationFailed(e),
-                "compensation",
-            )
+            .map_err(TxError::into_error);
+    }
+    // A deprovisioning step runs like a provisioning one (only the pipeline
+    // it advances differs), a compensation like both but for what it calls
+    // and records.
+    let Some(step) = step else {
+        let error = StepError::new(format!("this build has no step named {:?}", claim.step));
+        return apply(shared, claim, failed(&error))
             .await
+            .map_err(TxError::into_error);
+    };
+    let work = if compensating {
+        step.compensate_external(&ctx)
+    } else {
+        step.run_external(&ctx)
+    };
+    let mut outcome = match guarded(shared, claim, work).await {
+        Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
+        Err(Stop::Stale) => return Ok(None),
+        Err(Stop::Failed(error)) => Err(error),
+        Ok(output) => Ok(output),
+    };
+    shared.config.hooks.at(Point::BeforeRecord, claim).await;
+    if let Ok(output) = &mut outcome
+        && !same_db
+    {
+        match in_tenant_db(shared, &ctx, step.as_ref(), compensating).await {
+            Ok(more) => output.extend(more),
+            Err(error) => outcome = Err(error),
         }
     }
+    if compensating {
+        let compensated = |output| Action::Compensated {
+            step: step.as_ref(),
+            ctx: &ctx,
+            output,
+        };
+        return record(shared, claim, outcome, compensated, failed, "compensation").await;
+    }
+    if let Ok(output) = &outcome
+        && !step.database_work()
+        && !shared.shutdown.is_cancelled()
+        && let Some(completer) = &shared.completer
+    {
+        match completer.complete(claim.clone(), output.clone()).await {
+            Reply::Continue(next) => return Ok(Some(*next)),
+            Reply::Done => return Ok(None),
+            Reply::Fallback => {}
+        }
+    }
+    let succeeded = |output| Action::Succeeded {
+        step: step.as_ref(),
+        ctx: &ctx,
+        output,
+    };
+    record(shared, claim, outcome, succeeded, failed, "step").await
 }
 
 /// Records an attempt's outcome: its success, or its failure when the
