@@ -127,7 +127,7 @@ impl Claim {
 /// keeps its lease expiry while more than this share of a lease is left.
 /// The move then leaves `available_at` (indexed) as it was, so PostgreSQL
 /// rewrites the row in place (a HOT update: no new entry in any of the
-/// outbox's three indexes, 72% of the moves in `tenantd bench`'s no-op
+/// outbox's three indexes: 72% of the outbox updates in `tenantd bench`'s no-op
 /// phase against none before); and the step's first
 /// two heartbeats (at a third and two thirds of a lease) still come before
 /// the expiry, as they do after a claim.
