@@ -3,7 +3,8 @@
 //! configured, scopes in the standard space-separated `scope` claim.
 //!
 //! Scopes nest: `tenants.admin` includes `tenants.write`, which includes
-//! `tenants.read`.
+//! `tenants.read`. A `tenant_id` claim limits the caller to that tenant (see
+//! [`Caller::tenant`]).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -79,6 +80,8 @@ struct Claims {
     iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant_id: Option<String>,
 }
 
 impl Verifier {
@@ -136,9 +139,19 @@ impl Verifier {
             .split_whitespace()
             .filter_map(Scope::parse)
             .collect();
+        // A claim that names no tenant must not widen the token to all.
+        let tenant = data
+            .claims
+            .tenant_id
+            .map(|id| {
+                uuid::Uuid::try_parse(&id)
+                    .map_err(|_| AuthError::Invalid("the tenant_id claim is not a UUID".into()))
+            })
+            .transpose()?;
         Ok(Caller {
             subject: data.claims.sub,
             scopes: Some(scopes),
+            tenant,
         })
     }
 }
@@ -153,6 +166,19 @@ pub fn mint_hs256(
     issuer: Option<&str>,
     audience: Option<&str>,
 ) -> Result<String, String> {
+    mint_hs256_for(secret, subject, scopes, ttl, issuer, audience, None)
+}
+
+/// [`mint_hs256`], limited to `tenant` when given (the `tenant_id` claim).
+pub fn mint_hs256_for(
+    secret: &[u8],
+    subject: &str,
+    scopes: &[Scope],
+    ttl: Duration,
+    issuer: Option<&str>,
+    audience: Option<&str>,
+    tenant: Option<uuid::Uuid>,
+) -> Result<String, String> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_err(|e| e.to_string())?;
@@ -166,6 +192,7 @@ pub fn mint_hs256(
             .join(" "),
         iss: issuer.map(str::to_owned),
         aud: audience.map(str::to_owned),
+        tenant_id: tenant.map(|t| t.to_string()),
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -26,6 +26,15 @@
 //! | [`telemetry`] | logs, OTLP trace export, Prometheus metrics |
 //!
 //! The request path is `grpc` -> `ops` -> `db`; `domain` is shared by all.
+//! A service has one file in each layer:
+//!
+//! | service | grpc | ops | db | domain |
+//! |---------|------|-----|----|--------|
+//! | TenantService | `tenant_service` | `tenants`, `lifecycle`, `teardown`, `watch`, `stats` | `tenants`, `events`, `stats` | `tenant`, `validate` |
+//! | PlanService | `plan_service` | `plans` | `plans` | `plan` |
+//! | TenantConfigService | `config_service` | `config` | `config` | `settings` |
+//! | WebhookService | `webhook_service` | `webhooks` | `webhooks` | `webhook` |
+//! | UsageService | `usage_service` | `usage` | `usage` | `usage` |
 #![forbid(unsafe_code)]
 
 pub mod auth;

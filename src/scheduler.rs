@@ -1,5 +1,6 @@
 //! Scheduled jobs (tokio-cron-scheduler): the stale-pipeline reaper, the
-//! purge of tenants whose grace period ended, and the pruning of old events.
+//! purge of tenants whose grace period ended, the pruning of old events, and
+//! the sampling of the measured usage meters.
 //! Jobs call use cases and nothing else; each runs under a Postgres advisory
 //! lock, so one replica at a time runs it, and running it twice is harmless.
 
@@ -14,6 +15,13 @@ use crate::ops::{Ops, run_exclusive};
 const REAPER_LOCK: i64 = 0x7465_6e61_6e74_6401;
 const PURGE_LOCK: i64 = 0x7465_6e61_6e74_6402;
 const PRUNE_LOCK: i64 = 0x7465_6e61_6e74_6403;
+const SAMPLE_LOCK: i64 = 0x7465_6e61_6e74_6404;
+const SAMPLE_NEW_LOCK: i64 = 0x7465_6e61_6e74_6405;
+
+/// How often tenants that became ACTIVE since they were last looked at get
+/// their first usage sample: soon enough that a new tenant shows its size
+/// within seconds, and one indexed query when there is none.
+pub const NEW_TENANT_SAMPLE_EVERY: Duration = Duration::from_secs(10);
 
 /// When the jobs run (cron expressions with seconds) and their settings.
 #[derive(Debug, Clone)]
@@ -25,6 +33,9 @@ pub struct Schedules {
     pub stale_after: Duration,
     /// Events of deleted tenants older than this are pruned.
     pub event_retention: Duration,
+    /// How often every ACTIVE and SUSPENDED tenant's storage and users are
+    /// sampled.
+    pub usage_sample_interval: Duration,
 }
 
 /// The running scheduler.
@@ -59,7 +70,7 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSche
     let retention = schedules.event_retention;
     scheduler
         .add(job(
-            &schedules.reaper,
+            When::Cron(&schedules.reaper),
             "reaper",
             REAPER_LOCK,
             slot.clone(),
@@ -68,7 +79,7 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSche
         .await?;
     scheduler
         .add(job(
-            &schedules.purge,
+            When::Cron(&schedules.purge),
             "purge",
             PURGE_LOCK,
             slot.clone(),
@@ -77,11 +88,29 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSche
         .await?;
     scheduler
         .add(job(
-            &schedules.prune,
+            When::Cron(&schedules.prune),
             "prune",
             PRUNE_LOCK,
             slot.clone(),
             move |ops| async move { ops.prune_events(retention).await },
+        )?)
+        .await?;
+    scheduler
+        .add(job(
+            When::Every(schedules.usage_sample_interval),
+            "usage-sample",
+            SAMPLE_LOCK,
+            slot.clone(),
+            |ops| async move { ops.sample_usage(false).await },
+        )?)
+        .await?;
+    scheduler
+        .add(job(
+            When::Every(NEW_TENANT_SAMPLE_EVERY.min(schedules.usage_sample_interval)),
+            "usage-sample-new",
+            SAMPLE_NEW_LOCK,
+            slot.clone(),
+            |ops| async move { ops.sample_usage(true).await },
         )?)
         .await?;
     scheduler.start().await?;
@@ -91,10 +120,18 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSche
     })
 }
 
-/// A cron job that runs `work` under the advisory lock `key` and logs what
-/// it did; after shutdown it does nothing.
+/// When a job runs.
+enum When<'a> {
+    /// A cron expression with seconds.
+    Cron(&'a str),
+    /// At this interval from the start.
+    Every(Duration),
+}
+
+/// A job that runs `work` under the advisory lock `key` and logs what it
+/// did; after shutdown it does nothing.
 fn job<F, Fut>(
-    schedule: &str,
+    when: When<'_>,
     name: &'static str,
     key: i64,
     slot: OpsSlot,
@@ -104,7 +141,9 @@ where
     F: Fn(Ops) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = crate::error::Result<usize>> + Send + 'static,
 {
-    Job::new_async(schedule, move |_id, _scheduler| {
+    let run = move |_id: uuid::Uuid,
+                    _scheduler: JobScheduler|
+          -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         let ops = slot.read().ok().and_then(|ops| ops.clone());
         let work = work.clone();
         Box::pin(async move {
@@ -119,5 +158,9 @@ where
                 }
             }
         })
-    })
+    };
+    match when {
+        When::Cron(schedule) => Job::new_async(schedule, run),
+        When::Every(interval) => Job::new_repeated_async(interval.max(Duration::from_secs(1)), run),
+    }
 }

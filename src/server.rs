@@ -175,6 +175,9 @@ async fn serve_all(
         .with_webhooks(crate::ops::WebhookSettings {
             secret_key: config.webhooks.secret_key.clone(),
             allow_private: config.webhooks.allow_private,
+        })
+        .with_usage(crate::ops::UsageSettings {
+            late_window: config.usage_late_window,
         });
     let (routes, health) =
         grpc::routes(ops.clone(), config.auth.clone(), config.rate_limit).await?;
@@ -445,13 +448,14 @@ pub fn token(args: crate::config::TokenArgs) -> Result<(), BoxError> {
         .as_deref()
         .ok_or("tenantd token signs with TENANTD_AUTH_HS256_SECRET, which is not set")?;
     let scopes = crate::auth::parse_scopes(&args.scopes)?;
-    let token = crate::auth::mint_hs256(
+    let token = crate::auth::mint_hs256_for(
         secret.as_bytes(),
         &args.subject,
         &scopes,
         args.ttl,
         args.auth.auth_issuer.as_deref(),
         args.auth.auth_audience.as_deref(),
+        args.tenant_id,
     )?;
     println!("{token}");
     Ok(())

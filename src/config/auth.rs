@@ -86,4 +86,8 @@ pub struct TokenArgs {
     /// How long the token is valid (e.g. `1h`, `30m`).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
+    /// Limit the token to this tenant (its `tenant_id` claim): it then
+    /// reads that tenant, its configuration and its usage, and nothing else.
+    #[arg(long)]
+    pub tenant_id: Option<uuid::Uuid>,
 }

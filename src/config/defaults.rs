@@ -34,3 +34,11 @@ pub const SOROBAN_CONFIRM_TIMEOUT_SECS: u64 = 60;
 pub const SOROBAN_POLL_MS: u64 = 1_000;
 /// Each RPC call; stellar-rpc answers in milliseconds.
 pub const SOROBAN_REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// A week: a gateway that was down over a weekend can still report, and a
+/// day's figures settle soon enough to bill.
+pub const USAGE_LATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+pub const USAGE_LATE_WINDOW_TEXT: &str = "7days";
+/// Hourly: storage and user counts change slowly, and sampling reads every
+/// tenant's catalog.
+pub const USAGE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const USAGE_SAMPLE_INTERVAL_TEXT: &str = "1h";

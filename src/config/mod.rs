@@ -10,12 +10,14 @@ mod bench;
 mod database;
 pub mod defaults;
 mod soroban;
+mod usage;
 mod webhooks;
 
 pub use auth::{AuthArgs, TokenArgs};
 pub use bench::{BenchArgs, BenchCommand, ContractIdArgs, SoakArgs};
 pub use database::DatabaseArgs;
 pub use soroban::SorobanArgs;
+pub use usage::UsageArgs;
 pub use webhooks::{Schedule, WebhookArgs, WebhookConfig};
 
 use std::fmt;
@@ -142,6 +144,8 @@ pub struct ServeArgs {
     pub soroban: SorobanArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub usage: UsageArgs,
     /// PEM certificate (chain) to serve TLS with; with --tls-key-file.
     #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -255,12 +259,14 @@ impl ServeArgs {
                 concurrency: self.webhooks.webhook_concurrency.max(1),
                 schedule: self.webhooks.webhook_retry_schedule.0.clone(),
             },
+            usage_late_window: self.usage.usage_late_window,
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
                 prune: self.prune_schedule.clone(),
                 stale_after: self.stale_after,
                 event_retention: self.event_retention,
+                usage_sample_interval: self.usage.usage_sample_interval,
             },
         }
     }
@@ -303,6 +309,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Webhook delivery and the key of stored secrets.
     pub webhooks: WebhookConfig,
+    /// How far behind the server's clock a usage event may be dated.
+    pub usage_late_window: Duration,
 }
 
 /// Where the TLS material is.
@@ -342,12 +350,14 @@ impl Config {
             max_watchers: defaults::MAX_WATCHERS,
             metrics_listen: None,
             webhooks: WebhookConfig::default(),
+            usage_late_window: defaults::USAGE_LATE_WINDOW,
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),
                 prune: defaults::PRUNE_SCHEDULE.to_owned(),
                 stale_after: Duration::from_secs(30 * 60),
                 event_retention: Duration::from_secs(90 * 24 * 3600),
+                usage_sample_interval: defaults::USAGE_SAMPLE_INTERVAL,
             },
         }
     }

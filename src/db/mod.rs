@@ -15,6 +15,7 @@ pub mod schema;
 pub mod soroban;
 pub mod stats;
 pub mod tenants;
+pub mod usage;
 pub mod webhooks;
 
 use std::time::Duration;

@@ -296,6 +296,8 @@ pub async fn with_steps(conn: &mut AsyncPgConnection, rows: Vec<TenantRow>) -> R
 /// Filters of ListTenants.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct ListFilter {
+    /// Only this tenant (a tenant-scoped caller's list).
+    pub tenant: Option<Uuid>,
     pub state: Option<TenantState>,
     pub plan: Option<String>,
     pub labels: BTreeMap<String, String>,
@@ -312,6 +314,9 @@ pub async fn list(
         .filter(tenants::delete_time.is_null())
         .select(TenantRow::as_select())
         .into_boxed();
+    if let Some(tenant) = filter.tenant {
+        query = query.filter(tenants::id.eq(tenant));
+    }
     if let Some(state) = filter.state {
         query = query.filter(tenants::state.eq(state.as_str()));
     }

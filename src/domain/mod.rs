@@ -5,6 +5,7 @@ mod page;
 mod plan;
 pub mod settings;
 mod tenant;
+pub mod usage;
 mod validate;
 pub mod webhook;
 
@@ -28,6 +29,9 @@ pub struct Caller {
     pub subject: String,
     /// Granted scopes; `None` when authentication is off (everything allowed).
     pub scopes: Option<std::collections::BTreeSet<crate::auth::Scope>>,
+    /// The one tenant a tenant-scoped caller (a token with a `tenant_id`
+    /// claim) may reach; `None` for operators.
+    pub tenant: Option<uuid::Uuid>,
 }
 
 impl Caller {
@@ -36,6 +40,7 @@ impl Caller {
         Self {
             subject: "anonymous".into(),
             scopes: None,
+            tenant: None,
         }
     }
 
@@ -44,7 +49,14 @@ impl Caller {
         Self {
             subject: subject.into(),
             scopes: None,
+            tenant: None,
         }
+    }
+
+    /// Whether the caller may see `tenant`: operators see every tenant, a
+    /// tenant-scoped caller only its own.
+    pub fn reaches(&self, tenant: uuid::Uuid) -> bool {
+        self.tenant.is_none_or(|own| own == tenant)
     }
 
     /// Whether the caller holds `scope` (or a wider one).

@@ -108,6 +108,7 @@ pub enum EventKind {
     CompensationFailed,
     CancelRequested,
     TenantDeleted,
+    UsageThresholdReached,
 }
 
 impl EventKind {

@@ -24,6 +24,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "tenant.deprovisioned",
     "tenant.updated",
     "step.failed",
+    "tenant.usage.threshold",
 ];
 /// Subscribes to every event type.
 pub const ALL_EVENTS: &str = "*";

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
-use super::{authorize, convert};
+use super::{authorize_in_tenant, convert, reach};
 use crate::auth::Scope;
 use crate::domain::validate_tenant_id;
 use crate::error::Error;
@@ -36,8 +36,9 @@ impl TenantConfigService for ConfigApi {
         &self,
         request: Request<pb::GetTenantConfigRequest>,
     ) -> Result<Response<pb::GetTenantConfigResponse>, Status> {
-        authorize(&request, Scope::Read)?;
+        let caller = authorize_in_tenant(&request, Scope::Read)?;
         let id = tenant_id(&request.get_ref().tenant_id)?;
+        reach(&caller, id)?;
         let c = self.ops.get_tenant_config(id).await?;
         let settings = c
             .settings
@@ -52,9 +53,10 @@ impl TenantConfigService for ConfigApi {
         &self,
         request: Request<pb::UpdateTenantConfigRequest>,
     ) -> Result<Response<pb::UpdateTenantConfigResponse>, Status> {
-        let caller = authorize(&request, Scope::Write)?;
+        let caller = authorize_in_tenant(&request, Scope::Write)?;
         let req = request.into_inner();
         let id = tenant_id(&req.tenant_id)?;
+        reach(&caller, id)?;
         let settings = req
             .settings
             .into_iter()

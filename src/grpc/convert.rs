@@ -239,6 +239,17 @@ pub fn timestamp(t: DateTime<Utc>) -> Timestamp {
     }
 }
 
+/// A request's timestamp; `None` when unset, an error when out of range.
+pub fn time(t: Option<Timestamp>) -> Result<Option<DateTime<Utc>>, String> {
+    t.map(|t| {
+        u32::try_from(t.nanos)
+            .ok()
+            .and_then(|nanos| DateTime::from_timestamp(t.seconds, nanos))
+            .ok_or_else(|| "is not a valid timestamp".to_owned())
+    })
+    .transpose()
+}
+
 /// The caller-settable fields of a tenant; output-only fields are ignored.
 pub fn tenant_input(t: Option<pb::Tenant>) -> Result<TenantInput, Error> {
     let t = t.ok_or_else(|| Error::invalid("tenant", "is required"))?;
@@ -362,6 +373,7 @@ fn event_kind(k: EventKind) -> pb::EventKind {
         EventKind::CompensationFailed => pb::EventKind::CompensationFailed,
         EventKind::CancelRequested => pb::EventKind::CancelRequested,
         EventKind::TenantDeleted => pb::EventKind::TenantDeleted,
+        EventKind::UsageThresholdReached => pb::EventKind::UsageThresholdReached,
     }
 }
 

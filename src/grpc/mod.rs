@@ -9,6 +9,7 @@ mod plan_service;
 mod stats;
 mod status;
 mod tenant_service;
+mod usage_service;
 mod webhook_service;
 
 use std::num::NonZeroU32;
@@ -32,6 +33,7 @@ use crate::proto;
 use crate::proto::plan_service_server::PlanServiceServer;
 use crate::proto::tenant_config_service_server::TenantConfigServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
+use crate::proto::usage_service_server::UsageServiceServer;
 use crate::proto::webhook_service_server::WebhookServiceServer;
 
 /// Largest request the server decodes (tonic's default, made explicit). A
@@ -77,8 +79,14 @@ pub async fn routes(
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         auth.clone(),
     );
+    let usage = InterceptedService::new(
+        UsageServiceServer::new(usage_service::UsageApi::new(ops.clone()))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+        auth.clone(),
+    );
     let routes = Routes::new(tenants)
         .add_service(config)
+        .add_service(usage)
         .add_service(webhooks)
         .add_service(plans)
         .add_service(health_service)
@@ -87,8 +95,26 @@ pub async fn routes(
     Ok((routes, health))
 }
 
-/// The caller the interceptor attached, if it holds `scope`.
+/// The caller the interceptor attached, if it holds `scope`. Tenant-scoped
+/// callers are refused here: only the RPCs about one tenant admit them,
+/// through [`authorize_in_tenant`].
 pub(crate) fn authorize<T>(
+    request: &Request<T>,
+    scope: crate::auth::Scope,
+) -> Result<Caller, Status> {
+    let caller = authorize_in_tenant(request, scope)?;
+    if caller.tenant.is_some() {
+        return Err(Status::permission_denied(
+            "a token limited to one tenant may not call this RPC",
+        ));
+    }
+    Ok(caller)
+}
+
+/// [`authorize`] for the RPCs a tenant-scoped caller may make; the handler
+/// answers for any other tenant exactly as for one that does not exist
+/// (see [`reach`]).
+pub(crate) fn authorize_in_tenant<T>(
     request: &Request<T>,
     scope: crate::auth::Scope,
 ) -> Result<Caller, Status> {
@@ -107,14 +133,25 @@ pub(crate) fn authorize<T>(
     }
 }
 
+/// NOT_FOUND, as for a tenant that does not exist, unless `caller` may see
+/// `tenant`: whether another tenant exists does not leak.
+pub(crate) fn reach(caller: &Caller, tenant: uuid::Uuid) -> Result<(), Status> {
+    if caller.reaches(tenant) {
+        Ok(())
+    } else {
+        Err(crate::error::Error::tenant_not_found(tenant).into())
+    }
+}
+
 /// What the health service answers for: the server as a whole (`""`) and
 /// each service that needs the database.
-const HEALTH_NAMES: [&str; 5] = [
+const HEALTH_NAMES: [&str; 6] = [
     "",
     "tenancy.v1.TenantService",
     "tenancy.v1.PlanService",
     "tenancy.v1.TenantConfigService",
     "tenancy.v1.WebhookService",
+    "tenancy.v1.UsageService",
 ];
 
 /// Reports whether the services can serve (the database answers).

@@ -7,7 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use super::{authorize, convert};
+use super::{authorize, authorize_in_tenant, convert, reach};
 use crate::auth::Scope;
 use crate::db::tenants::ListFilter;
 use crate::domain::validate_tenant_id;
@@ -57,8 +57,9 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::GetTenantResponse>, Status> {
-        authorize(&request, Scope::Read)?;
+        let caller = authorize_in_tenant(&request, Scope::Read)?;
         let id = tenant_id(&request.get_ref().tenant_id)?;
+        reach(&caller, id)?;
         let tenant = self.ops.get_tenant(id).await?;
         Ok(Response::new(pb::GetTenantResponse {
             tenant: Some(convert::tenant(tenant)),
@@ -69,9 +70,10 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
-        authorize(&request, Scope::Read)?;
+        let caller = authorize_in_tenant(&request, Scope::Read)?;
         let req = request.into_inner();
         let filter = ListFilter {
+            tenant: caller.tenant,
             state: convert::state_filter("state", req.state)
                 .map_err(|v| Error::InvalidArgument(vec![v]))?,
             plan: (!req.plan.is_empty()).then_some(req.plan),
@@ -198,14 +200,19 @@ impl TenantService for TenantApi {
         &self,
         request: Request<pb::StreamProvisioningStatusRequest>,
     ) -> Result<Response<Self::StreamProvisioningStatusStream>, Status> {
-        authorize(&request, Scope::Read)?;
+        let caller = authorize_in_tenant(&request, Scope::Read)?;
         let req = request.into_inner();
         if req.tenant_id.is_empty() {
             return Err(Error::invalid("tenant_id", "is required").into());
         }
         let items = self
             .ops
-            .watch_tenant(&req.tenant_id, req.resume_after_event_id, req.follow)
+            .watch_tenant(
+                &caller,
+                &req.tenant_id,
+                req.resume_after_event_id,
+                req.follow,
+            )
             .await?;
         let stream = ReceiverStream::new(items)
             .map(|item| item.map(convert::watch_item).map_err(Status::from));

@@ -5,9 +5,12 @@ mod config;
 mod jobs;
 mod lifecycle;
 mod plans;
+mod quotas;
 mod stats;
 mod teardown;
 mod tenants;
+mod usage;
+mod usage_samples;
 mod watch;
 mod webhooks;
 
@@ -15,6 +18,7 @@ pub use jobs::run_exclusive;
 pub use plans::{PlanPage, plan_etag};
 pub use teardown::{DEFAULT_GRACE_PERIOD_SECS, DeprovisionMode, MAX_GRACE_PERIOD_SECS};
 pub use tenants::ListPage;
+pub use usage::{QueryInput, UsageSettings};
 pub use webhooks::{EndpointField, EndpointInput, Page, WebhookSettings};
 
 use tokio_util::sync::CancellationToken;
@@ -51,6 +55,10 @@ pub struct Ops {
     plan_steps: std::sync::Arc<[&'static str]>,
     /// The secret key and address rule of webhook endpoints.
     webhooks: WebhookSettings,
+    /// Usage metering settings (the late window).
+    usage: UsageSettings,
+    /// Usage figures CheckQuota reads from memory, and thresholds announced.
+    quotas: std::sync::Arc<quotas::QuotaMemory>,
     /// Current plan versions CreateTenant has read. A version is immutable,
     /// and the insert checks it is still the current one, so an entry that
     /// another replica made stale is noticed and read again.
@@ -82,6 +90,8 @@ impl Ops {
                 secret_key: None,
                 allow_private: false,
             },
+            usage: UsageSettings::default(),
+            quotas: std::sync::Arc::default(),
             plans: std::sync::Arc::default(),
         }
     }
@@ -122,6 +132,11 @@ impl Ops {
     }
 
     /// The steps plans may list.
+    pub fn with_usage(mut self, settings: UsageSettings) -> Self {
+        self.usage = settings;
+        self
+    }
+
     pub fn with_plan_steps(mut self, names: Vec<&'static str>) -> Self {
         self.plan_steps = names.into();
         self

@@ -358,5 +358,10 @@ fn filter_digest(filter: &ListFilter) -> String {
         hasher.update([1]);
         hasher.update(value.as_bytes());
     }
+    // Last, so that the tokens of operators' lists keep their digests.
+    if let Some(tenant) = filter.tenant {
+        hasher.update([2]);
+        hasher.update(tenant.as_bytes());
+    }
     hex::encode(&hasher.finalize()[..8])
 }

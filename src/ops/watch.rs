@@ -13,6 +13,7 @@ impl Ops {
     /// Starts a watcher of the tenant named by `tenant` (its id or its slug).
     pub async fn watch_tenant(
         &self,
+        caller: &crate::domain::Caller,
         tenant: &str,
         resume_after: Option<i64>,
         follow: bool,
@@ -33,6 +34,11 @@ impl Ops {
             ))
         })?;
         let tenant_id = self.resolve_tenant(tenant).await?;
+        // Another tenant, for a tenant-scoped caller, is one that does not
+        // exist.
+        if !caller.reaches(tenant_id) {
+            return Err(Error::tenant_not_found(tenant));
+        }
         let request = WatchRequest {
             tenant_id,
             resume_after,

@@ -1,0 +1,655 @@
+//! Queries on meters, usage events and their quarter-hour rollups
+//! (`usage_rollups`, and `usage_subjects` for UNIQUE_COUNT).
+
+use chrono::{DateTime, Utc};
+use diesel::OptionalExtension as _;
+use diesel::sql_types::{Array, BigInt, Bool, Double, Text, Timestamptz, Uuid as SqlUuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use crate::domain::usage::{
+    Aggregation, Bucket, Figure, LIMIT_BINDINGS, Meter, UsageEvent, UsageQuery,
+};
+use crate::error::{Error, Result};
+
+#[derive(Debug, diesel::QueryableByName)]
+struct MeterRow {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = Text)]
+    description: String,
+    #[diesel(sql_type = Text)]
+    aggregation: String,
+    #[diesel(sql_type = Text)]
+    unit: String,
+    #[diesel(sql_type = Bool)]
+    builtin: bool,
+    #[diesel(sql_type = Timestamptz)]
+    create_time: DateTime<Utc>,
+}
+
+impl TryFrom<MeterRow> for Meter {
+    type Error = Error;
+
+    fn try_from(r: MeterRow) -> Result<Meter> {
+        Ok(Meter {
+            aggregation: r.aggregation.parse().map_err(|_| {
+                Error::Internal(format!(
+                    "meter {} has aggregation {:?}",
+                    r.name, r.aggregation
+                ))
+            })?,
+            name: r.name,
+            description: r.description,
+            unit: r.unit,
+            builtin: r.builtin,
+            create_time: r.create_time,
+        })
+    }
+}
+
+const METER_COLUMNS: &str = "name, description, aggregation, unit, builtin, create_time";
+
+/// Inserts a meter; `None` if the name is taken.
+pub async fn insert_meter(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    description: &str,
+    aggregation: Aggregation,
+    unit: &str,
+) -> Result<Option<Meter>> {
+    let aggregation: &'static str = aggregation.into();
+    diesel::sql_query(format!(
+        "INSERT INTO meters (name, description, aggregation, unit) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO NOTHING RETURNING {METER_COLUMNS}"
+    ))
+    .bind::<Text, _>(name)
+    .bind::<Text, _>(description)
+    .bind::<Text, _>(aggregation)
+    .bind::<Text, _>(unit)
+    .get_result::<MeterRow>(conn)
+    .await
+    .optional()?
+    .map(Meter::try_from)
+    .transpose()
+}
+
+/// Every meter, by name.
+pub async fn list_meters(conn: &mut AsyncPgConnection) -> Result<Vec<Meter>> {
+    diesel::sql_query(format!("SELECT {METER_COLUMNS} FROM meters ORDER BY name"))
+        .load::<MeterRow>(conn)
+        .await?
+        .into_iter()
+        .map(Meter::try_from)
+        .collect()
+}
+
+/// The meters among `names` that exist.
+pub async fn find_meters(conn: &mut AsyncPgConnection, names: &[String]) -> Result<Vec<Meter>> {
+    diesel::sql_query(format!(
+        "SELECT {METER_COLUMNS} FROM meters WHERE name = ANY($1)"
+    ))
+    .bind::<Array<Text>, _>(names)
+    .load::<MeterRow>(conn)
+    .await?
+    .into_iter()
+    .map(Meter::try_from)
+    .collect()
+}
+
+/// Locks a meter for deletion (so no event is recorded on it meanwhile).
+pub async fn lock_meter(conn: &mut AsyncPgConnection, name: &str) -> Result<Option<Meter>> {
+    diesel::sql_query(format!(
+        "SELECT {METER_COLUMNS} FROM meters WHERE name = $1 FOR UPDATE"
+    ))
+    .bind::<Text, _>(name)
+    .get_result::<MeterRow>(conn)
+    .await
+    .optional()?
+    .map(Meter::try_from)
+    .transpose()
+}
+
+/// Deletes a meter; its events and rollups go with it (ON DELETE CASCADE).
+pub async fn delete_meter(conn: &mut AsyncPgConnection, name: &str) -> Result<()> {
+    diesel::sql_query("DELETE FROM meters WHERE name = $1")
+        .bind::<Text, _>(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The tenants among `ids` that exist, share-locked until the transaction
+/// ends so that a concurrent DeleteTenant waits for the events.
+pub async fn existing_tenants(conn: &mut AsyncPgConnection, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+    Ok(diesel::sql_query(
+        "SELECT id FROM tenants WHERE id = ANY($1) AND delete_time IS NULL ORDER BY id FOR KEY SHARE",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .load::<Row>(conn)
+    .await?
+    .into_iter()
+    .map(|r| r.id)
+    .collect())
+}
+
+#[derive(Debug, diesel::QueryableByName)]
+struct EventRow {
+    #[diesel(sql_type = SqlUuid)]
+    tenant_id: Uuid,
+    #[diesel(sql_type = Text)]
+    meter: String,
+    #[diesel(sql_type = Text)]
+    id: String,
+    #[diesel(sql_type = Double)]
+    value: f64,
+    #[diesel(sql_type = Timestamptz)]
+    time: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    subject: String,
+}
+
+impl From<EventRow> for UsageEvent {
+    fn from(r: EventRow) -> Self {
+        UsageEvent {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            meter: r.meter,
+            value: r.value,
+            time: r.time,
+            dated: true,
+            subject: r.subject,
+        }
+    }
+}
+
+/// Stores the events whose (tenant, meter, id) is new and adds them to the
+/// rollups, in one statement; returns the keys stored. An id being stored
+/// by a concurrent transaction waits for it, then counts as seen. The
+/// rollup rows are written in key order, so concurrent calls lock them in
+/// the same order.
+pub async fn insert_events(
+    conn: &mut AsyncPgConnection,
+    events: &[&UsageEvent],
+) -> Result<Vec<(Uuid, String, String)>> {
+    #[derive(diesel::QueryableByName)]
+    struct Key {
+        #[diesel(sql_type = SqlUuid)]
+        tenant_id: Uuid,
+        #[diesel(sql_type = Text)]
+        meter: String,
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let tenants: Vec<Uuid> = events.iter().map(|e| e.tenant_id).collect();
+    let meters: Vec<&str> = events.iter().map(|e| e.meter.as_str()).collect();
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let values: Vec<f64> = events.iter().map(|e| e.value).collect();
+    let times: Vec<DateTime<Utc>> = events.iter().map(|e| e.time).collect();
+    let subjects: Vec<&str> = events.iter().map(|e| e.subject.as_str()).collect();
+    let keys = diesel::sql_query(
+        "WITH stored AS (
+             INSERT INTO usage_events (tenant_id, meter, id, value, time, subject)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[],
+                                  $5::timestamptz[], $6::text[])
+             ORDER BY 1, 2, 3
+             ON CONFLICT (tenant_id, meter, id) DO NOTHING
+             RETURNING tenant_id, meter, id, value, time, subject
+         ), rolled AS (
+             INSERT INTO usage_rollups AS r
+                 (tenant_id, meter, bucket, events, total, max, latest_time, latest_id, latest_value)
+             SELECT tenant_id, meter, usage_bucket(time), count(*), sum(value), max(value),
+                    max(time),
+                    (array_agg(id ORDER BY time DESC, id DESC))[1],
+                    (array_agg(value ORDER BY time DESC, id DESC))[1]
+             FROM stored
+             GROUP BY 1, 2, 3
+             ORDER BY 1, 2, 3
+             ON CONFLICT (tenant_id, meter, bucket) DO UPDATE SET
+                 events = r.events + excluded.events,
+                 total = r.total + excluded.total,
+                 max = greatest(r.max, excluded.max),
+                 latest_time = CASE WHEN (excluded.latest_time, excluded.latest_id) > (r.latest_time, r.latest_id)
+                                    THEN excluded.latest_time ELSE r.latest_time END,
+                 latest_id = CASE WHEN (excluded.latest_time, excluded.latest_id) > (r.latest_time, r.latest_id)
+                                  THEN excluded.latest_id ELSE r.latest_id END,
+                 latest_value = CASE WHEN (excluded.latest_time, excluded.latest_id) > (r.latest_time, r.latest_id)
+                                     THEN excluded.latest_value ELSE r.latest_value END
+         ), subjects AS (
+             INSERT INTO usage_subjects AS s (tenant_id, meter, bucket, subject, events)
+             SELECT s.tenant_id, s.meter, usage_bucket(s.time), s.subject, count(*)
+             FROM stored s JOIN meters m ON m.name = s.meter AND m.aggregation = 'UNIQUE_COUNT'
+             GROUP BY 1, 2, 3, 4
+             ORDER BY 1, 2, 3, 4
+             ON CONFLICT (tenant_id, meter, bucket, subject) DO UPDATE SET events = s.events + excluded.events
+         )
+         SELECT tenant_id, meter, id FROM stored",
+    )
+    .bind::<Array<SqlUuid>, _>(&tenants)
+    .bind::<Array<Text>, _>(&meters)
+    .bind::<Array<Text>, _>(&ids)
+    .bind::<Array<Double>, _>(&values)
+    .bind::<Array<Timestamptz>, _>(&times)
+    .bind::<Array<Text>, _>(&subjects)
+    .load::<Key>(conn)
+    .await?;
+    Ok(keys
+        .into_iter()
+        .map(|k| (k.tenant_id, k.meter, k.id))
+        .collect())
+}
+
+/// The stored events (cancelled or not) with these keys.
+pub async fn find_events(
+    conn: &mut AsyncPgConnection,
+    keys: &[(Uuid, &str, &str)],
+) -> Result<Vec<UsageEvent>> {
+    let tenants: Vec<Uuid> = keys.iter().map(|k| k.0).collect();
+    let meters: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    let ids: Vec<&str> = keys.iter().map(|k| k.2).collect();
+    Ok(diesel::sql_query(
+        "SELECT e.tenant_id, e.meter, e.id, e.value, e.time, e.subject
+         FROM unnest($1::uuid[], $2::text[], $3::text[]) AS k(tenant_id, meter, id)
+         JOIN usage_events e USING (tenant_id, meter, id)",
+    )
+    .bind::<Array<SqlUuid>, _>(&tenants)
+    .bind::<Array<Text>, _>(&meters)
+    .bind::<Array<Text>, _>(&ids)
+    .load::<EventRow>(conn)
+    .await?
+    .into_iter()
+    .map(UsageEvent::from)
+    .collect())
+}
+
+/// Cancels the events with these ids and recounts the quarter hours they
+/// were in from the events that still count; returns the ids cancelled.
+pub async fn cancel_events(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    meter: &str,
+    ids: &[String],
+) -> Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = Text)]
+        id: String,
+    }
+    let cancelled: Vec<String> = diesel::sql_query(
+        "UPDATE usage_events SET cancel_time = now()
+         WHERE tenant_id = $1 AND meter = $2 AND id = ANY($3) AND cancel_time IS NULL
+         RETURNING id",
+    )
+    .bind::<SqlUuid, _>(tenant_id)
+    .bind::<Text, _>(meter)
+    .bind::<Array<Text>, _>(ids)
+    .load::<Id>(conn)
+    .await?
+    .into_iter()
+    .map(|r| r.id)
+    .collect();
+    if cancelled.is_empty() {
+        return Ok(cancelled);
+    }
+    // The rollup rows are locked first (in key order), so a concurrent
+    // RecordUsage adding to them waits, and the recount sees its events.
+    diesel::sql_query(
+        "WITH buckets AS (
+             SELECT DISTINCT usage_bucket(time) AS bucket FROM usage_events
+             WHERE tenant_id = $1 AND meter = $2 AND id = ANY($3)
+         ), locked AS (
+             SELECT r.bucket FROM usage_rollups r JOIN buckets b USING (bucket)
+             WHERE r.tenant_id = $1 AND r.meter = $2
+             ORDER BY r.bucket FOR UPDATE
+         ), cleared AS (
+             DELETE FROM usage_rollups r USING locked l
+             WHERE r.tenant_id = $1 AND r.meter = $2 AND r.bucket = l.bucket
+         ), cleared_subjects AS (
+             DELETE FROM usage_subjects s USING locked l
+             WHERE s.tenant_id = $1 AND s.meter = $2 AND s.bucket = l.bucket
+         ), remaining AS (
+             SELECT e.* FROM usage_events e JOIN locked l
+               ON e.time >= l.bucket AND e.time < l.bucket + interval '15 minutes'
+             WHERE e.tenant_id = $1 AND e.meter = $2 AND e.cancel_time IS NULL
+         ), rolled AS (
+             INSERT INTO usage_rollups
+                 (tenant_id, meter, bucket, events, total, max, latest_time, latest_id, latest_value)
+             SELECT tenant_id, meter, usage_bucket(time), count(*), sum(value), max(value), max(time),
+                    (array_agg(id ORDER BY time DESC, id DESC))[1],
+                    (array_agg(value ORDER BY time DESC, id DESC))[1]
+             FROM remaining GROUP BY 1, 2, 3
+         )
+         INSERT INTO usage_subjects (tenant_id, meter, bucket, subject, events)
+         SELECT r.tenant_id, r.meter, usage_bucket(r.time), r.subject, count(*)
+         FROM remaining r JOIN meters m ON m.name = r.meter AND m.aggregation = 'UNIQUE_COUNT'
+         GROUP BY 1, 2, 3, 4",
+    )
+    .bind::<SqlUuid, _>(tenant_id)
+    .bind::<Text, _>(meter)
+    .bind::<Array<Text>, _>(&cancelled)
+    .execute(conn)
+    .await?;
+    Ok(cancelled)
+}
+
+/// The windows of `q` with the meter's figure for each, empty ones
+/// included. Runs in the caller's transaction: it sets the session's time
+/// zone for that transaction, so that `date_trunc` and interval arithmetic
+/// follow the zone's calendar (DST included).
+pub async fn query(
+    conn: &mut AsyncPgConnection,
+    q: &UsageQuery,
+    aggregation: Aggregation,
+) -> Result<Vec<Bucket>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Timestamptz)]
+        start: DateTime<Utc>,
+        #[diesel(sql_type = Double)]
+        value: f64,
+        #[diesel(sql_type = BigInt)]
+        events: i64,
+    }
+    diesel::sql_query("SELECT set_config('TimeZone', $1, true)")
+        .bind::<Text, _>(&q.time_zone)
+        .execute(conn)
+        .await?;
+    // Rollups for every aggregation but UNIQUE_COUNT, whose figure is the
+    // distinct subjects of the whole window.
+    let per_window = match aggregation {
+        Aggregation::Sum => "sum(r.total)",
+        Aggregation::Count => "sum(r.events)::float8",
+        Aggregation::Max => "max(r.max)",
+        Aggregation::Latest => {
+            "(array_agg(r.latest_value ORDER BY r.latest_time DESC, r.latest_id DESC))[1]"
+        }
+        Aggregation::UniqueCount => "0::float8",
+    };
+    let unique = aggregation == Aggregation::UniqueCount;
+    let rows = diesel::sql_query(format!(
+        "WITH w AS (
+             SELECT g AS start, g + $5::interval AS stop
+             FROM generate_series(date_trunc($4, $2::timestamptz), $3::timestamptz - interval '1 microsecond',
+                                  $5::interval) g
+         ), r AS (
+             SELECT date_trunc($4, r.bucket) AS start, {per_window} AS value, sum(r.events)::bigint AS events
+             FROM usage_rollups r
+             WHERE r.tenant_id = $1 AND r.meter = $6
+               AND r.bucket >= (SELECT min(start) FROM w) AND r.bucket < (SELECT max(stop) FROM w)
+             GROUP BY 1
+         ), u AS (
+             SELECT date_trunc($4, s.bucket) AS start, count(DISTINCT s.subject)::float8 AS value
+             FROM usage_subjects s
+             WHERE $7 AND s.tenant_id = $1 AND s.meter = $6
+               AND s.bucket >= (SELECT min(start) FROM w) AND s.bucket < (SELECT max(stop) FROM w)
+             GROUP BY 1
+         )
+         SELECT w.start, coalesce(u.value, r.value, 0) AS value, coalesce(r.events, 0) AS events
+         FROM w LEFT JOIN r USING (start) LEFT JOIN u USING (start)
+         ORDER BY w.start
+         LIMIT {}",
+        crate::domain::usage::MAX_WINDOWS + 1
+    ))
+    .bind::<SqlUuid, _>(q.tenant_id)
+    .bind::<Timestamptz, _>(q.start)
+    .bind::<Timestamptz, _>(q.end)
+    .bind::<Text, _>(q.window.unit())
+    .bind::<Text, _>(format!("1 {}", q.window.unit()))
+    .bind::<Text, _>(&q.meter)
+    .bind::<Bool, _>(unique)
+    .load::<Row>(conn)
+    .await?;
+    if rows.len() > crate::domain::usage::MAX_WINDOWS {
+        return Err(Error::invalid(
+            "start_time",
+            format!(
+                "the query spans more than {} windows; narrow it or use a longer window",
+                crate::domain::usage::MAX_WINDOWS
+            ),
+        ));
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| Bucket {
+            start: r.start,
+            value: r.value,
+            events: r.events,
+        })
+        .collect())
+}
+
+/// ACTIVE and SUSPENDED tenants (id, slug), in id order after `after`, at
+/// most `limit`; with `unsampled`, only those never sampled (no
+/// `storage_bytes` figure yet).
+pub async fn tenants_to_sample(
+    conn: &mut AsyncPgConnection,
+    unsampled: bool,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Text)]
+        slug: String,
+    }
+    Ok(diesel::sql_query(
+        "SELECT t.id, t.slug FROM tenants t
+         WHERE t.state IN ('ACTIVE', 'SUSPENDED') AND t.delete_time IS NULL
+           AND ($1::uuid IS NULL OR t.id > $1)
+           AND (NOT $2 OR NOT EXISTS (SELECT 1 FROM usage_rollups r
+                                      WHERE r.tenant_id = t.id AND r.meter = 'storage_bytes'))
+         ORDER BY t.id LIMIT $3",
+    )
+    .bind::<diesel::sql_types::Nullable<SqlUuid>, _>(after)
+    .bind::<Bool, _>(unsampled)
+    .bind::<BigInt, _>(limit)
+    .load::<Row>(conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.slug))
+    .collect())
+}
+
+/// Bytes of each schema's tables (with their indexes and TOAST), in the
+/// tenant database; schemas that do not exist are left out.
+pub async fn schema_bytes(
+    conn: &mut AsyncPgConnection,
+    schemas: &[String],
+) -> Result<Vec<(String, i64)>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        schema: String,
+        #[diesel(sql_type = BigInt)]
+        bytes: i64,
+    }
+    Ok(diesel::sql_query(
+        "SELECT n.nspname::text AS schema,
+                coalesce(sum(pg_total_relation_size(c.oid)) FILTER (WHERE c.relkind IN ('r', 'm', 'p')), 0)::bigint AS bytes
+         FROM pg_namespace n LEFT JOIN pg_class c ON c.relnamespace = n.oid
+         WHERE n.nspname = ANY($1)
+         GROUP BY 1",
+    )
+    .bind::<Array<Text>, _>(schemas)
+    .load::<Row>(conn)
+    .await?
+    .into_iter()
+    .map(|r| (r.schema, r.bytes))
+    .collect())
+}
+
+/// Rows of a tenant schema's `users` table, in the tenant database;
+/// `None` if the schema has no such table.
+pub async fn user_count(conn: &mut AsyncPgConnection, schema: &str) -> Result<Option<i64>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let exists: Option<Row> = diesel::sql_query(
+        "SELECT 1::bigint AS n FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace
+         WHERE s.nspname = $1 AND c.relname = 'users' AND c.relkind IN ('r', 'p')",
+    )
+    .bind::<Text, _>(schema)
+    .get_result(conn)
+    .await
+    .optional()?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    // The schema name is derived from a checked slug; quoted all the same.
+    let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+    let row: Row = diesel::sql_query(format!("SELECT count(*) AS n FROM {quoted}.users"))
+        .get_result(conn)
+        .await?;
+    Ok(Some(row.n))
+}
+
+/// Each meter's figure for the current period (a UTC day) of these
+/// tenants, with its plan's limit: every meter, or only `meter`, or with
+/// `limited` only those the plan limits. An index range over a day's
+/// quarter hours per tenant and meter, never the raw events.
+pub async fn figures(
+    conn: &mut AsyncPgConnection,
+    tenants: &[Uuid],
+    meter: Option<&str>,
+    limited: bool,
+) -> Result<Vec<Figure>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        tenant_id: Uuid,
+        #[diesel(sql_type = Text)]
+        meter: String,
+        #[diesel(sql_type = Text)]
+        aggregation: String,
+        #[diesel(sql_type = Text)]
+        unit: String,
+        #[diesel(sql_type = Timestamptz)]
+        period_start: DateTime<Utc>,
+        #[diesel(sql_type = Double)]
+        value: f64,
+        #[diesel(sql_type = diesel::sql_types::Nullable<Double>)]
+        lim: Option<f64>,
+    }
+    let (bound, (names, scales)): (Vec<&str>, (Vec<&str>, Vec<f64>)) = LIMIT_BINDINGS
+        .iter()
+        .map(|(m, n, s)| (*m, (*n, *s)))
+        .unzip();
+    let rows = diesel::sql_query(
+        "WITH b AS (
+             SELECT * FROM unnest($2::text[], $3::text[], $4::float8[]) AS b(meter, limit_name, scale)
+         ), p AS (
+             SELECT date_trunc('day', now(), 'UTC') AS period_start
+         ), f AS (
+             SELECT tn.id AS tenant_id, m.name AS meter, m.aggregation, m.unit, p.period_start,
+                    CASE WHEN (pv.limits ->> b.limit_name)::float8 > 0
+                         THEN (pv.limits ->> b.limit_name)::float8 * b.scale END AS lim
+             FROM tenants tn
+             JOIN plan_versions pv ON pv.name = tn.plan AND pv.version = tn.plan_version
+             CROSS JOIN meters m CROSS JOIN p
+             LEFT JOIN b ON b.meter = m.name
+             WHERE tn.id = ANY($1) AND tn.delete_time IS NULL
+               AND ($5::text IS NULL OR m.name = $5)
+         )
+         SELECT f.tenant_id, f.meter, f.aggregation, f.unit, f.period_start,
+                coalesce(CASE f.aggregation
+                    WHEN 'LATEST' THEN (SELECT r.latest_value FROM usage_rollups r
+                                        WHERE r.tenant_id = f.tenant_id AND r.meter = f.meter
+                                        ORDER BY r.bucket DESC LIMIT 1)
+                    WHEN 'UNIQUE_COUNT' THEN (SELECT count(DISTINCT s.subject)::float8 FROM usage_subjects s
+                                              WHERE s.tenant_id = f.tenant_id AND s.meter = f.meter
+                                                AND s.bucket >= f.period_start)
+                    ELSE (SELECT CASE f.aggregation WHEN 'SUM' THEN sum(r.total)
+                                                    WHEN 'COUNT' THEN sum(r.events)::float8
+                                                    ELSE max(r.max) END
+                          FROM usage_rollups r
+                          WHERE r.tenant_id = f.tenant_id AND r.meter = f.meter
+                            AND r.bucket >= f.period_start)
+                END, 0) AS value,
+                f.lim
+         FROM f
+         WHERE NOT $6 OR f.lim IS NOT NULL
+         ORDER BY 1, 2",
+    )
+    .bind::<Array<SqlUuid>, _>(tenants)
+    .bind::<Array<Text>, _>(&bound)
+    .bind::<Array<Text>, _>(&names)
+    .bind::<Array<Double>, _>(&scales)
+    .bind::<diesel::sql_types::Nullable<Text>, _>(meter)
+    .bind::<Bool, _>(limited)
+    .load::<Row>(conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            Ok(Figure {
+                aggregation: r.aggregation.parse().map_err(|_| {
+                    Error::Internal(format!(
+                        "meter {} has aggregation {:?}",
+                        r.meter, r.aggregation
+                    ))
+                })?,
+                tenant_id: r.tenant_id,
+                meter: r.meter,
+                unit: r.unit,
+                period_start: r.period_start,
+                value: r.value,
+                limit: r.lim,
+            })
+        })
+        .collect()
+}
+
+/// Records that `figure` reached `threshold` percent in its period, with
+/// its event; `false` if that was recorded before. The caller holds the
+/// tenant's row lock, as every writer of its events does.
+pub async fn record_threshold(
+    conn: &mut AsyncPgConnection,
+    figure: &Figure,
+    threshold: i16,
+    actor: &str,
+) -> Result<bool> {
+    let limit = figure.limit.unwrap_or_default();
+    let message = format!(
+        "{} reached {threshold}% of the plan's limit: {} of {} {} today (UTC)",
+        figure.meter, figure.value, limit, figure.unit
+    );
+    let written = diesel::sql_query(
+        "WITH crossed AS (
+             INSERT INTO usage_thresholds (tenant_id, meter, period_start, threshold, value, lim)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT DO NOTHING
+             RETURNING tenant_id
+         )
+         INSERT INTO events (tenant_id, kind, state, message, actor)
+         SELECT c.tenant_id, 'USAGE_THRESHOLD_REACHED', t.state, $7, $8
+         FROM crossed c JOIN tenants t ON t.id = c.tenant_id",
+    )
+    .bind::<SqlUuid, _>(figure.tenant_id)
+    .bind::<Text, _>(&figure.meter)
+    .bind::<Timestamptz, _>(figure.period_start)
+    .bind::<diesel::sql_types::SmallInt, _>(threshold)
+    .bind::<Double, _>(figure.value)
+    .bind::<Double, _>(limit)
+    .bind::<Text, _>(&message)
+    .bind::<Text, _>(actor)
+    .execute(conn)
+    .await?;
+    Ok(written > 0)
+}
+
+/// Locks these tenants' rows (in id order), as writers of their events do.
+pub async fn lock_tenants(conn: &mut AsyncPgConnection, tenants: &[Uuid]) -> Result<()> {
+    diesel::sql_query("SELECT id FROM tenants WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .bind::<Array<SqlUuid>, _>(tenants)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
