@@ -815,3 +815,124 @@ async fn failed_webhook_deliveries_are_listed_and_retried_from_the_command_line(
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn usage_is_recorded_read_and_summed_from_the_command_line() {
+    let app = TestApp::api_only().await;
+    let tenant = app.create("usage-cli", "basic").await;
+    let t = tenant.id.as_str();
+
+    let (ok, out, err) = tenantctl(
+        &app,
+        &[
+            "meter",
+            "create",
+            "reports",
+            "--aggregation",
+            "count",
+            "--unit",
+            "reports",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(out.contains("reports") && out.contains("COUNT"), "{out}");
+    let (ok, out, _) = tenantctl(&app, &["meter", "list"]).await;
+    assert!(ok);
+    for name in [
+        "api_calls",
+        "reports",
+        "storage_bytes",
+        "transactions",
+        "users",
+    ] {
+        assert!(out.contains(name), "{name} missing: {out}");
+    }
+
+    let (ok, out, err) = tenantctl(
+        &app,
+        &["usage", "record", t, "api_calls", "250", "--id", "cli-1"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "cli-1 ACCEPTED");
+    let (ok, out, _) = tenantctl(
+        &app,
+        &["usage", "record", t, "api_calls", "250", "--id", "cli-1"],
+    )
+    .await;
+    assert!(ok);
+    assert_eq!(out.trim(), "cli-1 DUPLICATE");
+    // A refused event fails the command and says why.
+    let (ok, _, err) = tenantctl(
+        &app,
+        &["usage", "record", t, "api_calls", "7", "--id", "cli-1"],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("was recorded with value 250"), "{err}");
+    let (ok, _, err) = tenantctl(&app, &["usage", "record", t, "no_such_meter", "1"]).await;
+    assert!(!ok);
+    assert!(err.contains("unknown meter"), "{err}");
+    let (ok, _, _) = tenantctl(
+        &app,
+        &["usage", "record", t, "api_calls", "750", "--id", "cli-2"],
+    )
+    .await;
+    assert!(ok);
+
+    let (ok, out, err) = tenantctl(
+        &app,
+        &[
+            "usage",
+            "query",
+            t,
+            "api_calls",
+            "--time-zone",
+            "Europe/Berlin",
+        ],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 31, "a header and 30 days: {out}");
+    let today = lines.last().unwrap();
+    assert!(
+        today.contains("1000") && today.ends_with(&"#".repeat(40)),
+        "{today}"
+    );
+    assert!(lines[1..30].iter().all(|l| !l.contains('#')), "{out}");
+    let (ok, out, _) = tenantctl(
+        &app,
+        &[
+            "--output",
+            "json",
+            "usage",
+            "query",
+            t,
+            "api_calls",
+            "--window",
+            "hour",
+        ],
+    )
+    .await;
+    assert!(ok);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["buckets"].as_array().unwrap().len(), 30, "{json}");
+
+    let (ok, out, err) = tenantctl(&app, &["usage", "summary", t]).await;
+    assert!(ok, "{err}");
+    let calls = out.lines().find(|l| l.starts_with("api_calls")).unwrap();
+    assert!(
+        calls.contains("1000") && calls.contains("10000") && calls.contains("10.0%"),
+        "{calls}"
+    );
+
+    let (ok, _, err) = tenantctl(&app, &["meter", "delete", "api_calls"]).await;
+    assert!(!ok);
+    assert!(err.contains("built in"), "{err}");
+    let (ok, out, _) = tenantctl(&app, &["meter", "delete", "reports"]).await;
+    assert!(ok);
+    assert!(out.contains("deleted"), "{out}");
+    app.stop().await;
+}

@@ -21,6 +21,7 @@ mod output;
 mod plans;
 mod stats;
 mod tenants;
+mod usage;
 mod watch;
 mod webhooks;
 
@@ -89,6 +90,17 @@ enum Cmd {
     },
     #[command(flatten)]
     Webhook(webhooks::Cmd),
+    /// Record and read what tenants use: `record`, `query` (a line and a
+    /// bar per window), `summary` (against the plan's limits).
+    Usage {
+        #[command(subcommand)]
+        cmd: usage::UsageCmd,
+    },
+    /// Manage meters: what usage is measured by.
+    Meter {
+        #[command(subcommand)]
+        cmd: usage::MeterCmd,
+    },
 }
 
 /// Global flags whose value may be the next argument (`--flag value`).
@@ -238,6 +250,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Plan { cmd } => plans::run(connection, format, cmd).await,
         Cmd::Config { cmd } => config::run(connection, format, cmd).await,
         Cmd::Stats(args) => stats::run(connection, format, args).await,
+        Cmd::Usage { cmd } => usage::run_usage(connection, format, cmd).await,
+        Cmd::Meter { cmd } => usage::run_meter(connection, format, cmd).await,
         Cmd::Webhook(cmd) => webhooks::run(connection, format, cmd).await,
     }
 }
