@@ -31,6 +31,7 @@ pub mod smtp;
 mod soak;
 mod stats;
 mod targets;
+mod usage;
 mod wake;
 mod watchers;
 mod webhooks;
@@ -171,12 +172,20 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
             webhooks::delivery_latency(scratch, samples),
         )
         .await?;
+    let stored = args.usage_events;
+    eprintln!(
+        "usage_events_per_sec: RecordUsage in batches of 500 from {c} clients for {duration:?}, after queries over {stored} stored events"
+    );
+    let usage = sessions
+        .phase("usage", usage::measure(scratch, c, duration, stored))
+        .await?;
     let sessions = sessions.finish();
 
     Ok(Report {
         watch,
         stats_ms_at_100k,
         list_page_p99_ms,
+        usage,
         concurrency: c,
         create_tenant_rps,
         raw_sql_tps,

@@ -46,6 +46,8 @@ pub struct Report {
     pub watch: Option<WatchReport>,
     pub stats_ms_at_100k: StatsReport,
     pub list_page_p99_ms: ListReport,
+    /// RecordUsage against the same statement by plain SQL, and the reads.
+    pub usage: super::usage::UsageReport,
     /// Event deliveries queued at once and drained to one local receiver.
     pub webhook_deliveries: usize,
     pub webhook_deliveries_per_sec: f64,
@@ -206,6 +208,23 @@ impl Report {
             )
             .target(targets::WEBHOOK_DELIVERIES_PER_SEC),
             Row::new("webhook_p99_ms", self.webhook_p99_ms).target(targets::WEBHOOK_P99_MS),
+            Row::new(
+                "usage.usage_events_per_sec",
+                self.usage.usage_events_per_sec,
+            )
+            .against(
+                "raw_usage_tps",
+                self.usage.raw_usage_tps,
+                "usage.usage_vs_raw",
+            )
+            .target(targets::USAGE_VS_RAW),
+            Row::new(
+                "usage.query_usage_30d_p99_ms",
+                self.usage.query_usage_30d_p99_ms,
+            )
+            .target(targets::QUERY_USAGE_30D_P99_MS),
+            Row::new("usage.check_quota_p99_ms", self.usage.check_quota_p99_ms)
+                .target(targets::CHECK_QUOTA_P99_MS),
         ]);
         rows
     }
@@ -371,6 +390,14 @@ mod tests {
                 at_100k: list(100_000, 2.2),
                 ratio: 1.1,
             },
+            usage: crate::bench::usage::UsageReport {
+                stored_events: 10_000_000,
+                usage_events_per_sec: 20_000.0,
+                raw_usage_tps: 25_000.0,
+                usage_vs_raw: 0.8,
+                query_usage_30d_p99_ms: 8.0,
+                check_quota_p99_ms: 0.9,
+            },
             webhook_deliveries: 2000,
             webhook_deliveries_per_sec: 4000.0,
             webhook_samples: 50,
@@ -404,10 +431,10 @@ mod tests {
     fn a_run_that_meets_every_target_reads_so() {
         let report = report();
         let checks = report.checks();
-        assert_eq!(checks.len(), 12);
+        assert_eq!(checks.len(), 15);
         assert!(checks.iter().all(|c| c.met), "{checks:?}");
         let table = report.table();
-        assert!(table.contains("targets met: 12 of 12"), "{table}");
+        assert!(table.contains("targets met: 15 of 15"), "{table}");
         assert!(
             table.contains("no phase left sessions open on this run's databases"),
             "{table}"
@@ -450,7 +477,7 @@ mod tests {
             row(&report.table(), "wake_p99_ms"),
             ["wake_p99_ms", "12.5", "<=", "10", "no"]
         );
-        assert!(report.table().contains("targets met: 11 of 12"));
+        assert!(report.table().contains("targets met: 14 of 15"));
     }
 
     #[test]
@@ -487,7 +514,7 @@ mod tests {
     fn skipped_watchers_have_no_rows_and_no_targets() {
         let mut report = report();
         report.watch = None;
-        assert_eq!(report.checks().len(), 9);
+        assert_eq!(report.checks().len(), 12);
         let table = report.table();
         assert!(!table.contains("watch.delivery_p99_ms"));
         assert!(table.contains("watch: skipped"));
@@ -547,6 +574,7 @@ mod tests {
             "webhook_samples",
             "webhook_p99_ms",
             "list_page_p99_ms",
+            "usage",
             "max_connections",
         ] {
             assert!(json.get(key).is_some(), "no {key} in {json}");

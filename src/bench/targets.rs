@@ -72,6 +72,15 @@ pub const WEBHOOK_DELIVERIES_PER_SEC: Bound = Bound::AtLeast(3_000.0);
 /// `webhook_p99_ms`: an idle server delivers an event within 20 ms of its
 /// commit.
 pub const WEBHOOK_P99_MS: Bound = Bound::AtMost(20.0);
+/// `usage.usage_vs_raw`: RecordUsage stores events and their rollups at
+/// 0.7 of the rate the same statement reaches over plain connections.
+pub const USAGE_VS_RAW: Bound = Bound::AtLeast(0.7);
+/// `usage.query_usage_30d_p99_ms`: a month of daily figures reads the
+/// rollups, not the events, in 20 ms with ten million events stored.
+pub const QUERY_USAGE_30D_P99_MS: Bound = Bound::AtMost(20.0);
+/// `usage.check_quota_p99_ms`: CheckQuota is fast enough for an
+/// application's hot path.
+pub const CHECK_QUOTA_P99_MS: Bound = Bound::AtMost(2.0);
 
 #[cfg(test)]
 mod tests {

@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// so many run at once and their completions batch.
     #[arg(long, default_value_t = 1024)]
     pub noop_concurrency: usize,
+    /// Usage events stored (by SQL) before `query_usage_30d_p99_ms` and
+    /// `check_quota_p99_ms` are timed.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub usage_events: u64,
     /// Creates timed for `wake_p50_ms` / `wake_p99_ms`.
     #[arg(long, default_value_t = 200)]
     pub wake_samples: usize,

@@ -28,17 +28,19 @@ struct MeterRow {
     create_time: DateTime<Utc>,
 }
 
+/// A stored aggregation; anything else is a bug (the column is checked).
+fn aggregation(meter: &str, stored: &str) -> Result<Aggregation> {
+    stored
+        .parse()
+        .map_err(|_| Error::Internal(format!("meter {meter} has aggregation {stored:?}")))
+}
+
 impl TryFrom<MeterRow> for Meter {
     type Error = Error;
 
     fn try_from(r: MeterRow) -> Result<Meter> {
         Ok(Meter {
-            aggregation: r.aggregation.parse().map_err(|_| {
-                Error::Internal(format!(
-                    "meter {} has aggregation {:?}",
-                    r.name, r.aggregation
-                ))
-            })?,
+            aggregation: aggregation(&r.name, &r.aggregation)?,
             name: r.name,
             description: r.description,
             unit: r.unit,
@@ -590,12 +592,7 @@ pub async fn figures(
     rows.into_iter()
         .map(|r| {
             Ok(Figure {
-                aggregation: r.aggregation.parse().map_err(|_| {
-                    Error::Internal(format!(
-                        "meter {} has aggregation {:?}",
-                        r.meter, r.aggregation
-                    ))
-                })?,
+                aggregation: aggregation(&r.meter, &r.aggregation)?,
                 tenant_id: r.tenant_id,
                 meter: r.meter,
                 unit: r.unit,

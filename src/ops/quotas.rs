@@ -16,9 +16,9 @@ use crate::domain::usage::{self, Aggregation, Figure, UsageEvent};
 use crate::domain::{Caller, validate_tenant_id};
 use crate::error::{Error, Result};
 
-/// How long CheckQuota trusts a figure it read: what other replicas record
-/// shows within this, and a tenant's check costs at most one indexed read
-/// per interval.
+/// How long CheckQuota trusts a figure it read before reading it again (in
+/// the background): what other replicas record shows within about this, and
+/// a tenant's checks cost at most one indexed read per interval.
 pub const QUOTA_REFRESH: Duration = Duration::from_secs(2);
 /// Figures kept in memory at most; past it the memory starts over (each
 /// figure is one read away).
@@ -33,17 +33,35 @@ const QUOTA_ACTOR: &str = "quota";
 pub struct QuotaMemory {
     figures: Mutex<HashMap<(Uuid, String), (Figure, Instant)>>,
     announced: Mutex<HashSet<Announced>>,
+    /// Figures being read again in the background.
+    refreshing: Mutex<HashSet<(Uuid, String)>>,
 }
 
 /// A threshold reached: tenant, meter, period start, percent.
 type Announced = (Uuid, String, DateTime<Utc>, i16);
 
 impl QuotaMemory {
-    fn fresh(&self, tenant: Uuid, meter: &str, now: DateTime<Utc>) -> Option<Figure> {
+    /// The figure held for `tenant` and `meter` in the current period, and
+    /// whether it is older than [`QUOTA_REFRESH`].
+    fn held(&self, tenant: Uuid, meter: &str, now: DateTime<Utc>) -> Option<(Figure, bool)> {
         let figures = self.figures.lock().ok()?;
         let (figure, read) = figures.get(&(tenant, meter.to_owned()))?;
         let same_period = now.date_naive() == figure.period_start.date_naive();
-        (read.elapsed() < QUOTA_REFRESH && same_period).then(|| figure.clone())
+        same_period.then(|| (figure.clone(), read.elapsed() >= QUOTA_REFRESH))
+    }
+
+    /// Whether this caller should refresh the figure: one refresh at a time
+    /// per tenant and meter.
+    fn start_refresh(&self, tenant: Uuid, meter: &str) -> bool {
+        self.refreshing
+            .lock()
+            .is_ok_and(|mut r| r.insert((tenant, meter.to_owned())))
+    }
+
+    fn end_refresh(&self, tenant: Uuid, meter: &str) {
+        if let Ok(mut r) = self.refreshing.lock() {
+            r.remove(&(tenant, meter.to_owned()));
+        }
     }
 
     fn keep(&self, figure: Figure) {
@@ -122,34 +140,51 @@ impl Ops {
         if !out.is_empty() {
             return Err(Error::InvalidArgument(out));
         }
-        let figure = match self.quotas.fresh(tenant, meter, Utc::now()) {
-            Some(figure) => figure,
-            None => {
-                let mut conn = db::conn(&self.pool).await?;
-                let Some(figure) = db::usage::figures(&mut conn, &[tenant], Some(meter), false)
-                    .await?
-                    .pop()
-                else {
-                    return Err(
-                        if db::usage::existing_tenants(&mut conn, &[tenant])
-                            .await?
-                            .is_empty()
-                        {
-                            Error::tenant_not_found(tenant)
-                        } else {
-                            Error::NotFound {
-                                resource: "meter",
-                                id: meter.to_owned(),
-                            }
-                        },
-                    );
-                };
-                self.quotas.keep(figure.clone());
+        // Answered from memory; a figure past its refresh interval is still
+        // answered, and read again in the background, so only a tenant's
+        // first check (or the first of a new day) waits for the database.
+        let figure = match self.quotas.held(tenant, meter, Utc::now()) {
+            Some((figure, stale)) => {
+                if stale && self.quotas.start_refresh(tenant, meter) {
+                    let (ops, meter) = (self.clone(), meter.to_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = ops.read_figure(tenant, &meter).await {
+                            tracing::debug!(error = %e, "a quota figure was not refreshed; the next check tries again");
+                        }
+                        ops.quotas.end_refresh(tenant, &meter);
+                    });
+                }
                 figure
             }
+            None => self.read_figure(tenant, meter).await?,
         };
         let (allowed, remaining) = figure.allows(amount);
         Ok((allowed, remaining, figure.limit, figure.value))
+    }
+
+    /// Reads a figure and keeps it in memory.
+    async fn read_figure(&self, tenant: Uuid, meter: &str) -> Result<Figure> {
+        let mut conn = db::conn(&self.pool).await?;
+        let Some(figure) = db::usage::figures(&mut conn, &[tenant], Some(meter), false)
+            .await?
+            .pop()
+        else {
+            return Err(
+                if db::usage::existing_tenants(&mut conn, &[tenant])
+                    .await?
+                    .is_empty()
+                {
+                    Error::tenant_not_found(tenant)
+                } else {
+                    Error::NotFound {
+                        resource: "meter",
+                        id: meter.to_owned(),
+                    }
+                },
+            );
+        };
+        self.quotas.keep(figure.clone());
+        Ok(figure)
     }
 
     /// After usage committed: the figures in memory follow, and limits
