@@ -515,13 +515,13 @@ pub async fn user_count(conn: &mut AsyncPgConnection, schema: &str) -> Result<Op
 }
 
 /// Each meter's figure for the current period (a UTC day) of these
-/// tenants, with its plan's limit: every meter, or only `meter`, or with
-/// `limited` only those the plan limits. An index range over a day's
+/// tenants, with its plan's limit: every meter, or only those in `meters`,
+/// and with `limited` only those the plan limits. An index range over a day's
 /// quarter hours per tenant and meter, never the raw events.
 pub async fn figures(
     conn: &mut AsyncPgConnection,
     tenants: &[Uuid],
-    meter: Option<&str>,
+    meters: Option<&[String]>,
     limited: bool,
 ) -> Result<Vec<Figure>> {
     #[derive(diesel::QueryableByName)]
@@ -559,7 +559,7 @@ pub async fn figures(
              CROSS JOIN meters m CROSS JOIN p
              LEFT JOIN b ON b.meter = m.name
              WHERE tn.id = ANY($1) AND tn.delete_time IS NULL
-               AND ($5::text IS NULL OR m.name = $5)
+               AND ($5::text[] IS NULL OR m.name = ANY($5))
          )
          SELECT f.tenant_id, f.meter, f.aggregation, f.unit, f.period_start,
                 coalesce(CASE f.aggregation
@@ -585,7 +585,7 @@ pub async fn figures(
     .bind::<Array<Text>, _>(&bound)
     .bind::<Array<Text>, _>(&names)
     .bind::<Array<Double>, _>(&scales)
-    .bind::<diesel::sql_types::Nullable<Text>, _>(meter)
+    .bind::<diesel::sql_types::Nullable<Array<Text>>, _>(meters)
     .bind::<Bool, _>(limited)
     .load::<Row>(conn)
     .await?;

@@ -50,6 +50,20 @@ impl QuotaMemory {
         same_period.then(|| (figure.clone(), read.elapsed() >= QUOTA_REFRESH))
     }
 
+    /// Whether every threshold of `meter` was announced for `tenant` in the
+    /// period (the UTC day) holding `now`.
+    fn all_announced(&self, tenant: Uuid, meter: &str, now: DateTime<Utc>) -> bool {
+        let Some(day) = now.date_naive().and_hms_opt(0, 0, 0) else {
+            return false;
+        };
+        let period = day.and_utc();
+        self.announced.lock().is_ok_and(|a| {
+            usage::THRESHOLDS
+                .iter()
+                .all(|t| a.contains(&(tenant, meter.to_owned(), period, *t)))
+        })
+    }
+
     /// Whether this caller should refresh the figure: one refresh at a time
     /// per tenant and meter.
     fn start_refresh(&self, tenant: Uuid, meter: &str) -> bool {
@@ -165,9 +179,10 @@ impl Ops {
     /// Reads a figure and keeps it in memory.
     async fn read_figure(&self, tenant: Uuid, meter: &str) -> Result<Figure> {
         let mut conn = db::conn(&self.pool).await?;
-        let Some(figure) = db::usage::figures(&mut conn, &[tenant], Some(meter), false)
-            .await?
-            .pop()
+        let Some(figure) =
+            db::usage::figures(&mut conn, &[tenant], Some(&[meter.to_owned()]), false)
+                .await?
+                .pop()
         else {
             return Err(
                 if db::usage::existing_tenants(&mut conn, &[tenant])
@@ -193,17 +208,26 @@ impl Ops {
     /// tenant checks again.
     pub(super) async fn after_usage(&self, stored: &[&UsageEvent]) {
         self.quotas.add(stored);
-        let mut tenants: Vec<Uuid> = stored
+        // Limited meters whose thresholds were not all announced today: a
+        // tenant past its limit costs no read until the next period.
+        let today = Utc::now();
+        let mut touched: Vec<(Uuid, &str)> = stored
             .iter()
             .filter(|e| usage::LIMIT_BINDINGS.iter().any(|(m, _, _)| *m == e.meter))
-            .map(|e| e.tenant_id)
+            .map(|e| (e.tenant_id, e.meter.as_str()))
+            .filter(|(t, m)| !self.quotas.all_announced(*t, m, today))
             .collect();
-        tenants.sort_unstable();
-        tenants.dedup();
-        if tenants.is_empty() {
+        touched.sort_unstable();
+        touched.dedup();
+        if touched.is_empty() {
             return;
         }
-        match self.announce_thresholds(&tenants).await {
+        let mut tenants: Vec<Uuid> = touched.iter().map(|(t, _)| *t).collect();
+        tenants.dedup();
+        let mut meters: Vec<String> = touched.iter().map(|(_, m)| (*m).to_owned()).collect();
+        meters.sort_unstable();
+        meters.dedup();
+        match self.announce_thresholds(&tenants, &meters).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(count = n, "usage thresholds reached"),
             Err(e) => {
@@ -215,7 +239,7 @@ impl Ops {
     /// Writes one USAGE_THRESHOLD_REACHED event per limit threshold these
     /// tenants reached in the current period and have not had announced;
     /// returns how many.
-    async fn announce_thresholds(&self, tenants: &[Uuid]) -> Result<usize> {
+    async fn announce_thresholds(&self, tenants: &[Uuid], meters: &[String]) -> Result<usize> {
         let mut conn = db::conn(&self.pool).await?;
         let reached = |figures: &[Figure]| -> Vec<(Figure, i16)> {
             let announced = self.quotas.announced.lock().ok();
@@ -229,7 +253,8 @@ impl Ops {
                 })
                 .collect()
         };
-        let candidates = reached(&db::usage::figures(&mut conn, tenants, None, true).await?);
+        let candidates =
+            reached(&db::usage::figures(&mut conn, tenants, Some(meters), true).await?);
         if candidates.is_empty() {
             return Ok(0);
         }
@@ -239,7 +264,7 @@ impl Ops {
             .transaction(async |conn| {
                 // Under the tenants' locks, as every writer of their events.
                 db::usage::lock_tenants(conn, &locked).await?;
-                let now = reached(&db::usage::figures(conn, &locked, None, true).await?);
+                let now = reached(&db::usage::figures(conn, &locked, Some(meters), true).await?);
                 let mut written = 0;
                 for (figure, threshold) in &now {
                     if db::usage::record_threshold(conn, figure, *threshold, QUOTA_ACTOR).await? {

@@ -154,10 +154,12 @@ impl Ops {
         let mut firsts: Vec<usize> = first.into_values().collect();
         firsts.sort_unstable();
         if !firsts.is_empty() {
-            let mut conn = db::conn(&self.pool).await?;
-            let decided = conn
-                .transaction(async |conn| store_events(conn, &checked, &firsts).await)
-                .await?;
+            let decided = {
+                let mut conn = db::conn(&self.pool).await?;
+                conn.transaction(async |conn| store_events(conn, &checked, &firsts).await)
+                    .await?
+            };
+            // The connection is back in the pool: the thresholds take their own.
             let stored: Vec<&UsageEvent> = decided
                 .iter()
                 .filter(|(_, o)| *o == UsageOutcome::Accepted)
