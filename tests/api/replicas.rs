@@ -242,9 +242,11 @@ const SHORT_LEASE_MS: u64 = 2000;
 /// on its next poll.
 const POLL_MS: u64 = 360;
 /// Slack on top of lease + poll. The bound is about correctness (work
-/// resumes after about one lease, not an hour), not speed, so it must hold
-/// on a loaded two-core machine.
-const RESUME_SLACK: Duration = Duration::from_secs(5);
+/// resumes once its lease expires, not an hour later), not speed, so it
+/// must hold on a two-core machine that also runs the rest of the suite:
+/// there a row past its lease waits for a slot on a live replica while all
+/// of theirs run the load.
+const RESUME_SLACK: Duration = Duration::from_secs(20);
 /// The plan of the load test: the default plan without `deploy_contract`.
 /// Deployments are one at a time per deployer account, so under load their
 /// attempts wait for one another in dispatcher slots, and a killed
