@@ -1,6 +1,7 @@
 //! Scheduled jobs (tokio-cron-scheduler): the stale-pipeline reaper, the
-//! purge of tenants whose grace period ended, the pruning of old events, and
-//! the sampling of the measured usage meters.
+//! purge of tenants whose grace period ended, the pruning of old events, the
+//! sampling of the measured usage meters, and the resumption of tenants the
+//! quota suspended.
 //! Jobs call use cases and nothing else; each runs under a Postgres advisory
 //! lock, so one replica at a time runs it, and running it twice is harmless.
 
@@ -17,11 +18,16 @@ const PURGE_LOCK: i64 = 0x7465_6e61_6e74_6402;
 const PRUNE_LOCK: i64 = 0x7465_6e61_6e74_6403;
 const SAMPLE_LOCK: i64 = 0x7465_6e61_6e74_6404;
 const SAMPLE_NEW_LOCK: i64 = 0x7465_6e61_6e74_6405;
+const QUOTA_LOCK: i64 = 0x7465_6e61_6e74_6406;
 
 /// How often tenants that became ACTIVE since they were last looked at get
 /// their first usage sample: soon enough that a new tenant shows its size
 /// within seconds, and one indexed query when there is none.
 pub const NEW_TENANT_SAMPLE_EVERY: Duration = Duration::from_secs(10);
+
+/// How often tenants the quota suspended are looked at again: a new
+/// period resumes them within this (a raised limit at once).
+pub const QUOTA_RESUME_EVERY: Duration = Duration::from_secs(10);
 
 /// When the jobs run (cron expressions with seconds) and their settings.
 #[derive(Debug, Clone)]
@@ -111,6 +117,15 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSche
             SAMPLE_NEW_LOCK,
             slot.clone(),
             |ops| async move { ops.sample_usage(true).await },
+        )?)
+        .await?;
+    scheduler
+        .add(job(
+            When::Every(QUOTA_RESUME_EVERY),
+            "quota-resume",
+            QUOTA_LOCK,
+            slot.clone(),
+            |ops| async move { ops.lift_quota_suspensions(None).await },
         )?)
         .await?;
     scheduler.start().await?;

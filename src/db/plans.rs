@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::schema::{plan_versions, plans, tenants};
-use crate::domain::{InitialData, Plan, PlanInput, PlanStep};
+use crate::domain::{InitialData, MeterLimit, OnLimit, Plan, PlanInput, PlanStep};
 use crate::error::{Error, Result};
 
 /// A plan's current version as stored.
@@ -25,6 +25,8 @@ struct PlanRow {
     built_in: bool,
     create_time: DateTime<Utc>,
     update_time: DateTime<Utc>,
+    meter_limits: serde_json::Value,
+    on_limit: String,
 }
 
 impl PlanRow {
@@ -39,6 +41,14 @@ impl PlanRow {
             serde_json::from_value(self.initial_data).map_err(|e| malformed("initial data", e))?;
         let limits: BTreeMap<String, i64> =
             serde_json::from_value(self.limits).map_err(|e| malformed("limits", e))?;
+        let meter_limits: BTreeMap<String, MeterLimit> =
+            serde_json::from_value(self.meter_limits).map_err(|e| malformed("meter limits", e))?;
+        let on_limit: OnLimit = self.on_limit.parse().map_err(|_| {
+            Error::Internal(format!(
+                "plan {name} v{version} has an unknown on_limit {:?}",
+                self.on_limit
+            ))
+        })?;
         Ok(Plan {
             name: self.name,
             version: self.version,
@@ -47,6 +57,8 @@ impl PlanRow {
             migration_set: self.migration_set,
             initial_data,
             limits,
+            meter_limits,
+            on_limit,
             built_in: self.built_in,
             create_time: self.create_time,
             update_time: self.update_time,
@@ -119,6 +131,8 @@ pub async fn find_version(
             plans::built_in,
             plans::create_time,
             plan_versions::create_time,
+            plan_versions::meter_limits,
+            plan_versions::on_limit,
         ))
         .first(conn)
         .await
@@ -153,16 +167,18 @@ fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
 /// back with its next version. `None` if a live plan has the name.
 pub async fn insert(conn: &mut AsyncPgConnection, plan: &PlanInput) -> Result<Option<Plan>> {
     let row: Option<PlanRow> = diesel::sql_query(
-        "INSERT INTO plans (name, description, steps, migration_set, initial_data, limits)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO plans (name, description, steps, migration_set, initial_data, limits,
+                            meter_limits, on_limit)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (name) DO UPDATE
              SET version = plans.version + 1, description = EXCLUDED.description,
                  steps = EXCLUDED.steps, migration_set = EXCLUDED.migration_set,
                  initial_data = EXCLUDED.initial_data, limits = EXCLUDED.limits,
+                 meter_limits = EXCLUDED.meter_limits, on_limit = EXCLUDED.on_limit,
                  built_in = false, delete_time = NULL, create_time = now(), update_time = now()
              WHERE plans.delete_time IS NOT NULL
          RETURNING name, version, description, steps, migration_set, initial_data, limits,
-                   built_in, create_time, update_time",
+                   built_in, create_time, update_time, meter_limits, on_limit",
     )
     .bind::<diesel::sql_types::Text, _>(&plan.name)
     .bind::<diesel::sql_types::Text, _>(&plan.description)
@@ -170,6 +186,8 @@ pub async fn insert(conn: &mut AsyncPgConnection, plan: &PlanInput) -> Result<Op
     .bind::<diesel::sql_types::Text, _>(&plan.migration_set)
     .bind::<diesel::sql_types::Jsonb, _>(json(&plan.initial_data))
     .bind::<diesel::sql_types::Jsonb, _>(json(&plan.limits))
+    .bind::<diesel::sql_types::Jsonb, _>(json(&plan.meter_limits))
+    .bind::<diesel::sql_types::Text, _>(<&str>::from(plan.on_limit))
     .get_result::<PlanRow>(conn)
     .await
     .optional()?;
@@ -186,6 +204,8 @@ pub async fn update(conn: &mut AsyncPgConnection, plan: &PlanInput) -> Result<Pl
             plans::migration_set.eq(&plan.migration_set),
             plans::initial_data.eq(json(&plan.initial_data)),
             plans::limits.eq(json(&plan.limits)),
+            plans::meter_limits.eq(json(&plan.meter_limits)),
+            plans::on_limit.eq(<&str>::from(plan.on_limit)),
             plans::update_time.eq(diesel::dsl::now),
         ))
         .returning(PlanRow::as_returning())

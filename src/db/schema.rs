@@ -14,6 +14,8 @@ diesel::table! {
         limits -> Jsonb,
         built_in -> Bool,
         delete_time -> Nullable<Timestamptz>,
+        meter_limits -> Jsonb,
+        on_limit -> Text,
     }
 }
 
@@ -27,6 +29,8 @@ diesel::table! {
         initial_data -> Jsonb,
         limits -> Jsonb,
         create_time -> Timestamptz,
+        meter_limits -> Jsonb,
+        on_limit -> Text,
     }
 }
 

@@ -11,7 +11,8 @@ pub mod webhook;
 
 pub use page::PageToken;
 pub use plan::{
-    DEFAULT_PLAN, InitialData, Plan, PlanInput, PlanStep, WebhookStep, deprovision_steps,
+    DEFAULT_PLAN, InitialData, MeterLimit, OnLimit, Period, Plan, PlanInput, PlanStep, WebhookStep,
+    deprovision_steps,
 };
 pub use tenant::{
     Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::validate::FieldViolation;
@@ -23,6 +23,10 @@ pub struct Plan {
     pub initial_data: InitialData,
     /// Named limits (`max_users`, ...); absent means unlimited.
     pub limits: BTreeMap<String, i64>,
+    /// Limits on other meters, by meter name.
+    pub meter_limits: BTreeMap<String, MeterLimit>,
+    /// What reaching a usage limit does to a tenant.
+    pub on_limit: OnLimit,
     /// Shipped with the server (by a migration).
     pub built_in: bool,
     pub create_time: DateTime<Utc>,
@@ -38,6 +42,72 @@ pub struct InitialData {
     /// Default configuration, `category.name` to its text form.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+}
+
+/// A limit on a meter's figure per period.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeterLimit {
+    /// In the meter's unit.
+    pub limit: f64,
+    pub period: Period,
+}
+
+/// The UTC period a usage limit counts over.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum Period {
+    #[default]
+    Day,
+    Month,
+}
+
+impl Period {
+    /// Where the period holding `at` starts.
+    pub fn start(self, at: DateTime<Utc>) -> DateTime<Utc> {
+        let day = at.date_naive();
+        let first = match self {
+            Period::Day => day,
+            Period::Month => day.with_day(1).unwrap_or(day),
+        };
+        first.and_time(chrono::NaiveTime::MIN).and_utc()
+    }
+}
+
+/// What reaching 100% of a usage limit does to a tenant.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::Display,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum OnLimit {
+    /// Events only.
+    #[default]
+    Notify,
+    /// Events, and an ACTIVE tenant is suspended until it is below every
+    /// limit again.
+    Suspend,
 }
 
 /// One step of a plan and its retry policy.
@@ -114,6 +184,10 @@ fn is_deprovision_step(name: &str) -> bool {
 pub const MIGRATION_SETS: &[&str] = &["core"];
 /// Limits a plan may set.
 pub const LIMIT_NAMES: &[&str] = &["max_users", "max_api_calls_per_day", "max_storage_mb"];
+/// Meters the named limits bind, which `meter_limits` cannot name.
+pub const BOUND_METERS: &[&str] = &["api_calls", "storage_bytes", "users"];
+/// Most meter limits one plan sets.
+pub const MAX_METER_LIMITS: usize = 32;
 /// Roles every tenant gets; a plan's extra roles come on top.
 pub const STANDARD_ROLES: &[&str] = &["admin", "member", "viewer"];
 /// Attempts of a step whose plan gives none.
@@ -130,7 +204,7 @@ const MAX_DELAY_MS: i64 = 86_400_000;
 
 /// A plan as a caller wrote it (name, description, steps, initial data,
 /// limits), not yet validated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PlanInput {
     pub name: String,
     pub description: String,
@@ -138,6 +212,8 @@ pub struct PlanInput {
     pub migration_set: String,
     pub initial_data: InitialData,
     pub limits: BTreeMap<String, i64>,
+    pub meter_limits: BTreeMap<String, MeterLimit>,
+    pub on_limit: OnLimit,
 }
 
 impl PlanInput {
@@ -295,6 +371,27 @@ impl PlanInput {
                 ));
             }
         }
+        if self.meter_limits.len() > MAX_METER_LIMITS {
+            out.push(FieldViolation::new(
+                "plan.limits.meters",
+                format!("must hold at most {MAX_METER_LIMITS} limits"),
+            ));
+        }
+        for (meter, limit) in &self.meter_limits {
+            let field = format!("plan.limits.meters[{meter:?}]");
+            super::usage::check_meter_name(&field, meter, &mut out);
+            if BOUND_METERS.contains(&meter.as_str()) {
+                out.push(FieldViolation::new(
+                    field,
+                    "is limited by max_api_calls_per_day, max_storage_mb or max_users",
+                ));
+            } else if !limit.limit.is_finite() || limit.limit <= 0.0 {
+                out.push(FieldViolation::new(
+                    format!("{field}.limit"),
+                    "must be a finite number more than 0",
+                ));
+            }
+        }
         if out.is_empty() { Ok(self) } else { Err(out) }
     }
 }
@@ -326,6 +423,26 @@ mod tests {
     }
 
     const KNOWN: &[&str] = &["create_schema", "activate"];
+
+    fn day_limit(limit: f64) -> MeterLimit {
+        MeterLimit {
+            limit,
+            period: Period::Day,
+        }
+    }
+
+    #[test]
+    fn periods_start_at_midnight_utc_and_on_the_first() {
+        let at = "2026-03-29T01:30:00Z".parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            Period::Day.start(at).to_rfc3339(),
+            "2026-03-29T00:00:00+00:00"
+        );
+        assert_eq!(
+            Period::Month.start(at).to_rfc3339(),
+            "2026-03-01T00:00:00+00:00"
+        );
+    }
 
     #[test]
     fn a_good_plan_gets_its_defaults() {
@@ -359,6 +476,11 @@ mod tests {
                 config: BTreeMap::from([("nodot".into(), "x".into())]),
             },
             limits: BTreeMap::from([("max_users".into(), 0), ("max_cats".into(), 3)]),
+            meter_limits: BTreeMap::from([
+                ("api_calls".into(), day_limit(5.0)),
+                ("seats".into(), day_limit(f64::NAN)),
+                ("Bad".into(), day_limit(1.0)),
+            ]),
             ..Default::default()
         }
         .validate(KNOWN)
@@ -375,6 +497,9 @@ mod tests {
             "plan.initial_data.config[\"nodot\"]",
             "plan.limits[\"max_users\"]",
             "plan.limits[\"max_cats\"]",
+            "plan.limits.meters[\"api_calls\"]",
+            "plan.limits.meters[\"seats\"].limit",
+            "plan.limits.meters[\"Bad\"]",
         ] {
             assert!(
                 fields.contains(&expected),

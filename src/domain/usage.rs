@@ -8,6 +8,7 @@ use strum::{EnumString, IntoStaticStr};
 use uuid::Uuid;
 
 use super::FieldViolation;
+use super::plan::{OnLimit, Period};
 
 /// Events one RecordUsage call may carry: a gateway flushing its buffer
 /// sends hundreds; a bound keeps one call's transaction short.
@@ -330,23 +331,31 @@ pub const LIMIT_BINDINGS: &[(&str, &str, f64)] = &[
 /// Shares of a limit whose crossing is an event, in percent.
 pub const THRESHOLDS: [i16; 2] = [80, 100];
 
-/// A meter's figure for a tenant's current period (a UTC day; a LATEST
-/// meter's figure is its latest value), with the plan's limit.
+/// A meter's figure for a tenant's current period (a UTC day or month; a
+/// LATEST meter's figure is its latest value), with the plan's limit and
+/// what reaching it does.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Figure {
     pub tenant_id: Uuid,
     pub meter: String,
     pub aggregation: Aggregation,
     pub unit: String,
+    pub period: Period,
     pub period_start: DateTime<Utc>,
     pub value: f64,
     pub limit: Option<f64>,
+    pub on_limit: OnLimit,
 }
 
 impl Figure {
     /// `value / limit`, when there is a limit.
     pub fn share(&self) -> Option<f64> {
         self.limit.map(|l| self.value / l)
+    }
+
+    /// Whether the figure is at or past its whole limit.
+    pub fn exhausted(&self) -> bool {
+        self.limit.is_some_and(|l| self.value >= l)
     }
 
     /// The thresholds (percent) the figure has reached.
@@ -536,17 +545,21 @@ mod tests {
             meter: "api_calls".into(),
             aggregation: Aggregation::Sum,
             unit: String::new(),
+            period: Period::Day,
             period_start: Utc::now(),
             value: 79.0,
             limit: Some(100.0),
+            on_limit: OnLimit::Notify,
         };
         assert_eq!(f.reached().count(), 0);
+        assert!(!f.exhausted());
         assert_eq!(f.allows(21.0), (true, Some(21.0)));
         assert_eq!(f.allows(22.0), (false, Some(21.0)));
         assert!(f.add(1.0));
         assert_eq!(f.reached().collect::<Vec<_>>(), [80]);
         f.value = 130.0;
         assert_eq!(f.reached().collect::<Vec<_>>(), [80, 100]);
+        assert!(f.exhausted());
         assert_eq!(f.allows(0.0), (false, Some(0.0)));
         f.limit = None;
         assert_eq!((f.allows(1e12), f.share()), ((true, None), None));

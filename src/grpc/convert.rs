@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use prost_types::Timestamp;
 
 use crate::domain::{
-    Event, EventKind, FieldViolation, InitialData, Plan, PlanInput, PlanStep, Step, StepStatus,
-    Tenant, TenantInput, TenantPatch, TenantState,
+    Event, EventKind, FieldViolation, InitialData, MeterLimit, OnLimit, Period, Plan, PlanInput,
+    PlanStep, Step, StepStatus, Tenant, TenantInput, TenantPatch, TenantState,
 };
 use crate::error::Error;
 use crate::ops::DeprovisionMode;
@@ -105,7 +105,23 @@ pub fn plan(p: Plan) -> pb::Plan {
             max_users: limit("max_users"),
             max_api_calls_per_day: limit("max_api_calls_per_day"),
             max_storage_mb: limit("max_storage_mb"),
+            meters: p
+                .meter_limits
+                .into_iter()
+                .map(|(meter, l)| {
+                    let limit = pb::MeterLimit {
+                        limit: l.limit,
+                        period: period(l.period).into(),
+                    };
+                    (meter, limit)
+                })
+                .collect(),
         }),
+        on_limit: match p.on_limit {
+            OnLimit::Notify => pb::OnLimit::Notify,
+            OnLimit::Suspend => pb::OnLimit::Suspend,
+        }
+        .into(),
         name: p.name,
         version: p.version,
         description: p.description,
@@ -162,10 +178,42 @@ pub fn plan_input(p: Option<pb::Plan>) -> Result<(PlanInput, String), Error> {
             }),
         });
     }
+    let limits = p.limits.unwrap_or_default();
+    let mut meter_limits = BTreeMap::new();
+    for (meter, l) in limits.meters {
+        let period = match pb::Period::try_from(l.period) {
+            Ok(pb::Period::Unspecified | pb::Period::Day) => Period::Day,
+            Ok(pb::Period::Month) => Period::Month,
+            Err(_) => {
+                violations.push(FieldViolation::new(
+                    format!("plan.limits.meters[{meter:?}].period"),
+                    "must be DAY or MONTH",
+                ));
+                continue;
+            }
+        };
+        meter_limits.insert(
+            meter,
+            MeterLimit {
+                limit: l.limit,
+                period,
+            },
+        );
+    }
+    let on_limit = match pb::OnLimit::try_from(p.on_limit) {
+        Ok(pb::OnLimit::Unspecified | pb::OnLimit::Notify) => OnLimit::Notify,
+        Ok(pb::OnLimit::Suspend) => OnLimit::Suspend,
+        Err(_) => {
+            violations.push(FieldViolation::new(
+                "plan.on_limit",
+                "must be NOTIFY or SUSPEND",
+            ));
+            OnLimit::Notify
+        }
+    };
     if !violations.is_empty() {
         return Err(Error::InvalidArgument(violations));
     }
-    let limits = p.limits.unwrap_or_default();
     let initial = p.initial_data.unwrap_or_default();
     let input = PlanInput {
         name: p.name,
@@ -185,8 +233,17 @@ pub fn plan_input(p: Option<pb::Plan>) -> Result<(PlanInput, String), Error> {
         .filter(|(_, v)| *v != 0)
         .map(|(k, v)| (k.to_owned(), v))
         .collect(),
+        meter_limits,
+        on_limit,
     };
     Ok((input, p.etag))
+}
+
+pub fn period(p: Period) -> pb::Period {
+    match p {
+        Period::Day => pb::Period::Day,
+        Period::Month => pb::Period::Month,
+    }
 }
 
 pub fn tenant_state(s: TenantState) -> pb::TenantState {

@@ -164,6 +164,7 @@ impl UsageService for UsageApi {
                     share: f.share(),
                     aggregation: aggregation_pb(f.aggregation) as i32,
                     period_start_time: Some(convert::timestamp(f.period_start)),
+                    period: convert::period(f.period).into(),
                     meter: f.meter,
                     unit: f.unit,
                     value: f.value,

@@ -123,6 +123,7 @@ impl Ops {
         if let Ok(mut cache) = self.plans.write() {
             cache.remove(name);
         }
+        self.quotas.forget_limits();
     }
 
     /// Webhook endpoints' secret key and address rule.

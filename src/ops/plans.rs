@@ -60,6 +60,7 @@ impl Ops {
         let mut conn = db::conn(&self.pool).await?;
         conn.transaction(async |conn| {
             check_endpoints(conn, &input).await?;
+            check_meters(conn, &input).await?;
             db::plans::insert(conn, &input)
                 .await?
                 .ok_or_else(|| Error::AlreadyExists(format!("plan {} already exists", input.name)))
@@ -118,16 +119,24 @@ impl Ops {
             .validate(&self.plan_steps)
             .map_err(Error::InvalidArgument)?;
         let mut conn = db::conn(&self.pool).await?;
-        conn.transaction(async |conn| {
-            let current = db::plans::lock(conn, &input.name)
-                .await?
-                .ok_or_else(|| plan_not_found(&input.name))?;
-            check_etag(&current, etag)?;
-            check_endpoints(conn, &input).await?;
-            db::plans::update(conn, &input).await
-        })
-        .await
-        .inspect(|_| self.forget_plan(&input.name))
+        let plan = conn
+            .transaction(async |conn| {
+                let current = db::plans::lock(conn, &input.name)
+                    .await?
+                    .ok_or_else(|| plan_not_found(&input.name))?;
+                check_etag(&current, etag)?;
+                check_endpoints(conn, &input).await?;
+                check_meters(conn, &input).await?;
+                db::plans::update(conn, &input).await
+            })
+            .await
+            .inspect(|_| self.forget_plan(&input.name))?;
+        // A raised limit may lift a suspension now rather than at the next
+        // check of the quota job.
+        if let Err(e) = self.lift_quota_suspensions(Some(&plan.name)).await {
+            tracing::warn!(plan = %plan.name, error = %e, "suspensions under the changed plan are looked at by the quota job");
+        }
+        Ok(plan)
     }
 
     /// Deletes a plan no live tenant uses. The exclusive advisory lock waits
@@ -189,6 +198,31 @@ async fn check_endpoints(
                     format!("no webhook endpoint is named {endpoint:?}"),
                 )
             })
+        })
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(missing))
+    }
+}
+
+/// Every meter the plan limits must exist. Their rows stay share-locked
+/// until the plan commits, as the endpoints' are.
+async fn check_meters(conn: &mut diesel_async::AsyncPgConnection, input: &PlanInput) -> Result<()> {
+    let wanted: Vec<String> = input.meter_limits.keys().cloned().collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let found = db::usage::share_lock_meters(conn, &wanted).await?;
+    let missing: Vec<FieldViolation> = wanted
+        .iter()
+        .filter(|m| !found.contains(m))
+        .map(|m| {
+            FieldViolation::new(
+                format!("plan.limits.meters[{m:?}]"),
+                format!("no meter is named {m:?}"),
+            )
         })
         .collect();
     if missing.is_empty() {

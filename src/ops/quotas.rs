@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::Ops;
 use crate::db;
 use crate::domain::usage::{self, Aggregation, Figure, UsageEvent};
-use crate::domain::{Caller, validate_tenant_id};
+use crate::domain::{Caller, OnLimit, Period, TenantState, validate_tenant_id};
 use crate::error::{Error, Result};
 
 /// How long CheckQuota trusts a figure it read before reading it again (in
@@ -26,19 +26,33 @@ const MAX_CACHED: usize = 100_000;
 /// The actor of threshold events.
 const QUOTA_ACTOR: &str = "quota";
 
-/// Figures read for CheckQuota, and the thresholds this process has seen
-/// announced, so that a tenant above a threshold all day takes its lock
-/// once.
+/// Figures read for CheckQuota, the thresholds this process has seen
+/// announced (so that a tenant above a threshold all day takes its lock
+/// once), and which meters plans limit.
 #[derive(Default)]
 pub struct QuotaMemory {
     figures: Mutex<HashMap<(Uuid, String), (Figure, Instant)>>,
-    announced: Mutex<HashSet<Announced>>,
+    announced: Mutex<HashMap<Announced, Instant>>,
     /// Figures being read again in the background.
     refreshing: Mutex<HashSet<(Uuid, String)>>,
+    /// The meters some live plan limits through `PlanLimits.meters`, and
+    /// when that was read.
+    limited: Mutex<Option<(HashSet<String>, Instant)>>,
 }
 
-/// A threshold reached: tenant, meter, period start, percent.
-type Announced = (Uuid, String, DateTime<Utc>, i16);
+/// A threshold reached: tenant, meter, period, its start, percent.
+type Announced = (Uuid, String, Period, DateTime<Utc>, i16);
+
+/// How long this process trusts that a threshold was announced: the limit
+/// may have changed since (through any replica), and a changed limit has
+/// thresholds of its own. A tenant above its thresholds costs one read per
+/// meter per interval.
+const ANNOUNCED_TRUST: Duration = Duration::from_secs(30);
+
+fn announced(seen: &HashMap<Announced, Instant>, key: &Announced) -> bool {
+    seen.get(key)
+        .is_some_and(|at| at.elapsed() < ANNOUNCED_TRUST)
+}
 
 impl QuotaMemory {
     /// The figure held for `tenant` and `meter` in the current period, and
@@ -46,22 +60,42 @@ impl QuotaMemory {
     fn held(&self, tenant: Uuid, meter: &str, now: DateTime<Utc>) -> Option<(Figure, bool)> {
         let figures = self.figures.lock().ok()?;
         let (figure, read) = figures.get(&(tenant, meter.to_owned()))?;
-        let same_period = now.date_naive() == figure.period_start.date_naive();
+        let same_period = figure.period.start(now) == figure.period_start;
         same_period.then(|| (figure.clone(), read.elapsed() >= QUOTA_REFRESH))
     }
 
     /// Whether every threshold of `meter` was announced for `tenant` in the
-    /// period (the UTC day) holding `now`.
+    /// period holding `now`.
     fn all_announced(&self, tenant: Uuid, meter: &str, now: DateTime<Utc>) -> bool {
-        let Some(day) = now.date_naive().and_hms_opt(0, 0, 0) else {
-            return false;
-        };
-        let period = day.and_utc();
         self.announced.lock().is_ok_and(|a| {
-            usage::THRESHOLDS
-                .iter()
-                .all(|t| a.contains(&(tenant, meter.to_owned(), period, *t)))
+            [Period::Day, Period::Month].into_iter().any(|period| {
+                let start = period.start(now);
+                usage::THRESHOLDS
+                    .iter()
+                    .all(|t| announced(&a, &(tenant, meter.to_owned(), period, start, *t)))
+            })
         })
+    }
+
+    /// The meters plans limit through `PlanLimits.meters`, if read within
+    /// [`QUOTA_REFRESH`].
+    fn limited_meters(&self) -> Option<HashSet<String>> {
+        let limited = self.limited.lock().ok()?;
+        let (meters, read) = limited.as_ref()?;
+        (read.elapsed() < QUOTA_REFRESH).then(|| meters.clone())
+    }
+
+    /// Forgets what is known of plans' limits (a plan changed).
+    pub(super) fn forget_limits(&self) {
+        if let Ok(mut limited) = self.limited.lock() {
+            limited.take();
+        }
+        if let Ok(mut figures) = self.figures.lock() {
+            figures.clear();
+        }
+        if let Ok(mut announced) = self.announced.lock() {
+            announced.clear();
+        }
     }
 
     /// Whether this caller should refresh the figure: one refresh at a time
@@ -208,14 +242,27 @@ impl Ops {
     /// tenant checks again.
     pub(super) async fn after_usage(&self, stored: &[&UsageEvent]) {
         self.quotas.add(stored);
-        // Limited meters whose thresholds were not all announced today: a
-        // tenant past its limit costs no read until the next period.
-        let today = Utc::now();
+        let limited = match self.quotas.limited_meters() {
+            Some(limited) => limited,
+            None => match self.read_limited_meters().await {
+                Ok(limited) => limited,
+                Err(e) => {
+                    tracing::warn!(error = %e, "usage thresholds not checked; the next event checks again");
+                    return;
+                }
+            },
+        };
+        // Limited meters whose thresholds were not all announced in the
+        // period: a tenant past its limit costs no read until the next one.
+        let now = Utc::now();
         let mut touched: Vec<(Uuid, &str)> = stored
             .iter()
-            .filter(|e| usage::LIMIT_BINDINGS.iter().any(|(m, _, _)| *m == e.meter))
+            .filter(|e| {
+                usage::LIMIT_BINDINGS.iter().any(|(m, _, _)| *m == e.meter)
+                    || limited.contains(&e.meter)
+            })
             .map(|e| (e.tenant_id, e.meter.as_str()))
-            .filter(|(t, m)| !self.quotas.all_announced(*t, m, today))
+            .filter(|(t, m)| !self.quotas.all_announced(*t, m, now))
             .collect();
         touched.sort_unstable();
         touched.dedup();
@@ -236,19 +283,35 @@ impl Ops {
         }
     }
 
+    async fn read_limited_meters(&self) -> Result<HashSet<String>> {
+        let mut conn = db::conn(&self.pool).await?;
+        let limited: HashSet<String> = db::usage::meters_limited_by_plans(&mut conn)
+            .await?
+            .into_iter()
+            .collect();
+        if let Ok(mut held) = self.quotas.limited.lock() {
+            *held = Some((limited.clone(), Instant::now()));
+        }
+        Ok(limited)
+    }
+
     /// Writes one USAGE_THRESHOLD_REACHED event per limit threshold these
-    /// tenants reached in the current period and have not had announced;
-    /// returns how many.
+    /// tenants reached in the current period and have not had announced,
+    /// and suspends an ACTIVE tenant whose plan says SUSPEND when it
+    /// reaches a whole limit; returns how many events.
     async fn announce_thresholds(&self, tenants: &[Uuid], meters: &[String]) -> Result<usize> {
         let mut conn = db::conn(&self.pool).await?;
         let reached = |figures: &[Figure]| -> Vec<(Figure, i16)> {
-            let announced = self.quotas.announced.lock().ok();
+            let seen = self.quotas.announced.lock().ok();
             figures
                 .iter()
                 .flat_map(|f| f.reached().map(move |t| (f.clone(), t)))
                 .filter(|(f, t)| {
-                    announced.as_ref().is_none_or(|a| {
-                        !a.contains(&(f.tenant_id, f.meter.clone(), f.period_start, *t))
+                    seen.as_ref().is_none_or(|a| {
+                        !announced(
+                            a,
+                            &(f.tenant_id, f.meter.clone(), f.period, f.period_start, *t),
+                        )
                     })
                 })
                 .collect()
@@ -260,31 +323,139 @@ impl Ops {
         }
         let mut locked: Vec<Uuid> = candidates.iter().map(|(f, _)| f.tenant_id).collect();
         locked.dedup();
-        let (written, seen) = conn
+        let quota = Caller::system(QUOTA_ACTOR);
+        let (written, suspended, seen) = conn
             .transaction(async |conn| {
                 // Under the tenants' locks, as every writer of their events.
                 db::usage::lock_tenants(conn, &locked).await?;
                 let now = reached(&db::usage::figures(conn, &locked, Some(meters), true).await?);
-                let mut written = 0;
+                let (mut written, mut suspended) = (0, 0);
                 for (figure, threshold) in &now {
-                    if db::usage::record_threshold(conn, figure, *threshold, QUOTA_ACTOR).await? {
-                        written += 1;
+                    if !db::usage::record_threshold(conn, figure, *threshold, QUOTA_ACTOR).await? {
+                        continue;
+                    }
+                    written += 1;
+                    if *threshold == 100
+                        && figure.on_limit == OnLimit::Suspend
+                        && self.quota_suspend(conn, &quota, figure).await?
+                    {
+                        suspended += 1;
                     }
                 }
-                Ok::<_, Error>((written, now))
+                Ok::<_, Error>((written, suspended, now))
             })
             .await?;
-        if written > 0 {
+        if suspended > 0 {
+            self.wakeup.work_committed();
+        } else if written > 0 {
             self.wakeup.events_committed();
         }
         if let Ok(mut announced) = self.quotas.announced.lock() {
             if announced.len() >= MAX_CACHED {
                 announced.clear();
             }
+            let at = Instant::now();
             for (f, t) in seen {
-                announced.insert((f.tenant_id, f.meter, f.period_start, t));
+                announced.insert((f.tenant_id, f.meter, f.period, f.period_start, t), at);
             }
         }
         Ok(written)
+    }
+
+    /// Suspends a tenant (its row locked) that reached a whole limit, if it
+    /// is ACTIVE and nothing runs for it; whether it did. A tenant in any
+    /// other state, or with an operation running, keeps its state: the
+    /// event says what was reached.
+    async fn quota_suspend(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        quota: &Caller,
+        figure: &Figure,
+    ) -> Result<bool> {
+        let Some(row) = db::tenants::lock(conn, figure.tenant_id).await? else {
+            return Ok(false);
+        };
+        if row.state != TenantState::Active.as_str() {
+            return Ok(false);
+        }
+        let reason = format!(
+            "{} reached the plan's limit of {} {}",
+            figure.meter,
+            figure.limit.unwrap_or_default(),
+            figure.unit
+        );
+        match self
+            .switch_locked(
+                conn,
+                quota,
+                &row,
+                TenantState::Active,
+                TenantState::Suspended,
+                &reason,
+                Some(figure),
+            )
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(Error::Aborted(why)) => {
+                tracing::info!(tenant = %figure.tenant_id, %why, "a tenant past its limit was not suspended");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Resumes the tenants the quota suspended (of `plan`, when given) that
+    /// are below every limit of their plan again, or whose plan no longer
+    /// suspends; returns how many. Run by the quota job, and after a plan
+    /// changes.
+    pub async fn lift_quota_suspensions(&self, plan: Option<&str>) -> Result<usize> {
+        let mut conn = db::conn(&self.pool).await?;
+        let held = db::usage::quota_suspended(&mut conn, plan).await?;
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let figures = db::usage::figures(&mut conn, &held, None, true).await?;
+        let quota = Caller::system(QUOTA_ACTOR);
+        let mut resumed = 0;
+        for tenant in held {
+            let mine = || figures.iter().filter(move |f| f.tenant_id == tenant);
+            if mine().any(|f| f.exhausted() && f.on_limit == OnLimit::Suspend) {
+                continue;
+            }
+            // Under the lock, the tenant must still be held by the quota.
+            let done = conn
+                .transaction(async |conn| {
+                    let Some(row) = db::tenants::lock(conn, tenant).await? else {
+                        return Ok(false);
+                    };
+                    if !db::usage::held_by_quota(conn, tenant).await? {
+                        return Ok(false);
+                    }
+                    self.switch_locked(
+                        conn,
+                        &quota,
+                        &row,
+                        TenantState::Suspended,
+                        TenantState::Active,
+                        "resumed: below every usage limit of its plan again",
+                        None,
+                    )
+                    .await?;
+                    Ok::<_, Error>(true)
+                })
+                .await;
+            match done {
+                Ok(true) => resumed += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(%tenant, error = %e, "a tenant below its limits was not resumed; the quota job tries again")
+                }
+            }
+        }
+        if resumed > 0 {
+            self.wakeup.work_committed();
+        }
+        Ok(resumed)
     }
 }

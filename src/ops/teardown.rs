@@ -12,6 +12,7 @@ use crate::db::models::TenantRow;
 use crate::db::outbox::Operation;
 use crate::db::schema::{tenant_steps, tenants};
 use crate::db::{self};
+use crate::domain::usage::Figure;
 use crate::domain::{
     Caller, EventKind, NewEvent, StepStatus, Tenant, TenantState, deprovision_steps,
 };
@@ -77,36 +78,64 @@ impl Ops {
                 let row = db::tenants::lock(conn, id)
                     .await?
                     .ok_or_else(|| Error::tenant_not_found(id))?;
-                let state = db::models::parse_state(&row.state)?;
-                if state == to {
-                    return load(conn, id).await;
-                }
-                refuse_if_running(conn, id).await?;
-                if state != from {
-                    return Err(Error::FailedPrecondition(format!(
-                        "tenant {id} is {state}; only a {from} tenant can become {to}"
-                    )));
-                }
-                let names = TenantNames::derive(&row.slug, &self.tenant_db.role_prefix)
-                    .map_err(Error::Internal)?;
-                let sql = if to == TenantState::Suspended {
-                    access::revoke_sql(&names)
-                } else {
-                    access::restore_sql(&names)
-                };
-                if self.tenant_db.same_database {
-                    conn.batch_execute(&sql).await?;
-                } else {
-                    // Idempotent, so committing it first is safe to repeat.
-                    let mut tenant_conn = db::conn(&self.tenant_db.pool).await?;
-                    tenant_conn.batch_execute(&sql).await?;
-                }
-                set_state(conn, &row, to, reason, caller).await?;
+                self.switch_locked(conn, caller, &row, from, to, reason, None)
+                    .await?;
                 load(conn, id).await
             })
             .await?;
         self.wakeup.work_committed();
         Ok(tenant)
+    }
+
+    /// Moves a tenant whose row the caller has locked from `from` to `to`,
+    /// taking its role's access away or giving it back; nothing if it is
+    /// already `to`. `quota` is the figure that makes the quota suspend
+    /// it; any other switch (an operator's, or the quota's resumption)
+    /// ends what the quota holds, so the quota never undoes an operator.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn switch_locked(
+        &self,
+        conn: &mut AsyncPgConnection,
+        caller: &Caller,
+        row: &TenantRow,
+        from: TenantState,
+        to: TenantState,
+        reason: &str,
+        quota: Option<&Figure>,
+    ) -> Result<()> {
+        if quota.is_none() {
+            db::usage::end_quota_suspension(conn, row.id).await?;
+        }
+        let state = db::models::parse_state(&row.state)?;
+        if state == to {
+            return Ok(());
+        }
+        let id = row.id;
+        refuse_if_running(conn, id).await?;
+        if state != from {
+            return Err(Error::FailedPrecondition(format!(
+                "tenant {id} is {state}; only a {from} tenant can become {to}"
+            )));
+        }
+        let names =
+            TenantNames::derive(&row.slug, &self.tenant_db.role_prefix).map_err(Error::Internal)?;
+        let sql = if to == TenantState::Suspended {
+            access::revoke_sql(&names)
+        } else {
+            access::restore_sql(&names)
+        };
+        if self.tenant_db.same_database {
+            conn.batch_execute(&sql).await?;
+        } else {
+            // Idempotent, so committing it first is safe to repeat.
+            let mut tenant_conn = db::conn(&self.tenant_db.pool).await?;
+            tenant_conn.batch_execute(&sql).await?;
+        }
+        set_state(conn, row, to, reason, caller).await?;
+        if let Some(figure) = quota {
+            db::usage::begin_quota_suspension(conn, id, figure).await?;
+        }
+        Ok(())
     }
 
     /// Starts tearing the tenant down through the outbox: revoke access,

@@ -98,6 +98,13 @@ impl Ops {
                     "meter {name} is built in and cannot be deleted"
                 )));
             }
+            let plans = db::usage::plans_limiting(conn, name).await?;
+            if !plans.is_empty() {
+                return Err(Error::FailedPrecondition(format!(
+                    "meter {name} is limited by plan(s) {}; remove the limit first",
+                    plans.join(", ")
+                )));
+            }
             db::usage::delete_meter(conn, name).await
         })
         .await

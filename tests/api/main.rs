@@ -20,6 +20,7 @@ mod metrics;
 mod outage;
 mod pipeline;
 mod plans;
+mod quotas;
 mod replicas;
 mod secrets;
 mod soroban;

@@ -152,7 +152,21 @@ pub fn plan_text(p: &tenantd::proto::Plan) -> String {
                 lines.push(format!("limit:        {name}={value}"));
             }
         }
+        let mut meters: Vec<_> = limits.meters.iter().collect();
+        meters.sort_by_key(|(name, _)| name.as_str());
+        for (name, l) in meters {
+            let period = match l.period() {
+                tenantd::proto::Period::Month => "month",
+                _ => "day",
+            };
+            lines.push(format!("limit:        {name}={} per {period}", l.limit));
+        }
     }
+    let on_limit = match p.on_limit() {
+        tenantd::proto::OnLimit::Suspend => "suspend",
+        _ => "notify",
+    };
+    lines.push(format!("on limit:     {on_limit}"));
     if let Some(initial) = &p.initial_data {
         for role in &initial.extra_roles {
             lines.push(format!("extra role:   {role}"));

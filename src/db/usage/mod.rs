@@ -118,6 +118,41 @@ pub async fn lock_meter(conn: &mut AsyncPgConnection, name: &str) -> Result<Opti
     .transpose()
 }
 
+/// The meters among `names` that exist, share-locked until the transaction
+/// ends: a plan that limits them commits before DeleteMeter (which locks
+/// the row first) looks for plans, or after the meter is gone.
+pub async fn share_lock_meters(
+    conn: &mut AsyncPgConnection,
+    names: &[String],
+) -> Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    let rows = diesel::sql_query("SELECT name FROM meters WHERE name = ANY($1) FOR SHARE")
+        .bind::<Array<Text>, _>(names)
+        .load::<Row>(conn)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.name).collect())
+}
+
+/// Live plans whose current version limits the meter, by name.
+pub async fn plans_limiting(conn: &mut AsyncPgConnection, meter: &str) -> Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        name: String,
+    }
+    let rows = diesel::sql_query(
+        "SELECT name FROM plans WHERE delete_time IS NULL AND meter_limits ? $1 ORDER BY name",
+    )
+    .bind::<Text, _>(meter)
+    .load::<Row>(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.name).collect())
+}
+
 /// Deletes a meter; its events and rollups go with it (ON DELETE CASCADE).
 pub async fn delete_meter(conn: &mut AsyncPgConnection, name: &str) -> Result<()> {
     diesel::sql_query("DELETE FROM meters WHERE name = $1")

@@ -8,12 +8,13 @@ use uuid::Uuid;
 
 use super::aggregation;
 use crate::domain::usage::{Figure, LIMIT_BINDINGS};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// Each meter's figure for the current period (a UTC day) of these
-/// tenants, with its plan's limit: every meter, or only those in `meters`,
-/// and with `limited` only those the plan limits. An index range over a day's
-/// quarter hours per tenant and meter, never the raw events.
+/// Each meter's figure for the current period (a UTC day, or the month a
+/// plan's meter limit says) of these tenants, with the limit of their
+/// plan's current version: every meter, or only those in `meters`, and
+/// with `limited` only those the plan limits. An index range over the
+/// period's quarter hours per tenant and meter, never the raw events.
 pub async fn figures(
     conn: &mut AsyncPgConnection,
     tenants: &[Uuid],
@@ -30,12 +31,16 @@ pub async fn figures(
         aggregation: String,
         #[diesel(sql_type = Text)]
         unit: String,
+        #[diesel(sql_type = Text)]
+        period: String,
         #[diesel(sql_type = Timestamptz)]
         period_start: DateTime<Utc>,
         #[diesel(sql_type = Double)]
         value: f64,
         #[diesel(sql_type = diesel::sql_types::Nullable<Double>)]
         lim: Option<f64>,
+        #[diesel(sql_type = Text)]
+        on_limit: String,
     }
     let (bound, (names, scales)): (Vec<&str>, (Vec<&str>, Vec<f64>)) = LIMIT_BINDINGS
         .iter()
@@ -44,20 +49,23 @@ pub async fn figures(
     let rows = diesel::sql_query(
         "WITH b AS (
              SELECT * FROM unnest($2::text[], $3::text[], $4::float8[]) AS b(meter, limit_name, scale)
-         ), p AS (
-             SELECT date_trunc('day', now(), 'UTC') AS period_start
-         ), f AS (
-             SELECT tn.id AS tenant_id, m.name AS meter, m.aggregation, m.unit, p.period_start,
-                    CASE WHEN (pv.limits ->> b.limit_name)::float8 > 0
-                         THEN (pv.limits ->> b.limit_name)::float8 * b.scale END AS lim
+         ), l AS (
+             SELECT tn.id AS tenant_id, m.name AS meter, m.aggregation, m.unit, p.on_limit,
+                    coalesce(p.meter_limits -> m.name ->> 'period', 'DAY') AS period,
+                    CASE WHEN b.meter IS NULL THEN (p.meter_limits -> m.name ->> 'limit')::float8
+                         WHEN (p.limits ->> b.limit_name)::float8 > 0
+                         THEN (p.limits ->> b.limit_name)::float8 * b.scale END AS lim
              FROM tenants tn
-             JOIN plan_versions pv ON pv.name = tn.plan AND pv.version = tn.plan_version
-             CROSS JOIN meters m CROSS JOIN p
+             JOIN plans p ON p.name = tn.plan
+             CROSS JOIN meters m
              LEFT JOIN b ON b.meter = m.name
              WHERE tn.id = ANY($1) AND tn.delete_time IS NULL
                AND ($5::text[] IS NULL OR m.name = ANY($5))
+         ), f AS (
+             SELECT l.*, date_trunc(lower(l.period), now(), 'UTC') AS period_start FROM l
+             WHERE NOT $6 OR l.lim IS NOT NULL
          )
-         SELECT f.tenant_id, f.meter, f.aggregation, f.unit, f.period_start,
+         SELECT f.tenant_id, f.meter, f.aggregation, f.unit, f.period, f.period_start,
                 coalesce(CASE f.aggregation
                     WHEN 'LATEST' THEN (SELECT r.latest_value FROM usage_rollups r
                                         WHERE r.tenant_id = f.tenant_id AND r.meter = f.meter
@@ -72,9 +80,8 @@ pub async fn figures(
                           WHERE r.tenant_id = f.tenant_id AND r.meter = f.meter
                             AND r.bucket >= f.period_start)
                 END, 0) AS value,
-                f.lim
+                f.lim, f.on_limit
          FROM f
-         WHERE NOT $6 OR f.lim IS NOT NULL
          ORDER BY 1, 2",
     )
     .bind::<Array<SqlUuid>, _>(tenants)
@@ -87,8 +94,19 @@ pub async fn figures(
     .await?;
     rows.into_iter()
         .map(|r| {
+            let stored = |what: &str, value: &str| {
+                Error::Internal(format!(
+                    "plan of tenant {} has {what} {value:?}",
+                    r.tenant_id
+                ))
+            };
             Ok(Figure {
                 aggregation: aggregation(&r.meter, &r.aggregation)?,
+                period: r.period.parse().map_err(|_| stored("period", &r.period))?,
+                on_limit: r
+                    .on_limit
+                    .parse()
+                    .map_err(|_| stored("on_limit", &r.on_limit))?,
                 tenant_id: r.tenant_id,
                 meter: r.meter,
                 unit: r.unit,
@@ -110,8 +128,12 @@ pub async fn record_threshold(
     actor: &str,
 ) -> Result<bool> {
     let limit = figure.limit.unwrap_or_default();
+    let period = match figure.period {
+        crate::domain::Period::Day => "today",
+        crate::domain::Period::Month => "this month",
+    };
     let message = format!(
-        "{} reached {threshold}% of the plan's limit: {} of {} {} today (UTC)",
+        "{} reached {threshold}% of the plan's limit: {} of {} {} {period} (UTC)",
         figure.meter, figure.value, limit, figure.unit
     );
     let written = diesel::sql_query(
@@ -145,4 +167,92 @@ pub async fn lock_tenants(conn: &mut AsyncPgConnection, tenants: &[Uuid]) -> Res
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Records that the quota suspended the tenant because of `figure`.
+pub async fn begin_quota_suspension(
+    conn: &mut AsyncPgConnection,
+    tenant: Uuid,
+    figure: &Figure,
+) -> Result<()> {
+    diesel::sql_query(
+        "INSERT INTO quota_suspensions (tenant_id, meter, period_start) VALUES ($1, $2, $3)
+         ON CONFLICT (tenant_id) DO UPDATE
+             SET meter = EXCLUDED.meter, period_start = EXCLUDED.period_start, suspend_time = now()",
+    )
+    .bind::<SqlUuid, _>(tenant)
+    .bind::<Text, _>(&figure.meter)
+    .bind::<Timestamptz, _>(figure.period_start)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Forgets a quota suspension: the tenant was switched by someone else, or
+/// resumed.
+pub async fn end_quota_suspension(conn: &mut AsyncPgConnection, tenant: Uuid) -> Result<()> {
+    diesel::sql_query("DELETE FROM quota_suspensions WHERE tenant_id = $1")
+        .bind::<SqlUuid, _>(tenant)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Tenants the quota holds suspended (of the plan `plan`, when given);
+/// forgets those that left SUSPENDED another way (deprovisioning).
+pub async fn quota_suspended(
+    conn: &mut AsyncPgConnection,
+    plan: Option<&str>,
+) -> Result<Vec<Uuid>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SqlUuid)]
+        tenant_id: Uuid,
+    }
+    diesel::sql_query(
+        "DELETE FROM quota_suspensions q USING tenants t
+         WHERE t.id = q.tenant_id AND (t.state <> 'SUSPENDED' OR t.delete_time IS NOT NULL)",
+    )
+    .execute(conn)
+    .await?;
+    let rows = diesel::sql_query(
+        "SELECT q.tenant_id FROM quota_suspensions q JOIN tenants t ON t.id = q.tenant_id
+         WHERE $1::text IS NULL OR t.plan = $1
+         ORDER BY q.tenant_id",
+    )
+    .bind::<diesel::sql_types::Nullable<Text>, _>(plan)
+    .load::<Row>(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.tenant_id).collect())
+}
+
+/// Whether the quota holds the tenant suspended.
+pub async fn held_by_quota(conn: &mut AsyncPgConnection, tenant: Uuid) -> Result<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Bool)]
+        held: bool,
+    }
+    let row = diesel::sql_query(
+        "SELECT EXISTS (SELECT 1 FROM quota_suspensions WHERE tenant_id = $1) AS held",
+    )
+    .bind::<SqlUuid, _>(tenant)
+    .get_result::<Row>(conn)
+    .await?;
+    Ok(row.held)
+}
+
+/// The meters live plans limit through their meter limits.
+pub async fn meters_limited_by_plans(conn: &mut AsyncPgConnection) -> Result<Vec<String>> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = Text)]
+        meter: String,
+    }
+    let rows = diesel::sql_query(
+        "SELECT DISTINCT jsonb_object_keys(meter_limits) AS meter FROM plans WHERE delete_time IS NULL",
+    )
+    .load::<Row>(conn)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.meter).collect())
 }
