@@ -45,6 +45,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod oidc;
 pub mod ops;
 pub mod outbound;
 pub mod outbox;

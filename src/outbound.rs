@@ -55,6 +55,28 @@ pub struct Answer {
     pub body: Vec<u8>,
 }
 
+/// An HTTP client's settings every outbound call shares: the system's
+/// root certificates, a total timeout, no redirects followed, no proxies
+/// from the environment.
+pub fn client_builder(timeout: Duration) -> Result<reqwest::ClientBuilder, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS set-up: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("tenantd/", env!("CARGO_PKG_VERSION"))))
+}
+
 /// Checks `url` against the rules, without resolving names (that happens
 /// when connecting). Messages are fit for a field violation.
 pub fn check_url(url: &str, allow_private: bool) -> Result<reqwest::Url, UrlRefused> {
@@ -184,23 +206,8 @@ impl Outbound {
     /// A client whose requests give up after `timeout`; private targets
     /// only if `allow_private`.
     pub fn new(allow_private: bool, timeout: Duration) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
+        let http = client_builder(timeout)?
             .dns_resolver(GuardedResolver { allow_private })
-            .user_agent(concat!("tenantd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("HTTP client set-up: {e}"))?;
         Ok(Outbound {
@@ -276,7 +283,7 @@ impl Outbound {
 }
 
 /// `Retry-After` as seconds or an HTTP date, as a delay from now.
-fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));

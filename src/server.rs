@@ -5,6 +5,7 @@
 //! everything is awaited for at most `shutdown_timeout`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -16,7 +17,7 @@ use crate::config::Config;
 use crate::ops::{Ops, TenantDb};
 use crate::outbox::dispatcher::Dispatcher;
 use crate::outbox::{Backoff, DispatcherConfig, Hooks, Wakeup, listener};
-use crate::steps::{Mailer, Registry, WebhookCalls, is_valid_role_prefix};
+use crate::steps::{Mailer, OidcClients, Registry, WebhookCalls, is_valid_role_prefix};
 use crate::stream::EventHub;
 use crate::{db, grpc, soroban};
 
@@ -97,8 +98,14 @@ async fn serve_all(
         config.webhooks.secret_key.clone(),
         outbound.clone(),
     );
-    let mut registry =
-        Registry::standard(mailer(&config).await?, deployer).with_webhooks(webhook_calls);
+    let identity = crate::oidc::IdentityProvider::new(config.oidc.clone(), config.step_timeout)?;
+    let oidc_clients = Arc::new(OidcClients::new(
+        pool.clone(),
+        config.webhooks.secret_key.clone(),
+        Arc::new(identity),
+    ));
+    let mut registry = Registry::standard(mailer(&config).await?, deployer, oidc_clients)
+        .with_webhooks(webhook_calls);
     registry.extend(extra_steps);
     let plan_steps = registry.plan_steps();
 
@@ -401,6 +408,7 @@ fn owner_id() -> String {
 /// no URL is given), binds, and runs until SIGTERM or ctrl-c.
 pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
     let verifier = args.auth.verifier()?;
+    let oidc = args.oidc.resolve()?;
     if verifier.is_none() {
         if args.database.database_url.is_some() && !args.insecure_no_auth {
             return Err(
@@ -419,6 +427,7 @@ pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     let mut config = args.resolve(database_url);
     config.auth = verifier;
+    config.oidc = oidc;
     config.webhooks.secret_key = match (&args.webhooks.secret_key, &embedded) {
         (Some(text), _) => Some(std::sync::Arc::new(crate::secrets::SecretKey::from_base64(
             &text.clone().into(),

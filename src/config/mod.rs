@@ -9,6 +9,7 @@ mod auth;
 mod bench;
 mod database;
 pub mod defaults;
+pub mod oidc;
 mod soroban;
 mod usage;
 mod webhooks;
@@ -146,6 +147,8 @@ pub struct ServeArgs {
     pub webhooks: WebhookArgs,
     #[command(flatten)]
     pub usage: UsageArgs,
+    #[command(flatten)]
+    pub oidc: oidc::OidcArgs,
     /// PEM certificate (chain) to serve TLS with; with --tls-key-file.
     #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -260,6 +263,8 @@ impl ServeArgs {
                 schedule: self.webhooks.webhook_retry_schedule.0.clone(),
             },
             usage_late_window: self.usage.usage_late_window,
+            // Checked by `serve`, which reports a bad combination of flags.
+            oidc: None,
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
@@ -311,6 +316,8 @@ pub struct Config {
     pub webhooks: WebhookConfig,
     /// How far behind the server's clock a usage event may be dated.
     pub usage_late_window: Duration,
+    /// The identity provider of `register_oidc_client`; `None` for none.
+    pub oidc: Option<oidc::OidcConfig>,
 }
 
 /// Where the TLS material is.
@@ -351,6 +358,7 @@ impl Config {
             metrics_listen: None,
             webhooks: WebhookConfig::default(),
             usage_late_window: defaults::USAGE_LATE_WINDOW,
+            oidc: None,
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

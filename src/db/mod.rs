@@ -8,6 +8,7 @@ pub mod embedded;
 mod error;
 pub mod events;
 pub mod models;
+pub mod oidc;
 pub mod outbox;
 pub mod plans;
 pub mod prepared;

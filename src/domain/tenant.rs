@@ -109,6 +109,7 @@ pub enum EventKind {
     CancelRequested,
     TenantDeleted,
     UsageThresholdReached,
+    CredentialsFetched,
 }
 
 impl EventKind {

@@ -431,6 +431,7 @@ fn event_kind(k: EventKind) -> pb::EventKind {
         EventKind::CancelRequested => pb::EventKind::CancelRequested,
         EventKind::TenantDeleted => pb::EventKind::TenantDeleted,
         EventKind::UsageThresholdReached => pb::EventKind::UsageThresholdReached,
+        EventKind::CredentialsFetched => pb::EventKind::CredentialsFetched,
     }
 }
 

@@ -228,4 +228,24 @@ impl TenantService for TenantApi {
         let stats = self.ops.provisioning_stats(window).await?;
         Ok(Response::new(super::stats::response(stats)))
     }
+
+    async fn get_tenant_credentials(
+        &self,
+        request: Request<pb::GetTenantCredentialsRequest>,
+    ) -> Result<Response<pb::GetTenantCredentialsResponse>, Status> {
+        let caller = authorize(&request, Scope::Admin)?;
+        let id = tenant_id(&request.get_ref().tenant_id)?;
+        let c = self.ops.tenant_credentials(&caller, id).await?;
+        Ok(Response::new(pb::GetTenantCredentialsResponse {
+            oidc_issuer: c.issuer,
+            oidc_client_id: c.client_id,
+            oidc_token_endpoint_auth_method: c.auth_method,
+            oidc_client_secret: c
+                .client_secret
+                .map(|s| secrecy::ExposeSecret::expose_secret(&s).to_owned())
+                .unwrap_or_default(),
+            secret_fetch_time: c.secret_fetch_time.map(convert::timestamp),
+            secret_fetched_by: c.secret_fetched_by.unwrap_or_default(),
+        }))
+    }
 }

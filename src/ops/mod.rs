@@ -2,6 +2,7 @@
 //! row together; wake-ups are sent only after commit.
 
 mod config;
+mod credentials;
 mod jobs;
 mod lifecycle;
 mod plans;
@@ -14,6 +15,7 @@ mod usage_samples;
 mod watch;
 mod webhooks;
 
+pub use credentials::Credentials;
 pub use jobs::run_exclusive;
 pub use plans::{PlanPage, plan_etag};
 pub use teardown::{DEFAULT_GRACE_PERIOD_SECS, DeprovisionMode, MAX_GRACE_PERIOD_SECS};

@@ -5,6 +5,9 @@ use async_trait::async_trait;
 use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 use lettre::message::Mailbox;
 
+use std::sync::Arc;
+
+use super::register_oidc_client::OidcClients;
 use super::{Mailer, Output, Step, StepCtx, StepError, access};
 
 /// The archive's name: the slug plus the start of the tenant id, so that a
@@ -14,9 +17,18 @@ pub fn archived_schema(ctx: &StepCtx) -> String {
     format!("archived_{}_{}", ctx.slug.replace('-', "_"), &id[..8])
 }
 
-/// `revoke_access`: the tenant role loses its schema; pending invitations
-/// are revoked.
-pub struct RevokeAccess;
+/// `revoke_access`: the tenant's OpenID client is deleted at the identity
+/// provider, if it has one; the tenant role loses its schema; pending
+/// invitations are revoked.
+pub struct RevokeAccess {
+    oidc: Arc<OidcClients>,
+}
+
+impl RevokeAccess {
+    pub fn new(oidc: Arc<OidcClients>) -> Self {
+        RevokeAccess { oidc }
+    }
+}
 
 #[async_trait]
 impl Step for RevokeAccess {
@@ -24,8 +36,9 @@ impl Step for RevokeAccess {
         "revoke_access"
     }
 
-    fn external_work(&self) -> bool {
-        false
+    async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        self.oidc.remove(ctx.tenant_id).await?;
+        Ok(Output::new())
     }
 
     async fn run_in_db(

@@ -16,6 +16,7 @@ mod deploy_contract;
 pub mod deprovision;
 mod mailer;
 mod names;
+pub mod register_oidc_client;
 mod run_migrations;
 mod seed_roles_and_admin;
 mod send_welcome_email;
@@ -34,6 +35,7 @@ pub use create_schema::CreateSchema;
 pub use deploy_contract::{CONTRACT_ORPHANED, DeployContract};
 pub use mailer::{Mailer, Transport};
 pub use names::{TenantNames, is_valid_role_prefix};
+pub use register_oidc_client::{OidcClients, RegisterOidcClient};
 pub use run_migrations::{RunMigrations, TENANT_MIGRATIONS};
 pub use seed_roles_and_admin::{SeedRolesAndAdmin, hash_token};
 pub use send_welcome_email::SendWelcomeEmail;
@@ -197,16 +199,17 @@ impl Registry {
         Self::default()
     }
 
-    /// The standard steps of the default plan.
-    pub fn standard(mailer: Mailer, deployer: Arc<Deployer>) -> Self {
+    /// The standard steps of the built-in plans.
+    pub fn standard(mailer: Mailer, deployer: Arc<Deployer>, oidc: Arc<OidcClients>) -> Self {
         let mut registry = Self::new();
         registry.register(CreateSchema);
         registry.register(RunMigrations);
         registry.register(SeedRolesAndAdmin);
+        registry.register(RegisterOidcClient::new(oidc.clone()));
         registry.register(DeployContract::new(deployer));
         registry.register(SendWelcomeEmail::new(mailer.clone()));
         registry.register(Activate);
-        registry.register(deprovision::RevokeAccess);
+        registry.register(deprovision::RevokeAccess::new(oidc));
         registry.register(deprovision::ArchiveSchema);
         registry.register(deprovision::SendDeprovisionNotice::new(mailer));
         registry

@@ -17,6 +17,7 @@ mod fencing;
 mod lifecycle;
 mod meta;
 mod metrics;
+mod oidc;
 mod outage;
 mod pipeline;
 mod plans;

@@ -65,20 +65,40 @@ async fn the_built_in_plans_are_listed_with_their_limits() {
         .await
         .unwrap()
         .into_inner();
-    let names: Vec<&str> = first
+    let third = client
+        .list_plans(ListPlansRequest {
+            page_size: 2,
+            page_token: second.next_page_token.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let all: Vec<&Plan> = first
         .plans
         .iter()
         .chain(&second.plans)
-        .map(|p| p.name.as_str())
+        .chain(&third.plans)
         .collect();
-    assert_eq!(names, ["basic", "default", "enterprise", "team"]);
-    assert!(second.next_page_token.is_empty());
+    let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["basic", "default", "enterprise", "sso", "team"]);
+    assert!(third.next_page_token.is_empty());
+    // The four first plans got `deploy_contract` as their second version.
     assert!(
-        first
-            .plans
-            .iter()
-            .chain(&second.plans)
-            .all(|p| p.built_in && p.version == 2)
+        all.iter()
+            .all(|p| p.built_in && p.version == if p.name == "sso" { 1 } else { 2 })
+    );
+    let sso: Vec<&str> = all[3].steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        sso,
+        [
+            "create_schema",
+            "run_migrations",
+            "seed_roles_and_admin",
+            "register_oidc_client",
+            "deploy_contract",
+            "send_welcome_email",
+            "activate"
+        ]
     );
 
     let team = client
@@ -421,8 +441,8 @@ async fn bad_plans_are_refused_and_a_used_plan_cannot_be_deleted() {
         .unwrap_err();
     assert_eq!(violated_fields(&sub_ms), ["plan.steps[0].timeout"]);
     assert_eq!(
-        app.db.count("SELECT count(*) FROM plans").await,
-        4,
+        app.db.count("SELECT count(*) FROM plans WHERE NOT built_in").await,
+        0,
         "nothing was written"
     );
 

@@ -48,6 +48,7 @@ fn watchdog() {
 }
 
 pub mod hold;
+pub mod oidc;
 pub mod process;
 pub mod receiver;
 pub mod scrape;

@@ -7,9 +7,9 @@ use clap::Subcommand;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::{
     CancelProvisioningRequest, CreateTenantRequest, DeleteTenantRequest, DeprovisionMode,
-    DeprovisionRequest, GetTenantRequest, ListTenantsRequest, ResumeTenantRequest,
-    RetryProvisioningRequest, StreamProvisioningStatusRequest, SuspendTenantRequest, Tenant,
-    TenantState, UpdateTenantRequest,
+    DeprovisionRequest, GetTenantCredentialsRequest, GetTenantRequest, ListTenantsRequest,
+    ResumeTenantRequest, RetryProvisioningRequest, StreamProvisioningStatusRequest,
+    SuspendTenantRequest, Tenant, TenantState, UpdateTenantRequest,
 };
 
 use crate::Connection;
@@ -114,6 +114,9 @@ pub enum Cmd {
     },
     /// Give a SUSPENDED tenant its access back.
     Resume { tenant_id: String },
+    /// Show the tenant's OpenID client at the identity provider; with
+    /// `client_secret_basic`, its secret, which the server hands out once.
+    Credentials { tenant_id: String },
     /// Tear a tenant down (archive by default, purged after the grace period).
     Deprovision {
         tenant_id: String,
@@ -305,6 +308,27 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 .into_inner();
             let tenant = r.tenant.clone().unwrap_or_default();
             print_tenant(format, &r, "ResumeTenantResponse", &tenant);
+        }
+        Cmd::Credentials { tenant_id } => {
+            let r = client
+                .get_tenant_credentials(GetTenantCredentialsRequest { tenant_id })
+                .await?
+                .into_inner();
+            match format {
+                Format::Json => println!("{}", output::json(&r, "GetTenantCredentialsResponse")),
+                Format::Table => {
+                    println!("issuer:       {}", r.oidc_issuer);
+                    println!("client id:    {}", r.oidc_client_id);
+                    println!("auth method:  {}", r.oidc_token_endpoint_auth_method);
+                    if !r.oidc_client_secret.is_empty() {
+                        println!("secret:       {}", r.oidc_client_secret);
+                        println!("(shown once: the server no longer holds it)");
+                    } else if !r.secret_fetched_by.is_empty() {
+                        let at = output::time(r.secret_fetch_time.as_ref());
+                        println!("secret:       fetched by {} at {at}", r.secret_fetched_by);
+                    }
+                }
+            }
         }
         Cmd::Deprovision {
             tenant_id,
