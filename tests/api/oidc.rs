@@ -393,3 +393,62 @@ async fn a_kill_between_the_providers_answer_and_its_record_leaves_one_client() 
     );
     server.terminate().await;
 }
+
+/// An attempt that finds a recorded registration reads it (RFC 7592 GET)
+/// instead of registering again: here the first attempt registered and
+/// recorded, its lease expired before its success was recorded, and the
+/// next attempt found the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_finds_a_recorded_registration_reads_it() {
+    use crate::common::hold::HoldOnce;
+    use tenantd::outbox::hooks::Point;
+
+    let provider = OidcProvider::start().await;
+    let hold = HoldOnce::new("register_oidc_client", "PROVISION", Point::BeforeRecord);
+    let app = TestApp::start_with_hooks(
+        |c| configure(c, args(&provider, ClientAuthMethod::ClientSecretBasic)),
+        Registry::new(),
+        hold.hooks(),
+    )
+    .await;
+    let created = app.create("twice", "sso").await;
+    let held = hold.held().await;
+    let first = clients_of(&provider, &created.id).await;
+    assert_eq!(first.len(), 1);
+    // The lease ends under the held worker; another claims the row.
+    app.db
+        .exec(&format!(
+            "UPDATE outbox SET locked_until = now(), available_at = now() WHERE lease_token = {}",
+            held.lease_token
+        ))
+        .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = app.get(&created.id).await;
+        if step(&t, "register_oidc_client").status() == StepStatus::Succeeded {
+            assert_eq!(step(&t, "register_oidc_client").attempts, 2);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{t:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hold.release();
+    let t = app.wait_for(&created.id, TenantState::Active).await;
+    // The same client with the same secret: nothing was registered again.
+    let now = clients_of(&provider, &created.id).await;
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0]["client_id"], first[0]["client_id"]);
+    assert_eq!(now[0]["client_secret"], first[0]["client_secret"]);
+    assert!(first[0]["client_secret"].is_string(), "{first:?}");
+    assert_eq!(
+        t.outputs["oidc_client_id"],
+        first[0]["client_id"].as_str().unwrap()
+    );
+    let events = app.events(&created.id).await;
+    let succeeded = events
+        .iter()
+        .filter(|(kind, step, _)| kind == "STEP_SUCCEEDED" && step == "register_oidc_client")
+        .count();
+    assert_eq!(succeeded, 1, "{events:#?}");
+    app.stop().await;
+}

@@ -441,7 +441,9 @@ async fn bad_plans_are_refused_and_a_used_plan_cannot_be_deleted() {
         .unwrap_err();
     assert_eq!(violated_fields(&sub_ms), ["plan.steps[0].timeout"]);
     assert_eq!(
-        app.db.count("SELECT count(*) FROM plans WHERE NOT built_in").await,
+        app.db
+            .count("SELECT count(*) FROM plans WHERE NOT built_in")
+            .await,
         0,
         "nothing was written"
     );
