@@ -1,6 +1,7 @@
 //! Pure domain types: tenants, steps, events, plans, their state machine and
 //! the validation of user input. Nothing here knows about gRPC or SQL.
 
+pub mod email;
 mod page;
 mod plan;
 pub mod settings;

@@ -256,7 +256,7 @@ fn is_timezone(s: &str) -> bool {
 }
 
 fn is_email(s: &str) -> bool {
-    s.len() <= MAX_EMAIL_LEN && s.is_ascii() && s.parse::<lettre::Address>().is_ok()
+    s.len() <= MAX_EMAIL_LEN && super::email::check_address(s).is_ok()
 }
 
 fn is_https_url(s: &str) -> bool {
@@ -292,5 +292,36 @@ pub fn limit_of(setting: &Setting, limits: &Value) -> Result<Option<(&'static st
             .as_i64()
             .map(|max| Some((limit, max)))
             .ok_or_else(|| format!("the plan's {limit} limit is not an integer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoice_emails_follow_the_address_rules() {
+        for good in [
+            "billing@example.com",
+            "first.last+invoices@sub.example.co.uk",
+            "o'brien@example.ie",
+            "billing@bücher.example",
+        ] {
+            assert!(is_email(good), "{good}");
+            assert_eq!(check_rule(Rule::Email, &Value::from(good)), Ok(()));
+        }
+        for bad in [
+            "",
+            "FjO@69'cK-7#r4bTR8ub",
+            "billing@localhost",
+            "billing@[192.0.2.1]",
+            "billing@example.com.",
+            "\"a b\"@example.com",
+            "ü@example.com",
+            "a@b@example.com",
+        ] {
+            assert!(!is_email(bad), "{bad}");
+            assert!(check_rule(Rule::Email, &Value::from(bad)).is_err(), "{bad}");
+        }
     }
 }

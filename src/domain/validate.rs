@@ -232,10 +232,10 @@ fn check_email(field: &str, email: &str, out: &mut Vec<FieldViolation>) {
             field,
             format!("must be at most {MAX_EMAIL_LEN} bytes"),
         ));
-    } else if email.parse::<lettre::Address>().is_err() || !email.is_ascii() {
+    } else if let Err(error) = super::email::check_address(email) {
         out.push(FieldViolation::new(
             field,
-            "must be an email address like admin@example.com",
+            format!("must be an email address like admin@example.com: {error}"),
         ));
     }
 }
@@ -358,6 +358,41 @@ mod tests {
         let b = NewTenant::validate(other).unwrap();
         assert_ne!(a.digest(), b.digest());
         assert_eq!(a.digest(), NewTenant::validate(input()).unwrap().digest());
+    }
+
+    #[test]
+    fn email_violations_say_why() {
+        let check = |email: &str| {
+            let mut v = Vec::new();
+            check_email("tenant.admin_email", email, &mut v);
+            v.into_iter().map(|v| v.description).collect::<Vec<_>>()
+        };
+        assert!(check("admin@example.com").is_empty());
+        assert!(check("user@bücher.example").is_empty());
+        assert_eq!(check(""), ["is required"]);
+        assert_eq!(
+            check(&format!("{}@x.test", "a".repeat(300))),
+            ["must be at most 254 bytes"]
+        );
+        assert_eq!(
+            check("FjO@69'cK-7#r4bTR8ub"),
+            ["must be an email address like admin@example.com: \
+              the domain must be a host name (letters, digits and hyphens)"]
+        );
+        assert_eq!(
+            check("a@b"),
+            ["must be an email address like admin@example.com: \
+              the domain must have at least two labels, like example.com"]
+        );
+        for bad in [
+            "not-an-email",
+            "a@[192.0.2.1]",
+            "ü@b.com",
+            "a@b.com.",
+            "\"a b\"@c.com",
+        ] {
+            assert_eq!(check(bad).len(), 1, "{bad}");
+        }
     }
 
     #[test]

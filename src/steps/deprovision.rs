@@ -138,10 +138,7 @@ impl Step for SendDeprovisionNotice {
     }
 
     async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
-        let to: Mailbox = ctx
-            .admin_email
-            .parse()
-            .map_err(|_| StepError::new("the admin email is not a valid address"))?;
+        let to: Mailbox = super::mailer::recipient(&ctx.admin_email)?;
         let fate = if ctx.purge {
             "Its data has been deleted."
         } else {

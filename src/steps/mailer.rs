@@ -89,3 +89,12 @@ impl Mailer {
         }
     }
 }
+
+/// The mailbox of an address as stored: its domain in ASCII (IDNA), which
+/// plain SMTP can carry.
+pub fn recipient(address: &str) -> Result<lettre::message::Mailbox, super::StepError> {
+    crate::domain::email::normalize(address)
+        .ok()
+        .and_then(|ascii| ascii.parse().ok())
+        .ok_or_else(|| super::StepError::permanent("the admin email is not a valid address"))
+}

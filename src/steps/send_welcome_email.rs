@@ -28,10 +28,7 @@ impl Step for SendWelcomeEmail {
     }
 
     async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
-        let to: Mailbox = ctx
-            .admin_email
-            .parse()
-            .map_err(|_| StepError::new("the admin email is not a valid address"))?;
+        let to: Mailbox = super::mailer::recipient(&ctx.admin_email)?;
         // Issue a fresh token: store its hash (short transaction, committed
         // before the send), then send. A resent email (an attempt retried
         // after a crash between the send and its record) supersedes the

@@ -306,6 +306,7 @@ async fn bad_settings_are_invalid_arguments_that_name_the_field() {
                     set("auth.max_users", Value::IntValue(0)),
                     set("integrations.webhook_url", text("http://plain.test/")),
                     set("general.timezone", Value::IntValue(1)),
+                    set("billing.invoice_email", text("FjO@69'cK-7#r4bTR8ub")),
                 ],
                 None,
             ),
@@ -316,6 +317,7 @@ async fn bad_settings_are_invalid_arguments_that_name_the_field() {
                 "settings[3].int_value",
                 "settings[4].string_value",
                 "settings[5].int_value",
+                "settings[6].string_value",
             ],
         ),
         (

@@ -284,6 +284,16 @@ async fn every_validation_error_names_its_field_and_writes_nothing() {
             "tenant.admin_email",
         ),
         (
+            "an email whose domain no mail server can reach",
+            Box::new(|r| r.tenant.as_mut().unwrap().admin_email = "FjO@69'cK-7#r4bTR8ub".into()),
+            "tenant.admin_email",
+        ),
+        (
+            "an email to an address literal",
+            Box::new(|r| r.tenant.as_mut().unwrap().admin_email = "ops@[10.0.0.1]".into()),
+            "tenant.admin_email",
+        ),
+        (
             "long email",
             Box::new(|r| {
                 r.tenant.as_mut().unwrap().admin_email = format!("{}@x.test", "a".repeat(300))

@@ -254,17 +254,20 @@ async fn update_honours_mask_and_etag() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&err), ["update_mask"]);
-    let err = client
-        .update_tenant(update(
-            &["admin_email"],
-            Tenant {
-                admin_email: "nope".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap_err();
-    assert_eq!(violated_fields(&err), ["tenant.admin_email"]);
+    for bad in ["nope", "FjO@69'cK-7#r4bTR8ub", "ops@localhost"] {
+        let err = client
+            .update_tenant(update(
+                &["admin_email"],
+                Tenant {
+                    admin_email: bad.into(),
+                    ..Default::default()
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(violated_fields(&err), ["tenant.admin_email"], "{bad}");
+        assert!(err.message().contains("email address"), "{err:?}");
+    }
 
     let err = client
         .update_tenant(UpdateTenantRequest {
