@@ -107,7 +107,6 @@ async fn serve_all(
     let mut registry = Registry::standard(mailer(&config).await?, deployer, oidc_clients)
         .with_webhooks(webhook_calls);
     registry.extend(extra_steps);
-    let plan_steps = registry.plan_steps();
 
     let tracker = TaskTracker::new();
     let wakeup = Wakeup::new();
@@ -145,7 +144,7 @@ async fn serve_all(
             config: dispatcher_config,
             pool: pool.clone(),
             tenant_pool: tenant_pool.clone(),
-            registry,
+            registry: registry.clone(),
             wakeup: wakeup.clone(),
             shutdown: shutdown.clone(),
             completer: None,
@@ -178,7 +177,7 @@ async fn serve_all(
     }
     let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone())
         .with_max_watchers(config.max_watchers)
-        .with_plan_steps(plan_steps)
+        .with_steps(registry.clone())
         .with_webhooks(crate::ops::WebhookSettings {
             secret_key: config.webhooks.secret_key.clone(),
             allow_private: config.webhooks.allow_private,

@@ -47,6 +47,10 @@ impl TenantState {
                 | (Suspended, Active | Deprovisioning)
                 | (Failed, Provisioning | Deprovisioning)
                 | (Deprovisioning, Deprovisioned | NeedsAttention)
+                | (
+                    NeedsAttention,
+                    Provisioning | Deprovisioning | Failed | Cancelled | Deprovisioned
+                )
         )
     }
 

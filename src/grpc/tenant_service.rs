@@ -229,6 +229,35 @@ impl TenantService for TenantApi {
         Ok(Response::new(super::stats::response(stats)))
     }
 
+    async fn resolve_tenant(
+        &self,
+        request: Request<pb::ResolveTenantRequest>,
+    ) -> Result<Response<pb::ResolveTenantResponse>, Status> {
+        let caller = authorize(&request, Scope::Admin)?;
+        let r = request.into_inner();
+        let id = tenant_id(&r.tenant_id)?;
+        let action = match pb::ResolveAction::try_from(r.action) {
+            Ok(pb::ResolveAction::RetryCompensation) => {
+                crate::ops::ResolveAction::RetryCompensation
+            }
+            Ok(pb::ResolveAction::MarkResolved) => crate::ops::ResolveAction::MarkResolved,
+            _ => {
+                return Err(crate::error::Error::invalid(
+                    "action",
+                    "must be RETRY_COMPENSATION or MARK_RESOLVED",
+                )
+                .into());
+            }
+        };
+        let tenant = self
+            .ops
+            .resolve_tenant(&caller, id, action, &r.note)
+            .await?;
+        Ok(Response::new(pb::ResolveTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
+    }
+
     async fn get_tenant_credentials(
         &self,
         request: Request<pb::GetTenantCredentialsRequest>,

@@ -7,6 +7,7 @@ mod jobs;
 mod lifecycle;
 mod plans;
 mod quotas;
+mod resolve;
 mod stats;
 mod teardown;
 mod tenants;
@@ -18,6 +19,7 @@ mod webhooks;
 pub use credentials::Credentials;
 pub use jobs::run_exclusive;
 pub use plans::{PlanPage, plan_etag};
+pub use resolve::ResolveAction;
 pub use teardown::{DEFAULT_GRACE_PERIOD_SECS, DeprovisionMode, MAX_GRACE_PERIOD_SECS};
 pub use tenants::ListPage;
 pub use usage::{QueryInput, UsageSettings};
@@ -55,6 +57,9 @@ pub struct Ops {
     max_watchers: usize,
     /// Steps a plan may list (the registry's provisioning steps).
     plan_steps: std::sync::Arc<[&'static str]>,
+    /// The steps themselves, for what only they know (whether a step's
+    /// effect is undone by its compensation).
+    steps: crate::steps::Registry,
     /// The secret key and address rule of webhook endpoints.
     webhooks: WebhookSettings,
     /// Usage metering settings (the late window).
@@ -88,6 +93,7 @@ impl Ops {
             )),
             max_watchers: tokio::sync::Semaphore::MAX_PERMITS,
             plan_steps: std::sync::Arc::from(Vec::new()),
+            steps: crate::steps::Registry::new(),
             webhooks: WebhookSettings {
                 secret_key: None,
                 allow_private: false,
@@ -140,8 +146,10 @@ impl Ops {
         self
     }
 
-    pub fn with_plan_steps(mut self, names: Vec<&'static str>) -> Self {
-        self.plan_steps = names.into();
+    /// The steps this server runs; plans may list its provisioning steps.
+    pub fn with_steps(mut self, registry: crate::steps::Registry) -> Self {
+        self.plan_steps = registry.plan_steps().into();
+        self.steps = registry;
         self
     }
 

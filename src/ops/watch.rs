@@ -33,7 +33,7 @@ impl Ops {
                 self.max_watchers
             ))
         })?;
-        let tenant_id = self.resolve_tenant(tenant).await?;
+        let tenant_id = self.id_or_slug(tenant).await?;
         // Another tenant, for a tenant-scoped caller, is one that does not
         // exist.
         if !caller.reaches(tenant_id) {
@@ -48,7 +48,7 @@ impl Ops {
     }
 
     /// A tenant id, or the id of the live tenant with this slug.
-    async fn resolve_tenant(&self, tenant: &str) -> Result<Uuid> {
+    async fn id_or_slug(&self, tenant: &str) -> Result<Uuid> {
         if let Ok(id) = Uuid::try_parse(tenant) {
             return Ok(id);
         }

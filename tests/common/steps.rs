@@ -26,6 +26,8 @@ pub struct Scripted {
     pub undos: Arc<AtomicUsize>,
     /// If set, a compensation waits for a permit before going on.
     pub undo_gate: Option<Arc<Semaphore>>,
+    /// Every compensation fails while this is set.
+    pub undo_failing: Arc<AtomicBool>,
     /// The step has database work: each run (and each undo) inserts a row
     /// into `step_effects (tenant_id uuid, step text, action text)`, which
     /// the test creates.
@@ -43,6 +45,7 @@ impl Scripted {
             compensable: true,
             undos: Arc::new(AtomicUsize::new(0)),
             undo_gate: None,
+            undo_failing: Arc::new(AtomicBool::new(false)),
             in_db: false,
         }
     }
@@ -130,6 +133,9 @@ impl Step for Scripted {
         self.undos.fetch_add(1, Ordering::SeqCst);
         if let Some(gate) = &self.undo_gate {
             gate.acquire().await.expect("gate open").forget();
+        }
+        if self.undo_failing.load(Ordering::SeqCst) {
+            return Err(StepError::new("scripted failure of an undo"));
         }
         Ok(Output::new())
     }

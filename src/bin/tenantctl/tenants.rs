@@ -8,14 +8,22 @@ use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::{
     CancelProvisioningRequest, CreateTenantRequest, DeleteTenantRequest, DeprovisionMode,
     DeprovisionRequest, GetTenantCredentialsRequest, GetTenantRequest, ListTenantsRequest,
-    ResumeTenantRequest, RetryProvisioningRequest, StreamProvisioningStatusRequest,
-    SuspendTenantRequest, Tenant, TenantState, UpdateTenantRequest,
+    ResolveAction, ResolveTenantRequest, ResumeTenantRequest, RetryProvisioningRequest,
+    StreamProvisioningStatusRequest, SuspendTenantRequest, Tenant, TenantState,
+    UpdateTenantRequest,
 };
 
 use crate::Connection;
 use crate::errors::Failure;
 use crate::output::{self, Format};
 use crate::watch;
+
+/// What `resolve` does.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ResolveWith {
+    RetryCompensation,
+    MarkResolved,
+}
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
@@ -114,6 +122,16 @@ pub enum Cmd {
     },
     /// Give a SUSPENDED tenant its access back.
     Resume { tenant_id: String },
+    /// Take a NEEDS_ATTENTION tenant out of it: run the compensation that
+    /// gave up again, or record a cleanup by hand (with --note).
+    Resolve {
+        tenant_id: String,
+        #[arg(long, value_enum)]
+        action: ResolveWith,
+        /// What was done by hand, or why; required with mark-resolved.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
     /// Show the tenant's OpenID client at the identity provider; with
     /// `client_secret_basic`, its secret, which the server hands out once.
     Credentials { tenant_id: String },
@@ -308,6 +326,26 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 .into_inner();
             let tenant = r.tenant.clone().unwrap_or_default();
             print_tenant(format, &r, "ResumeTenantResponse", &tenant);
+        }
+        Cmd::Resolve {
+            tenant_id,
+            action,
+            note,
+        } => {
+            let action = match action {
+                ResolveWith::RetryCompensation => ResolveAction::RetryCompensation,
+                ResolveWith::MarkResolved => ResolveAction::MarkResolved,
+            };
+            let r = client
+                .resolve_tenant(ResolveTenantRequest {
+                    tenant_id,
+                    action: action as i32,
+                    note,
+                })
+                .await?
+                .into_inner();
+            let tenant = r.tenant.clone().unwrap_or_default();
+            print_tenant(format, &r, "ResolveTenantResponse", &tenant);
         }
         Cmd::Credentials { tenant_id } => {
             let r = client
