@@ -37,6 +37,7 @@
 //! | UsageService | `usage_service` | `usage` | `usage` | `usage` |
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod auth;
 pub mod bench;
 pub mod config;

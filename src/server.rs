@@ -104,8 +104,21 @@ async fn serve_all(
         config.webhooks.secret_key.clone(),
         Arc::new(identity),
     ));
-    let mut registry = Registry::standard(mailer(&config).await?, deployer, oidc_clients)
-        .with_webhooks(webhook_calls);
+    let archives = Arc::new(crate::archive::Archives::new(
+        config.archive_dir.clone(),
+        config
+            .tenant_database_url
+            .as_deref()
+            .unwrap_or(&config.database_url),
+    )?);
+    let mut registry = Registry::standard(
+        mailer(&config).await?,
+        deployer,
+        oidc_clients,
+        archives.clone(),
+        pool.clone(),
+    )
+    .with_webhooks(webhook_calls);
     registry.extend(extra_steps);
 
     let tracker = TaskTracker::new();
@@ -178,6 +191,7 @@ async fn serve_all(
     let ops = Ops::new(pool, wakeup, hub, tenant_db, shutdown.clone())
         .with_max_watchers(config.max_watchers)
         .with_steps(registry.clone())
+        .with_archives(archives)
         .with_webhooks(crate::ops::WebhookSettings {
             secret_key: config.webhooks.secret_key.clone(),
             allow_private: config.webhooks.allow_private,

@@ -322,6 +322,7 @@ impl BenchServer {
         let mut config = Config::new(&url);
         config.tenant_role_prefix = scratch.role_prefix.clone();
         config.mail_dir = mail.path().to_owned();
+        config.archive_dir = mail.path().join("archives");
         config.pool_size = 40;
         // The benchmark is one principal making as many calls as it can.
         config.rate_limit = None;

@@ -75,6 +75,7 @@ pub(super) async fn noop_throughput(
     let mut config = Config::new(&url);
     config.tenant_role_prefix = scratch.role_prefix.clone();
     config.mail_dir = mail.path().to_owned();
+    config.archive_dir = mail.path().join("archives");
     config.concurrency = concurrency;
     // Workers of no-op steps hold no connection; claims and batches need few.
     config.pool_size = 16;

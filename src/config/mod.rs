@@ -133,6 +133,11 @@ pub struct ServeArgs {
     /// `<data-dir>/mail`).
     #[arg(long, env = "TENANTD_MAIL_DIR")]
     pub mail_dir: Option<PathBuf>,
+    /// Folder of the verified exports (`pg_dump`) of archived tenants
+    /// (default `<data-dir>/archives`). Keep it on storage that outlives
+    /// the database server.
+    #[arg(long, env = "TENANTD_ARCHIVE_DIR")]
+    pub archive_dir: Option<PathBuf>,
     /// Sender of welcome emails.
     #[arg(long, env = "TENANTD_MAIL_FROM", default_value = defaults::MAIL_FROM)]
     pub mail_from: String,
@@ -228,6 +233,10 @@ impl ServeArgs {
                 .mail_dir
                 .clone()
                 .unwrap_or_else(|| self.database.data_dir.join("mail")),
+            archive_dir: self
+                .archive_dir
+                .clone()
+                .unwrap_or_else(|| self.database.data_dir.join("archives")),
             mail_from: self.mail_from.clone(),
             invitation_url: self.invitation_url.clone(),
             soroban: SorobanArgs {
@@ -295,6 +304,8 @@ pub struct Config {
     pub tenant_role_prefix: String,
     pub smtp_url: Option<String>,
     pub mail_dir: PathBuf,
+    /// Where exports of archived tenants are written.
+    pub archive_dir: PathBuf,
     pub mail_from: String,
     pub invitation_url: String,
     /// Contract deployment; its `soroban_local_ledger` unset keeps the local
@@ -347,6 +358,7 @@ impl Config {
             tenant_role_prefix: defaults::TENANT_ROLE_PREFIX.to_owned(),
             smtp_url: None,
             mail_dir: PathBuf::from(".tenantd/mail"),
+            archive_dir: PathBuf::from(".tenantd/archives"),
             mail_from: defaults::MAIL_FROM.to_owned(),
             invitation_url: defaults::INVITATION_URL.to_owned(),
             soroban: SorobanArgs::default(),

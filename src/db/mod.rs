@@ -7,6 +7,7 @@ pub mod config;
 pub mod embedded;
 mod error;
 pub mod events;
+pub mod exports;
 pub mod models;
 pub mod oidc;
 pub mod outbox;

@@ -36,6 +36,9 @@ pub struct TenantRow {
     pub purge_time: Option<DateTime<Utc>>,
     pub deprovision_mode: Option<String>,
     pub grace_period_secs: Option<i64>,
+    /// While set, nothing purges or deletes the tenant's data.
+    pub legal_hold: bool,
+    pub legal_hold_reason: String,
 }
 
 impl TenantRow {
@@ -63,6 +66,8 @@ impl TenantRow {
             update_time: self.update_time,
             delete_time: self.delete_time,
             purge_time: self.purge_time,
+            legal_hold: self.legal_hold,
+            legal_hold_reason: self.legal_hold_reason,
         })
     }
 }

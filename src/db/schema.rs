@@ -57,6 +57,8 @@ diesel::table! {
         purge_time -> Nullable<Timestamptz>,
         deprovision_mode -> Nullable<Text>,
         grace_period_secs -> Nullable<Int8>,
+        legal_hold -> Bool,
+        legal_hold_reason -> Text,
     }
 }
 

@@ -208,6 +208,19 @@ pub async fn lock(conn: &mut AsyncPgConnection, id: Uuid) -> QueryResult<Option<
         .optional()
 }
 
+/// A tenant row, deleted or not.
+pub async fn find_including_deleted(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> QueryResult<Option<TenantRow>> {
+    tenants::table
+        .find(id)
+        .select(TenantRow::as_select())
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// A tenant row, deleted or not, locked: for the jobs that finish what a
 /// deleted tenant left behind (the purge of its archive).
 pub async fn lock_including_deleted(
@@ -339,6 +352,8 @@ struct PatchRow<'a> {
     display_name: Option<&'a str>,
     admin_email: Option<&'a str>,
     labels: Option<serde_json::Value>,
+    legal_hold: Option<bool>,
+    legal_hold_reason: Option<&'a str>,
 }
 
 /// Applies a patch and bumps the revision.
@@ -351,6 +366,8 @@ pub async fn apply_patch(
         display_name: patch.display_name.as_deref(),
         admin_email: patch.admin_email.as_deref(),
         labels: patch.labels.as_ref().map(json_map),
+        legal_hold: patch.legal_hold.as_ref().map(|(hold, _)| *hold),
+        legal_hold_reason: patch.legal_hold.as_ref().map(|(_, reason)| reason.as_str()),
     };
     diesel::update(tenants::table.find(id))
         .set((row, bump()))
@@ -394,4 +411,14 @@ fn bump() -> (
         tenants::revision.eq(tenants::revision + 1_i64),
         tenants::update_time.eq(diesel::dsl::now),
     )
+}
+
+/// Removes one key from a tenant's outputs.
+pub async fn forget_output(conn: &mut AsyncPgConnection, id: Uuid, key: &str) -> QueryResult<()> {
+    diesel::sql_query("UPDATE tenants SET outputs = outputs - $2 WHERE id = $1 AND outputs ? $2")
+        .bind::<diesel::sql_types::Uuid, _>(id)
+        .bind::<diesel::sql_types::Text, _>(key)
+        .execute(conn)
+        .await?;
+    Ok(())
 }

@@ -146,11 +146,13 @@ pub struct WebhookStep {
 }
 
 /// The deprovisioning pipeline, the same for every plan: revoke access,
-/// archive or drop the data, tell the admin (not critical).
+/// archive or drop the data, export an archive (verified), tell the admin
+/// (not critical).
 pub fn deprovision_steps() -> Vec<PlanStep> {
     [
         ("revoke_access", true),
         ("archive_schema", true),
+        ("export_archive", true),
         ("send_deprovision_notice", false),
     ]
     .into_iter()

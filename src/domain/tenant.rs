@@ -144,6 +144,9 @@ pub struct Tenant {
     pub update_time: DateTime<Utc>,
     pub delete_time: Option<DateTime<Utc>>,
     pub purge_time: Option<DateTime<Utc>>,
+    /// While set, nothing purges or deletes the tenant's data.
+    pub legal_hold: bool,
+    pub legal_hold_reason: String,
     /// In the order they run.
     pub steps: Vec<Step>,
 }
@@ -216,6 +219,8 @@ pub struct TenantPatch {
     pub display_name: Option<String>,
     pub admin_email: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
+    /// A legal hold set or cleared, with its reason.
+    pub legal_hold: Option<(bool, String)>,
     /// The etag the caller last saw, if it wants the update to be conditional.
     pub expected_etag: Option<String>,
 }
@@ -232,6 +237,9 @@ impl TenantPatch {
         }
         if self.labels.is_some() {
             fields.push("labels");
+        }
+        if self.legal_hold.is_some() {
+            fields.push("legal_hold");
         }
         fields
     }

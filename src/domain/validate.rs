@@ -139,6 +139,19 @@ pub fn validate_patch(patch: &TenantPatch) -> Result<(), Vec<FieldViolation>> {
     if let Some(labels) = &patch.labels {
         check_labels("tenant.labels", labels, &mut violations);
     }
+    if let Some((hold, reason)) = &patch.legal_hold {
+        if *hold && reason.trim().is_empty() {
+            violations.push(FieldViolation::new(
+                "tenant.legal_hold_reason",
+                "is required to set a legal hold",
+            ));
+        } else if reason.chars().count() > 1000 || reason.chars().any(char::is_control) {
+            violations.push(FieldViolation::new(
+                "tenant.legal_hold_reason",
+                "must be at most 1000 characters without control characters",
+            ));
+        }
+    }
     if let Some(etag) = &patch.expected_etag
         && etag.len() > 32
     {
@@ -479,7 +492,7 @@ mod properties {
             etag in proptest::option::of(".{0,40}"),
             token in ".{0,300}",
         ) {
-            let patch = TenantPatch { display_name: name, admin_email: email, labels: None, expected_etag: etag };
+            let patch = TenantPatch { display_name: name, admin_email: email, labels: None, legal_hold: None, expected_etag: etag };
             if let Err(violations) = validate_patch(&patch) {
                 prop_assert!(violations.iter().all(|v| v.field.starts_with("tenant.")));
             }

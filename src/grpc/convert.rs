@@ -33,6 +33,8 @@ pub fn tenant(t: Tenant) -> pb::Tenant {
         labels: t.labels.into_iter().collect(),
         state: tenant_state(t.state) as i32,
         steps: t.steps.into_iter().map(step).collect(),
+        legal_hold: t.legal_hold,
+        legal_hold_reason: t.legal_hold_reason,
         contract_address: t
             .outputs
             .get(crate::db::soroban::CONTRACT_ADDRESS)
@@ -356,6 +358,9 @@ pub fn patch(
             "display_name" => patch.display_name = Some(t.display_name.clone()),
             "admin_email" => patch.admin_email = Some(t.admin_email.clone()),
             "labels" => patch.labels = Some(labels.clone()),
+            "legal_hold" | "legal_hold_reason" => {
+                patch.legal_hold = Some((t.legal_hold, t.legal_hold_reason.clone()))
+            }
             "id" | "slug" | "plan" | "state" | "steps" | "outputs" | "create_time"
             | "update_time" | "delete_time" | "purge_time" | "etag" | "cancel_requested"
             | "state_reason" | "leftover_resources" | "plan_version" | "contract_address" => {

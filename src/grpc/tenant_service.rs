@@ -103,6 +103,11 @@ impl TenantService for TenantApi {
             return Err(Error::invalid("tenant.id", "must be empty or equal tenant_id").into());
         }
         let patch = convert::patch(req.tenant, req.update_mask)?;
+        if patch.legal_hold.is_some() && !caller.may(Scope::Admin) {
+            return Err(Status::permission_denied(
+                "a legal hold needs scope tenants.admin",
+            ));
+        }
         let tenant = self.ops.update_tenant(&caller, id, patch).await?;
         Ok(Response::new(pb::UpdateTenantResponse {
             tenant: Some(convert::tenant(tenant)),
@@ -254,6 +259,30 @@ impl TenantService for TenantApi {
             .resolve_tenant(&caller, id, action, &r.note)
             .await?;
         Ok(Response::new(pb::ResolveTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
+    }
+
+    async fn restore_tenant(
+        &self,
+        request: Request<pb::RestoreTenantRequest>,
+    ) -> Result<Response<pb::RestoreTenantResponse>, Status> {
+        let caller = authorize(&request, Scope::Admin)?;
+        let r = request.into_inner();
+        let id = tenant_id(&r.tenant_id)?;
+        let target = match pb::TenantState::try_from(r.target_state) {
+            Ok(pb::TenantState::Active) => crate::domain::TenantState::Active,
+            Ok(pb::TenantState::Suspended) => crate::domain::TenantState::Suspended,
+            _ => {
+                return Err(crate::error::Error::invalid(
+                    "target_state",
+                    "must be ACTIVE or SUSPENDED",
+                )
+                .into());
+            }
+        };
+        let tenant = self.ops.restore_tenant(&caller, id, target).await?;
+        Ok(Response::new(pb::RestoreTenantResponse {
             tenant: Some(convert::tenant(tenant)),
         }))
     }

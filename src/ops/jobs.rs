@@ -102,6 +102,9 @@ impl Ops {
         };
         let mut purged = 0;
         for Id { id } in due {
+            if !self.purge_allowed(id).await? {
+                continue;
+            }
             let mut conn = db::conn(self.pool()).await?;
             let done = conn
                 .transaction(async |conn| {
@@ -109,10 +112,15 @@ impl Ops {
                         return Ok(false);
                     };
                     let outputs = db::models::string_map(row.outputs.clone())?;
-                    if outputs.contains_key("purged_at") {
+                    if outputs.contains_key("purged_at") || row.legal_hold {
                         return Ok(false);
                     }
                     if let Some(schema) = outputs.get("archived_schema") {
+                        // Never without a verified export (checked just
+                        // before; the export is not removed meanwhile).
+                        if db::exports::find(conn, id).await?.is_none() {
+                            return Ok(false);
+                        }
                         let valid = schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                             && schema.starts_with("archived_");
                         if !valid {
@@ -154,6 +162,112 @@ impl Ops {
             }
         }
         Ok(purged)
+    }
+
+    /// Whether a due tenant may be purged now: not under legal hold (the
+    /// first refusal is an event), and, if it was archived, with an export
+    /// that still matches its checksum (made now if it has none; a failure
+    /// is an event once and is tried again at the next run).
+    async fn purge_allowed(&self, id: Uuid) -> Result<bool> {
+        let mut conn = db::conn(self.pool()).await?;
+        let Some(row) = db::tenants::find_including_deleted(&mut conn, id).await? else {
+            return Ok(false);
+        };
+        let outputs = db::models::string_map(row.outputs.clone())?;
+        if row.legal_hold {
+            self.note_once(
+                id,
+                super::tenants::PURGE_HELD,
+                format!(
+                    "DEPROVISIONED: the purge is held back by a legal hold ({})",
+                    row.legal_hold_reason
+                ),
+            )
+            .await?;
+            return Ok(false);
+        }
+        let Some(schema) = outputs.get("archived_schema") else {
+            return Ok(true);
+        };
+        let Some(archives) = self.archives.clone() else {
+            return Ok(false);
+        };
+        let verified = match db::exports::find(&mut conn, id).await? {
+            Some(export) => archives
+                .verify(std::path::Path::new(&export.path), &export.sha256)
+                .await,
+            None => Err("no export was made".to_owned()),
+        };
+        let outcome = match verified {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                let mut tenant_db = db::conn(&self.tenant_db.pool).await?;
+                crate::steps::deprovision::export_verified(
+                    &archives,
+                    &mut conn,
+                    &mut tenant_db,
+                    id,
+                    schema,
+                )
+                .await
+                .map(|_| ())
+            }
+        };
+        match outcome {
+            Ok(()) => Ok(true),
+            Err(why) => {
+                tracing::warn!(tenant = %id, %why, "not purged: no verified export");
+                self.note_once(
+                    id,
+                    "purge_blocked",
+                    format!("DEPROVISIONED: not purged without a verified export: {why}"),
+                )
+                .await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Appends a system event about a DEPROVISIONED tenant once, marked by
+    /// the output `key`.
+    async fn note_once(&self, id: Uuid, key: &str, message: String) -> Result<()> {
+        let mut conn = db::conn(self.pool()).await?;
+        let noted = conn
+            .transaction(async |conn| {
+                let Some(row) = db::tenants::lock_including_deleted(conn, id).await? else {
+                    return Ok(false);
+                };
+                if row.outputs.get(key).is_some() {
+                    return Ok(false);
+                }
+                diesel::sql_query(
+                    "UPDATE tenants SET outputs = outputs || jsonb_build_object($2::text, now()::text)
+                     WHERE id = $1",
+                )
+                .bind::<SqlUuid, _>(id)
+                .bind::<diesel::sql_types::Text, _>(key)
+                .execute(conn)
+                .await?;
+                db::events::append(
+                    conn,
+                    &NewEvent {
+                        tenant_id: id,
+                        kind: EventKind::StepWarning,
+                        step: None,
+                        attempt: None,
+                        state: TenantState::Deprovisioned,
+                        message,
+                        actor: SYSTEM_ACTOR.into(),
+                    },
+                )
+                .await?;
+                Ok::<_, Error>(true)
+            })
+            .await?;
+        if noted {
+            self.wakeup.events_committed();
+        }
+        Ok(())
     }
 
     /// Deletes events older than `retention` of tenants that were deleted;

@@ -8,6 +8,7 @@ mod lifecycle;
 mod plans;
 mod quotas;
 mod resolve;
+mod restore;
 mod stats;
 mod teardown;
 mod tenants;
@@ -57,6 +58,9 @@ pub struct Ops {
     max_watchers: usize,
     /// Steps a plan may list (the registry's provisioning steps).
     plan_steps: std::sync::Arc<[&'static str]>,
+    /// Exports of archived tenants; `None` where none are made (tests of
+    /// other parts).
+    archives: Option<std::sync::Arc<crate::archive::Archives>>,
     /// The steps themselves, for what only they know (whether a step's
     /// effect is undone by its compensation).
     steps: crate::steps::Registry,
@@ -94,6 +98,7 @@ impl Ops {
             max_watchers: tokio::sync::Semaphore::MAX_PERMITS,
             plan_steps: std::sync::Arc::from(Vec::new()),
             steps: crate::steps::Registry::new(),
+            archives: None,
             webhooks: WebhookSettings {
                 secret_key: None,
                 allow_private: false,
@@ -143,6 +148,12 @@ impl Ops {
     /// The steps plans may list.
     pub fn with_usage(mut self, settings: UsageSettings) -> Self {
         self.usage = settings;
+        self
+    }
+
+    /// Where archived tenants' exports are, for the purge and restores.
+    pub fn with_archives(mut self, archives: std::sync::Arc<crate::archive::Archives>) -> Self {
+        self.archives = Some(archives);
         self
     }
 

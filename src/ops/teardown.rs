@@ -168,8 +168,20 @@ impl Ops {
             .transaction(async |conn| {
                 let row = db::tenants::lock(conn, id).await?.ok_or_else(|| Error::tenant_not_found(id))?;
                 let state = db::models::parse_state(&row.state)?;
+                if state == TenantState::Deprovisioned
+                    && let Some(wanted) = grace_period_secs
+                {
+                    extend_grace(conn, &row, wanted, caller).await?;
+                    return load(conn, id).await;
+                }
                 if matches!(state, TenantState::Deprovisioning | TenantState::Deprovisioned) {
                     return load(conn, id).await;
+                }
+                if row.legal_hold && mode == DeprovisionMode::Purge {
+                    return Err(Error::FailedPrecondition(format!(
+                        "tenant {id} is under legal hold ({}); its data cannot be purged",
+                        row.legal_hold_reason
+                    )));
                 }
                 refuse_if_running(conn, id).await?;
                 if !state.can_become(TenantState::Deprovisioning) {
@@ -219,6 +231,58 @@ impl Ops {
         self.wakeup.work_committed();
         Ok(tenant)
     }
+}
+
+/// A DEPROVISIONED tenant's grace period made longer (its purge time
+/// moves by the difference); the same one changes nothing; a shorter one,
+/// or any after the purge, is refused.
+async fn extend_grace(
+    conn: &mut AsyncPgConnection,
+    row: &TenantRow,
+    wanted: i64,
+    caller: &Caller,
+) -> Result<()> {
+    let id = row.id;
+    let current = row.grace_period_secs.unwrap_or(0);
+    let purged = row.outputs.get("purged_at").is_some() || row.outputs.get("purged").is_some();
+    if wanted == current {
+        return Ok(());
+    }
+    if purged {
+        return Err(Error::FailedPrecondition(format!(
+            "tenant {id}'s data was purged already; there is no grace period to extend"
+        )));
+    }
+    if wanted < current {
+        return Err(Error::FailedPrecondition(format!(
+            "tenant {id} has a grace period of {current} s; it can be extended, not shortened (asked {wanted} s)"
+        )));
+    }
+    diesel::sql_query(
+        "UPDATE tenants SET grace_period_secs = $2,
+             purge_time = purge_time + make_interval(secs => $3),
+             revision = revision + 1, update_time = now()
+         WHERE id = $1",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(id)
+    .bind::<diesel::sql_types::BigInt, _>(wanted)
+    .bind::<diesel::sql_types::Double, _>((wanted - current) as f64)
+    .execute(conn)
+    .await?;
+    db::events::append(
+        conn,
+        &NewEvent {
+            tenant_id: id,
+            kind: EventKind::TenantUpdated,
+            step: None,
+            attempt: None,
+            state: TenantState::Deprovisioned,
+            message: format!("grace period extended from {current} s to {wanted} s"),
+            actor: caller.subject.clone(),
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 async fn set_state(

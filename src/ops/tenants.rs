@@ -198,12 +198,24 @@ impl Ops {
                     .ok_or_else(|| Error::tenant_not_found(id))?;
                 check_etag(patch.expected_etag.as_deref(), row.revision)?;
                 let state = db::models::parse_state(&row.state)?;
-                if state == TenantState::Deprovisioned {
+                let hold_only = fields == ["legal_hold"];
+                if state == TenantState::Deprovisioned && !hold_only {
                     return Err(Error::FailedPrecondition(format!(
-                        "tenant {id} is DEPROVISIONED and can no longer be updated"
+                        "tenant {id} is DEPROVISIONED and can no longer be updated, except for its legal hold"
                     )));
                 }
                 db::tenants::apply_patch(conn, id, &patch).await?;
+                let message = match &patch.legal_hold {
+                    Some((true, reason)) => {
+                        format!("updated {}; legal hold set: {reason}", fields.join(", "))
+                    }
+                    Some((false, _)) if row.legal_hold => {
+                        // The purge job may announce a new hold again.
+                        db::tenants::forget_output(conn, id, PURGE_HELD).await?;
+                        format!("updated {}; legal hold lifted", fields.join(", "))
+                    }
+                    _ => format!("updated {}", fields.join(", ")),
+                };
                 db::events::append(
                     conn,
                     &NewEvent {
@@ -212,7 +224,7 @@ impl Ops {
                         step: None,
                         attempt: None,
                         state,
-                        message: format!("updated {}", fields.join(", ")),
+                        message,
                         actor: caller.subject.clone(),
                     },
                 )
@@ -239,6 +251,12 @@ impl Ops {
                 let row = db::tenants::lock(conn, id).await?.ok_or_else(|| Error::tenant_not_found(id))?;
                 check_etag(etag, row.revision)?;
                 let state = db::models::parse_state(&row.state)?;
+                if row.legal_hold {
+                    return Err(Error::FailedPrecondition(format!(
+                        "tenant {id} is under legal hold ({}); lift the hold first",
+                        row.legal_hold_reason
+                    )));
+                }
                 if !state.is_deletable() {
                     return Err(Error::FailedPrecondition(format!(
                         "tenant {id} is {state}; only DEPROVISIONED, FAILED or CANCELLED tenants can be deleted"
@@ -263,6 +281,10 @@ impl Ops {
         Ok(tenant)
     }
 }
+
+/// The output that records the purge job announced a legal hold kept it
+/// from purging.
+pub(super) const PURGE_HELD: &str = "purge_held";
 
 /// The answer to a repeated request id: the same tenant if the parameters
 /// match, an error if they do not.
@@ -317,6 +339,8 @@ fn preview(new: &NewTenant, plan: &Plan) -> Tenant {
         update_time: now,
         delete_time: None,
         purge_time: None,
+        legal_hold: false,
+        legal_hold_reason: String::new(),
         steps: plan
             .steps
             .iter()

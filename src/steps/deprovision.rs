@@ -120,6 +120,92 @@ impl Step for ArchiveSchema {
     }
 }
 
+/// `export_archive`: an archived tenant's verified export. Its schema,
+/// renamed by `archive_schema`, is dumped with `pg_dump` into the archive
+/// directory; the file's SHA-256 is recorded with the tables
+/// `pg_restore --list` finds in it, which must be the schema's, before
+/// the tenant counts as DEPROVISIONED. Nothing for a purge.
+pub struct ExportArchive {
+    archives: Arc<crate::archive::Archives>,
+    pool: crate::db::DbPool,
+}
+
+impl ExportArchive {
+    pub fn new(archives: Arc<crate::archive::Archives>, pool: crate::db::DbPool) -> Self {
+        Self { archives, pool }
+    }
+}
+
+/// Exports an archived tenant's schema and records the verified export.
+pub async fn export_verified(
+    archives: &crate::archive::Archives,
+    control: &mut AsyncPgConnection,
+    tenant_db: &mut AsyncPgConnection,
+    tenant: uuid::Uuid,
+    schema: &str,
+) -> Result<crate::archive::Export, String> {
+    let Some(expected) = crate::db::exports::schema_tables(tenant_db, schema)
+        .await
+        .map_err(|e| e.to_string())?
+    else {
+        return Err(format!("the archived schema {schema} does not exist"));
+    };
+    let export = archives.export(tenant, schema).await?;
+    let expected: std::collections::BTreeSet<String> = expected.into_iter().collect();
+    if export.tables != expected {
+        return Err(format!(
+            "the export of {schema} lists tables [{}], the schema has [{}]",
+            export.tables.iter().cloned().collect::<Vec<_>>().join(", "),
+            expected.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    crate::db::exports::record(control, tenant, schema, &export)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(export)
+}
+
+#[async_trait]
+impl Step for ExportArchive {
+    fn name(&self) -> &'static str {
+        "export_archive"
+    }
+
+    async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        if ctx.purge {
+            return Ok(Output::new());
+        }
+        let schema = archived_schema(ctx);
+        let mut control = crate::db::conn(&self.pool)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        let mut tenant_db = crate::db::conn(&ctx.tenant_db)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        let export = export_verified(
+            &self.archives,
+            &mut control,
+            &mut tenant_db,
+            ctx.tenant_id,
+            &schema,
+        )
+        .await
+        .map_err(StepError::new)?;
+        Ok(Output::from([
+            ("export_sha256".to_owned(), export.sha256),
+            ("export_bytes".to_owned(), export.bytes.to_string()),
+        ]))
+    }
+
+    fn database_work(&self) -> bool {
+        false
+    }
+
+    fn compensable(&self) -> bool {
+        false
+    }
+}
+
 /// `send_deprovision_notice`: tells the admin; not critical.
 pub struct SendDeprovisionNotice {
     mailer: Mailer,

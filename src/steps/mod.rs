@@ -200,7 +200,13 @@ impl Registry {
     }
 
     /// The standard steps of the built-in plans.
-    pub fn standard(mailer: Mailer, deployer: Arc<Deployer>, oidc: Arc<OidcClients>) -> Self {
+    pub fn standard(
+        mailer: Mailer,
+        deployer: Arc<Deployer>,
+        oidc: Arc<OidcClients>,
+        archives: Arc<crate::archive::Archives>,
+        pool: DbPool,
+    ) -> Self {
         let mut registry = Self::new();
         registry.register(CreateSchema);
         registry.register(RunMigrations);
@@ -211,6 +217,7 @@ impl Registry {
         registry.register(Activate);
         registry.register(deprovision::RevokeAccess::new(oidc));
         registry.register(deprovision::ArchiveSchema);
+        registry.register(deprovision::ExportArchive::new(archives, pool));
         registry.register(deprovision::SendDeprovisionNotice::new(mailer));
         registry
     }

@@ -279,6 +279,7 @@ impl TestApp {
         config.concurrency = 8;
         config.tenant_role_prefix = db.role_prefix.clone();
         config.mail_dir = mail_dir.path().to_owned();
+        config.archive_dir = mail_dir.path().join("archives");
         config.retry_base = Duration::from_millis(20);
         config.retry_cap = Duration::from_millis(200);
         config.lease = Duration::from_secs(10);

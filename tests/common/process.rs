@@ -83,6 +83,8 @@ impl ServerProcess {
             )
             .arg("--mail-dir")
             .arg(mail_dir)
+            .arg("--archive-dir")
+            .arg(mail_dir.join("archives"))
             // Without a Soroban RPC URL each process runs a local network;
             // its ledger must not land in the working directory.
             .arg("--soroban-local-ledger")

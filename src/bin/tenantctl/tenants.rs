@@ -8,9 +8,9 @@ use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::{
     CancelProvisioningRequest, CreateTenantRequest, DeleteTenantRequest, DeprovisionMode,
     DeprovisionRequest, GetTenantCredentialsRequest, GetTenantRequest, ListTenantsRequest,
-    ResolveAction, ResolveTenantRequest, ResumeTenantRequest, RetryProvisioningRequest,
-    StreamProvisioningStatusRequest, SuspendTenantRequest, Tenant, TenantState,
-    UpdateTenantRequest,
+    ResolveAction, ResolveTenantRequest, RestoreTenantRequest, ResumeTenantRequest,
+    RetryProvisioningRequest, StreamProvisioningStatusRequest, SuspendTenantRequest, Tenant,
+    TenantState, UpdateTenantRequest,
 };
 
 use crate::Connection;
@@ -131,6 +131,24 @@ pub enum Cmd {
         /// What was done by hand, or why; required with mark-resolved.
         #[arg(long, default_value = "")]
         note: String,
+    },
+    /// Bring a DEPROVISIONED tenant back from its archive or its export.
+    Restore {
+        tenant_id: String,
+        /// Restore it SUSPENDED (its role without access) instead of ACTIVE.
+        #[arg(long)]
+        suspended: bool,
+    },
+    /// Set a legal hold (nothing purges or deletes the tenant's data), or
+    /// lift it.
+    LegalHold {
+        tenant_id: String,
+        /// Why the hold is set; required unless --lift.
+        #[arg(long, default_value = "", required_unless_present = "lift")]
+        reason: String,
+        /// Lift the hold.
+        #[arg(long, conflicts_with = "reason")]
+        lift: bool,
     },
     /// Show the tenant's OpenID client at the identity provider; with
     /// `client_secret_basic`, its secret, which the server hands out once.
@@ -346,6 +364,47 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 .into_inner();
             let tenant = r.tenant.clone().unwrap_or_default();
             print_tenant(format, &r, "ResolveTenantResponse", &tenant);
+        }
+        Cmd::Restore {
+            tenant_id,
+            suspended,
+        } => {
+            let target_state = if suspended {
+                TenantState::Suspended
+            } else {
+                TenantState::Active
+            };
+            let r = client
+                .restore_tenant(RestoreTenantRequest {
+                    tenant_id,
+                    target_state: target_state as i32,
+                })
+                .await?
+                .into_inner();
+            let tenant = r.tenant.clone().unwrap_or_default();
+            print_tenant(format, &r, "RestoreTenantResponse", &tenant);
+        }
+        Cmd::LegalHold {
+            tenant_id,
+            reason,
+            lift,
+        } => {
+            let r = client
+                .update_tenant(UpdateTenantRequest {
+                    tenant_id,
+                    tenant: Some(Tenant {
+                        legal_hold: !lift,
+                        legal_hold_reason: reason,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask {
+                        paths: vec!["legal_hold".into(), "legal_hold_reason".into()],
+                    }),
+                })
+                .await?
+                .into_inner();
+            let tenant = r.tenant.clone().unwrap_or_default();
+            print_tenant(format, &r, "UpdateTenantResponse", &tenant);
         }
         Cmd::Credentials { tenant_id } => {
             let r = client
