@@ -19,6 +19,7 @@ const PRUNE_LOCK: i64 = 0x7465_6e61_6e74_6403;
 const SAMPLE_LOCK: i64 = 0x7465_6e61_6e74_6404;
 const SAMPLE_NEW_LOCK: i64 = 0x7465_6e61_6e74_6405;
 const QUOTA_LOCK: i64 = 0x7465_6e61_6e74_6406;
+const RECONCILE_LOCK: i64 = 0x7465_6e61_6e74_6407;
 
 /// How often tenants that became ACTIVE since they were last looked at get
 /// their first usage sample: soon enough that a new tenant shows its size
@@ -42,6 +43,8 @@ pub struct Schedules {
     /// How often every ACTIVE and SUSPENDED tenant's storage and users are
     /// sampled.
     pub usage_sample_interval: Duration,
+    /// How often every ACTIVE and SUSPENDED tenant is checked for drift.
+    pub reconcile_interval: Duration,
 }
 
 /// The running scheduler.
@@ -126,6 +129,15 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSche
             QUOTA_LOCK,
             slot.clone(),
             |ops| async move { ops.lift_quota_suspensions(None).await },
+        )?)
+        .await?;
+    scheduler
+        .add(job(
+            When::Every(schedules.reconcile_interval),
+            "reconcile",
+            RECONCILE_LOCK,
+            slot.clone(),
+            |ops| async move { ops.reconcile_all().await },
         )?)
         .await?;
     scheduler.start().await?;

@@ -195,6 +195,10 @@ pub struct ServeArgs {
     /// When old events are pruned.
     #[arg(long, env = "TENANTD_PRUNE_SCHEDULE", default_value = defaults::PRUNE_SCHEDULE)]
     pub prune_schedule: String,
+    /// How often every ACTIVE and SUSPENDED tenant is checked against what
+    /// its steps produced (e.g. `10m`); differences show as its drift.
+    #[arg(long, env = "TENANTD_RECONCILE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub reconcile_interval: Duration,
     /// Events of deleted tenants are kept this long (e.g. `90days`); live
     /// tenants keep their whole log.
     #[arg(long, env = "TENANTD_EVENT_RETENTION", default_value = defaults::EVENT_RETENTION, value_parser = humantime::parse_duration)]
@@ -281,6 +285,7 @@ impl ServeArgs {
                 stale_after: self.stale_after,
                 event_retention: self.event_retention,
                 usage_sample_interval: self.usage.usage_sample_interval,
+                reconcile_interval: self.reconcile_interval,
             },
         }
     }
@@ -378,6 +383,7 @@ impl Config {
                 stale_after: Duration::from_secs(30 * 60),
                 event_retention: Duration::from_secs(90 * 24 * 3600),
                 usage_sample_interval: defaults::USAGE_SAMPLE_INTERVAL,
+                reconcile_interval: std::time::Duration::from_secs(600),
             },
         }
     }

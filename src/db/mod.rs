@@ -4,6 +4,7 @@
 //! case can compose several of them in one transaction.
 
 pub mod config;
+pub mod drift;
 pub mod embedded;
 mod error;
 pub mod events;

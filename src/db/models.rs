@@ -44,7 +44,17 @@ pub struct TenantRow {
 impl TenantRow {
     /// The domain tenant, with `steps` (already in order) attached.
     pub fn into_domain(self, steps: Vec<StepRow>) -> Result<Tenant> {
+        self.into_domain_with(steps, Vec::new())
+    }
+
+    /// The domain tenant with its steps and its drift.
+    pub fn into_domain_with(
+        self,
+        steps: Vec<StepRow>,
+        drift: Vec<crate::domain::Drift>,
+    ) -> Result<Tenant> {
         Ok(Tenant {
+            drift,
             id: self.id,
             state: parse_state(&self.state)?,
             labels: string_map(self.labels)?,

@@ -298,10 +298,12 @@ pub async fn with_steps(conn: &mut AsyncPgConnection, rows: Vec<TenantRow>) -> R
     for step in steps {
         by_tenant.entry(step.tenant_id).or_default().push(step);
     }
+    let mut drift = super::drift::of_tenants(conn, &ids).await?;
     rows.into_iter()
         .map(|row| {
             let steps = by_tenant.remove(&row.id).unwrap_or_default();
-            row.into_domain(steps)
+            let drift = drift.remove(&row.id).unwrap_or_default();
+            row.into_domain_with(steps, drift)
         })
         .collect()
 }

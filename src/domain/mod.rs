@@ -16,7 +16,7 @@ pub use plan::{
     deprovision_steps,
 };
 pub use tenant::{
-    Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
+    Drift, Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
 };
 pub use validate::{
     DEFAULT_PAGE_SIZE, FieldViolation, MAX_PAGE_SIZE, NewTenant, TenantInput, check_plan_name,

@@ -114,6 +114,7 @@ pub enum EventKind {
     TenantDeleted,
     UsageThresholdReached,
     CredentialsFetched,
+    DriftDetected,
 }
 
 impl EventKind {
@@ -121,6 +122,17 @@ impl EventKind {
     pub fn as_str(self) -> &'static str {
         self.into()
     }
+}
+
+/// A difference between what a tenant's steps produced and what is there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drift {
+    /// What differs, e.g. `table tenant_acme.users`.
+    pub resource: String,
+    pub expected: String,
+    pub found: String,
+    /// When the reconciler first saw it.
+    pub since: DateTime<Utc>,
 }
 
 /// A tenant with its steps, as the control plane knows it.
@@ -147,6 +159,8 @@ pub struct Tenant {
     /// While set, nothing purges or deletes the tenant's data.
     pub legal_hold: bool,
     pub legal_hold_reason: String,
+    /// What the reconciler found different from what the steps produced.
+    pub drift: Vec<Drift>,
     /// In the order they run.
     pub steps: Vec<Step>,
 }

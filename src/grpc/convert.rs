@@ -35,6 +35,16 @@ pub fn tenant(t: Tenant) -> pb::Tenant {
         steps: t.steps.into_iter().map(step).collect(),
         legal_hold: t.legal_hold,
         legal_hold_reason: t.legal_hold_reason,
+        drift: t
+            .drift
+            .into_iter()
+            .map(|d| pb::DriftCondition {
+                resource: d.resource,
+                expected: d.expected,
+                found: d.found,
+                since_time: Some(timestamp(d.since)),
+            })
+            .collect(),
         contract_address: t
             .outputs
             .get(crate::db::soroban::CONTRACT_ADDRESS)
@@ -437,6 +447,7 @@ fn event_kind(k: EventKind) -> pb::EventKind {
         EventKind::TenantDeleted => pb::EventKind::TenantDeleted,
         EventKind::UsageThresholdReached => pb::EventKind::UsageThresholdReached,
         EventKind::CredentialsFetched => pb::EventKind::CredentialsFetched,
+        EventKind::DriftDetected => pb::EventKind::DriftDetected,
     }
 }
 

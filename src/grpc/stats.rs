@@ -45,6 +45,11 @@ pub fn response(s: ProvisioningStats) -> pb::GetProvisioningStatsResponse {
         time_to_active: s.time_to_active.into_iter().map(plan_timing).collect(),
         step_failures: s.step_failures.into_iter().map(step_failures).collect(),
         oldest_running: s.oldest_running.map(|p| oldest(p, as_of)),
+        outbox: Some(pb::OutboxBacklog {
+            due: s.outbox.due,
+            waiting: s.outbox.waiting,
+            oldest_due_time: s.outbox.oldest_due.map(timestamp),
+        }),
     }
 }
 

@@ -287,6 +287,20 @@ impl TenantService for TenantApi {
         }))
     }
 
+    async fn reconcile_tenant(
+        &self,
+        request: Request<pb::ReconcileTenantRequest>,
+    ) -> Result<Response<pb::ReconcileTenantResponse>, Status> {
+        let caller = authorize(&request, Scope::Admin)?;
+        let id = tenant_id(&request.get_ref().tenant_id)?;
+        let done = self.ops.reconcile_tenant(&caller, id).await?;
+        Ok(Response::new(pb::ReconcileTenantResponse {
+            tenant: Some(convert::tenant(done.tenant)),
+            repaired: done.repaired,
+            left: done.left,
+        }))
+    }
+
     async fn get_tenant_credentials(
         &self,
         request: Request<pb::GetTenantCredentialsRequest>,

@@ -193,9 +193,11 @@ impl Ops {
             return Ok(false);
         };
         let verified = match db::exports::find(&mut conn, id).await? {
-            Some(export) => archives
-                .verify(std::path::Path::new(&export.path), &export.sha256)
-                .await,
+            Some(export) => {
+                archives
+                    .verify(std::path::Path::new(&export.path), &export.sha256)
+                    .await
+            }
             None => Err("no export was made".to_owned()),
         };
         let outcome = match verified {

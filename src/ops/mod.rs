@@ -3,6 +3,7 @@
 
 mod config;
 mod credentials;
+mod drift;
 mod jobs;
 mod lifecycle;
 mod plans;
@@ -18,6 +19,7 @@ mod watch;
 mod webhooks;
 
 pub use credentials::Credentials;
+pub use drift::Reconciled;
 pub use jobs::run_exclusive;
 pub use plans::{PlanPage, plan_etag};
 pub use resolve::ResolveAction;

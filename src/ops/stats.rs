@@ -38,6 +38,7 @@ impl super::Ops {
                     time_to_active: db::stats::time_to_active(conn, window_start).await?,
                     step_failures: db::stats::step_failures(conn, window_start).await?,
                     oldest_running: db::stats::oldest_running(conn).await?,
+                    outbox: db::stats::backlog(conn).await?,
                 })
             })
             .await

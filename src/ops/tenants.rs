@@ -341,6 +341,7 @@ fn preview(new: &NewTenant, plan: &Plan) -> Tenant {
         purge_time: None,
         legal_hold: false,
         legal_hold_reason: String::new(),
+        drift: Vec::new(),
         steps: plan
             .steps
             .iter()

@@ -36,7 +36,7 @@ pub use deploy_contract::{CONTRACT_ORPHANED, DeployContract};
 pub use mailer::{Mailer, Transport};
 pub use names::{TenantNames, is_valid_role_prefix};
 pub use register_oidc_client::{OidcClients, RegisterOidcClient};
-pub use run_migrations::{RunMigrations, TENANT_MIGRATIONS};
+pub use run_migrations::{RunMigrations, TENANT_MIGRATIONS, migrate};
 pub use seed_roles_and_admin::{SeedRolesAndAdmin, hash_token};
 pub use send_welcome_email::SendWelcomeEmail;
 pub use webhook::WebhookCalls;

@@ -35,40 +35,50 @@ impl Step for RunMigrations {
         conn: &mut AsyncPgConnection,
         ctx: &StepCtx,
     ) -> Result<Output, StepError> {
-        let schema = ctx.names.schema_ident();
-        let role = ctx.names.role_ident();
-        // Objects are created as the tenant's role so that it owns them;
-        // RESET below hands the transaction back to the control plane.
-        conn.batch_execute(&format!(
-            "SET LOCAL search_path TO {schema};
-             SET LOCAL ROLE {role};
-             CREATE TABLE IF NOT EXISTS schema_migrations (
-                 version    INTEGER PRIMARY KEY,
-                 name       TEXT NOT NULL,
-                 applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-             );
-             LOCK TABLE schema_migrations IN EXCLUSIVE MODE;"
-        ))
-        .await?;
-        let mut applied = Vec::new();
-        for (version, name, sql) in TENANT_MIGRATIONS {
-            let inserted = diesel::sql_query(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind::<Integer, _>(*version)
-            .bind::<Text, _>(*name)
-            .execute(conn)
-            .await?;
-            if inserted == 1 {
-                conn.batch_execute(sql).await?;
-                applied.push(version.to_string());
-            }
-        }
-        conn.batch_execute("RESET ROLE; RESET search_path;").await?;
+        migrate(conn, &ctx.names).await?;
         let latest = TENANT_MIGRATIONS.last().map_or(0, |(v, _, _)| *v);
         Ok(Output::from([(
             "schema_version".to_owned(),
             latest.to_string(),
         )]))
     }
+}
+
+/// Applies the tenant migrations not yet recorded in the schema's
+/// `schema_migrations`, as the tenant's role; the versions applied.
+pub async fn migrate(
+    conn: &mut AsyncPgConnection,
+    names: &super::TenantNames,
+) -> Result<Vec<String>, StepError> {
+    let schema = names.schema_ident();
+    let role = names.role_ident();
+    // Objects are created as the tenant's role so that it owns them;
+    // RESET below hands the transaction back to the control plane.
+    conn.batch_execute(&format!(
+        "SET LOCAL search_path TO {schema};
+         SET LOCAL ROLE {role};
+         CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         );
+         LOCK TABLE schema_migrations IN EXCLUSIVE MODE;"
+    ))
+    .await?;
+    let mut applied = Vec::new();
+    for (version, name, sql) in TENANT_MIGRATIONS {
+        let inserted = diesel::sql_query(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind::<Integer, _>(*version)
+        .bind::<Text, _>(*name)
+        .execute(conn)
+        .await?;
+        if inserted == 1 {
+            conn.batch_execute(sql).await?;
+            applied.push(version.to_string());
+        }
+    }
+    conn.batch_execute("RESET ROLE; RESET search_path;").await?;
+    Ok(applied)
 }

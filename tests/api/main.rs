@@ -13,6 +13,7 @@ mod contracts;
 mod create;
 mod crud;
 mod docs;
+mod drift;
 mod embedded;
 mod examples;
 mod fencing;

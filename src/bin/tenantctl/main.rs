@@ -16,6 +16,7 @@
 
 mod config;
 mod deliveries;
+mod doctor;
 mod errors;
 mod output;
 mod plans;
@@ -101,6 +102,10 @@ enum Cmd {
         #[command(subcommand)]
         cmd: usage::MeterCmd,
     },
+    /// One screen of what needs an operator: NEEDS_ATTENTION and drifted
+    /// tenants, slow pipelines, the outbox backlog, failed deliveries,
+    /// legal holds, archives not purged. Exits 1 when anything needs one.
+    Doctor(doctor::Args),
 }
 
 /// Global flags whose value may be the next argument (`--flag value`).
@@ -253,6 +258,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Usage { cmd } => usage::run_usage(connection, format, cmd).await,
         Cmd::Meter { cmd } => usage::run_meter(connection, format, cmd).await,
         Cmd::Webhook(cmd) => webhooks::run(connection, format, cmd).await,
+        Cmd::Doctor(args) => doctor::run(connection, format, args).await,
     }
 }
 

@@ -63,6 +63,15 @@ pub fn tenant_text(t: &Tenant) -> String {
     if !t.state_reason.is_empty() {
         lines.push(format!("reason:       {}", t.state_reason));
     }
+    if t.legal_hold {
+        lines.push(format!("legal hold:   {}", t.legal_hold_reason));
+    }
+    for d in &t.drift {
+        lines.push(format!(
+            "drift:        {}: expected {}, found {}",
+            d.resource, d.expected, d.found
+        ));
+    }
     lines.push(format!("etag:         {}", t.etag));
     for (k, v) in &t.labels {
         lines.push(format!("label:        {k}={v}"));

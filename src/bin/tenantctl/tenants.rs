@@ -8,9 +8,9 @@ use tenantd::proto::tenant_service_client::TenantServiceClient;
 use tenantd::proto::{
     CancelProvisioningRequest, CreateTenantRequest, DeleteTenantRequest, DeprovisionMode,
     DeprovisionRequest, GetTenantCredentialsRequest, GetTenantRequest, ListTenantsRequest,
-    ResolveAction, ResolveTenantRequest, RestoreTenantRequest, ResumeTenantRequest,
-    RetryProvisioningRequest, StreamProvisioningStatusRequest, SuspendTenantRequest, Tenant,
-    TenantState, UpdateTenantRequest,
+    ReconcileTenantRequest, ResolveAction, ResolveTenantRequest, RestoreTenantRequest,
+    ResumeTenantRequest, RetryProvisioningRequest, StreamProvisioningStatusRequest,
+    SuspendTenantRequest, Tenant, TenantState, UpdateTenantRequest,
 };
 
 use crate::Connection;
@@ -150,6 +150,9 @@ pub enum Cmd {
         #[arg(long, conflicts_with = "reason")]
         lift: bool,
     },
+    /// Check a tenant against what its steps produced and repair what is
+    /// safe to repair.
+    Reconcile { tenant_id: String },
     /// Show the tenant's OpenID client at the identity provider; with
     /// `client_secret_basic`, its secret, which the server hands out once.
     Credentials { tenant_id: String },
@@ -405,6 +408,25 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 .into_inner();
             let tenant = r.tenant.clone().unwrap_or_default();
             print_tenant(format, &r, "UpdateTenantResponse", &tenant);
+        }
+        Cmd::Reconcile { tenant_id } => {
+            let r = client
+                .reconcile_tenant(ReconcileTenantRequest { tenant_id })
+                .await?
+                .into_inner();
+            match format {
+                Format::Json => println!("{}", output::json(&r, "ReconcileTenantResponse")),
+                Format::Table => {
+                    for line in &r.repaired {
+                        println!("repaired: {line}");
+                    }
+                    for line in &r.left {
+                        println!("left:     {line}");
+                    }
+                    let drift = r.tenant.as_ref().map_or(0, |t| t.drift.len());
+                    println!("{drift} difference(s) remain");
+                }
+            }
         }
         Cmd::Credentials { tenant_id } => {
             let r = client

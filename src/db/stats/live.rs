@@ -96,3 +96,26 @@ pub async fn oldest_running(conn: &mut AsyncPgConnection) -> Result<Option<Runni
         })
         .transpose()
 }
+
+/// The outbox: rows due now, rows waiting (a backoff, a lease), and when
+/// the oldest due row became due.
+#[derive(Debug, Clone, Default, PartialEq, diesel::QueryableByName)]
+pub struct Backlog {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub due: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub waiting: i64,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Timestamptz>)]
+    pub oldest_due: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn backlog(conn: &mut AsyncPgConnection) -> Result<Backlog> {
+    Ok(diesel::sql_query(
+        "SELECT count(*) FILTER (WHERE available_at <= now() AND lease_owner IS NULL) AS due,
+                count(*) FILTER (WHERE available_at > now() OR lease_owner IS NOT NULL) AS waiting,
+                min(available_at) FILTER (WHERE available_at <= now() AND lease_owner IS NULL) AS oldest_due
+         FROM outbox",
+    )
+    .get_result(conn)
+    .await?)
+}

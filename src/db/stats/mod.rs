@@ -27,7 +27,7 @@ use diesel::sql_types::{BigInt, Double, Text, Timestamptz};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
 
-pub use self::live::{oldest_running, tenants_by_state};
+pub use self::live::{Backlog, backlog, oldest_running, tenants_by_state};
 pub use self::time_to_active::time_to_active;
 pub use self::window::{pipeline_outcomes, step_failures};
 use crate::domain::TenantState;
@@ -48,6 +48,7 @@ pub struct ProvisioningStats {
     /// Most failed attempts first.
     pub step_failures: Vec<StepFailures>,
     pub oldest_running: Option<RunningPipeline>,
+    pub outbox: Backlog,
 }
 
 /// Provisioning pipelines that ended in the window, by outcome.
