@@ -113,7 +113,7 @@ async fn serve_all(
     )?);
     let mut registry = Registry::standard(
         mailer(&config).await?,
-        deployer,
+        deployer.clone(),
         oidc_clients,
         archives.clone(),
         pool.clone(),
@@ -192,6 +192,7 @@ async fn serve_all(
         .with_max_watchers(config.max_watchers)
         .with_steps(registry.clone())
         .with_archives(archives)
+        .with_deployer(deployer)
         .with_webhooks(crate::ops::WebhookSettings {
             secret_key: config.webhooks.secret_key.clone(),
             allow_private: config.webhooks.allow_private,

@@ -55,10 +55,12 @@ impl Ops {
         else {
             return Ok(Vec::new());
         };
-        let found = {
+        let mut found = {
             let mut tenant_db = db::conn(&self.tenant_db.pool).await?;
             db::drift::check(&mut tenant_db, &names.schema, &names.role, active, version).await?
         };
+        found.extend(self.check_contract(&row).await);
+        found.sort();
         let changed = conn
             .transaction(async |conn| {
                 let Some(row) = db::tenants::lock(conn, id).await? else {
@@ -98,6 +100,35 @@ impl Ops {
         Ok(found)
     }
 
+    /// The tenant's Soroban contract against the ledger: an instance at the
+    /// recorded address, with the recorded Wasm. An unanswered ledger is
+    /// no drift (logged; the next pass looks again).
+    async fn check_contract(&self, row: &TenantRow) -> Option<Found> {
+        let deployer = self.deployer.as_ref()?;
+        let outputs = db::models::string_map(row.outputs.clone()).ok()?;
+        let address = outputs.get(crate::db::soroban::CONTRACT_ADDRESS)?;
+        let wasm = outputs.get("contract_wasm_hash")?;
+        let resource = format!("contract {address}");
+        let expected = format!("an instance with Wasm {wasm}");
+        match deployer.instance_wasm(address).await {
+            Ok(Some(found)) if &found == wasm => None,
+            Ok(Some(found)) => Some(Found {
+                resource,
+                expected,
+                found: format!("an instance with Wasm {found}"),
+            }),
+            Ok(None) => Some(Found {
+                resource,
+                expected,
+                found: "no instance".into(),
+            }),
+            Err(e) => {
+                tracing::warn!(tenant = %row.id, error = %e, "the contract was not checked; the next pass looks again");
+                None
+            }
+        }
+    }
+
     /// Repairs what is safe to repair of an ACTIVE or SUSPENDED tenant's
     /// resources, and reports the rest.
     pub async fn reconcile_tenant(&self, caller: &Caller, id: Uuid) -> Result<Reconciled> {
@@ -123,6 +154,10 @@ impl Ops {
         let (schema, role) = (names.schema_ident(), names.role_ident());
         for f in &found {
             let what = format!("{}: expected {}, found {}", f.resource, f.expected, f.found);
+            if f.resource.starts_with("contract ") {
+                left.push(format!("{what} (a contract is not redeployed by hand)"));
+                continue;
+            }
             if schema_missing || f.resource.starts_with("table ") {
                 left.push(format!("{what} (data is gone: restore the tenant instead)"));
                 continue;

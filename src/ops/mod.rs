@@ -60,6 +60,8 @@ pub struct Ops {
     max_watchers: usize,
     /// Steps a plan may list (the registry's provisioning steps).
     plan_steps: std::sync::Arc<[&'static str]>,
+    /// The Soroban deployer, for the drift check of tenants' contracts.
+    deployer: Option<std::sync::Arc<crate::soroban::deploy::Deployer>>,
     /// Exports of archived tenants; `None` where none are made (tests of
     /// other parts).
     archives: Option<std::sync::Arc<crate::archive::Archives>>,
@@ -101,6 +103,7 @@ impl Ops {
             plan_steps: std::sync::Arc::from(Vec::new()),
             steps: crate::steps::Registry::new(),
             archives: None,
+            deployer: None,
             webhooks: WebhookSettings {
                 secret_key: None,
                 allow_private: false,
@@ -150,6 +153,15 @@ impl Ops {
     /// The steps plans may list.
     pub fn with_usage(mut self, settings: UsageSettings) -> Self {
         self.usage = settings;
+        self
+    }
+
+    /// The deployer whose contracts the reconciler checks.
+    pub fn with_deployer(
+        mut self,
+        deployer: std::sync::Arc<crate::soroban::deploy::Deployer>,
+    ) -> Self {
+        self.deployer = Some(deployer);
         self
     }
 

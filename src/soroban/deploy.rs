@@ -404,6 +404,15 @@ impl Deployer {
         Ok(Some(format!("{address}")))
     }
 
+    /// The Wasm hash (hex) of the contract instance at `address` on the
+    /// ledger, `None` if there is no instance; for the drift check.
+    pub async fn instance_wasm(&self, address: &str) -> Result<Option<String>, DeployError> {
+        let Ok(contract) = address.parse::<stellar_strkey::Contract>() else {
+            return Ok(None);
+        };
+        Ok(self.look_up(contract.0).await?.instance_wasm)
+    }
+
     async fn check_network(&self) -> Result<(), DeployError> {
         let network = self.client.get_network().await?;
         if network.passphrase != self.config.network_passphrase {

@@ -55,6 +55,26 @@ async fn changes_by_hand_show_as_drift_and_reconcile_repairs_what_is_safe() {
     assert!(out.contains("1 tenant(s); healthy"), "{out}");
     assert!(out.contains("note     outbox: 0 due"), "{out}");
 
+    // A contract recorded with another Wasm than the ledger's instance.
+    let recorded = t.outputs["contract_wasm_hash"].clone();
+    app.db
+        .exec(&format!(
+            "UPDATE tenants SET outputs = outputs || '{{\"contract_wasm_hash\": \"{}\"}}' WHERE id = '{}'",
+            "0".repeat(64),
+            t.id
+        ))
+        .await;
+    let contract = format!("contract {}", t.contract_address);
+    let drift = drift_until(&app, &t.id, "the contract", |d| has(d, &contract)).await;
+    assert_eq!(drift[0].found, format!("an instance with Wasm {recorded}"));
+    app.db
+        .exec(&format!(
+            "UPDATE tenants SET outputs = outputs || '{{\"contract_wasm_hash\": \"{recorded}\"}}' WHERE id = '{}'",
+            t.id
+        ))
+        .await;
+    drift_until(&app, &t.id, "the contract agrees again", |d| d.is_empty()).await;
+
     // A grant and a table, by hand.
     app.db
         .exec(&format!(
@@ -76,10 +96,10 @@ async fn changes_by_hand_show_as_drift_and_reconcile_repairs_what_is_safe() {
         .collect();
     assert_eq!(
         detected.len(),
-        1,
-        "once while nothing changes: {detected:?}"
+        2,
+        "the contract, then the grant and the table, once each: {detected:?}"
     );
-    assert!(detected[0].contains(&privileges) && detected[0].contains("audit_logs"));
+    assert!(detected[1].contains(&privileges) && detected[1].contains("audit_logs"));
 
     // Then the role.
     app.db
