@@ -254,7 +254,7 @@ impl Ops {
                     conn,
                     &NewEvent {
                         tenant_id: id,
-                        kind: EventKind::StepWarning,
+                        kind: EventKind::TenantUpdated,
                         step: None,
                         attempt: None,
                         state: TenantState::Deprovisioned,
