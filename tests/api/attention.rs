@@ -173,3 +173,74 @@ async fn needs_attention_ends_by_retrying_the_compensation_or_by_marking_it_reso
     assert_eq!(e.code(), Code::FailedPrecondition);
     app.stop().await;
 }
+
+/// A teardown that stops (its export cannot be written) leaves the tenant
+/// NEEDS_ATTENTION; RETRY_COMPENSATION runs the failed step again, and
+/// MARK_RESOLVED settles it DEPROVISIONED with its purge time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_teardown_is_retried_or_marked_resolved() {
+    let app = TestApp::start_with(
+        // A file where the archive directory should be: no export can be
+        // written.
+        |c| c.archive_dir = std::path::PathBuf::from("/dev/null/archives"),
+        Registry::new(),
+    )
+    .await;
+    let mut client = app.client().await;
+    let created = app.create("teardown", "").await;
+    app.wait_for(&created.id, TenantState::Active).await;
+    client
+        .deprovision(tenantd::proto::DeprovisionRequest {
+            tenant_id: created.id.clone(),
+            mode: tenantd::proto::DeprovisionMode::Archive as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let stuck = app.wait_for(&created.id, TenantState::NeedsAttention).await;
+    assert_eq!(status(&stuck, "export_archive"), StepStatus::Failed);
+    let attempts = |t: &tenantd::proto::Tenant| {
+        t.steps
+            .iter()
+            .find(|s| s.name == "export_archive")
+            .unwrap()
+            .attempts
+    };
+    assert_eq!(attempts(&stuck), 5);
+
+    // Retried: the teardown runs its failed step again (and stops again,
+    // the directory being what it is).
+    let retried = client
+        .resolve_tenant(resolve(&created.id, ResolveAction::RetryCompensation, ""))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(retried.state(), TenantState::Deprovisioning);
+    let stuck = app.wait_for(&created.id, TenantState::NeedsAttention).await;
+    assert_eq!(attempts(&stuck), 5, "counted afresh");
+    let events = app.events(&created.id).await;
+    let started = events
+        .iter()
+        .filter(|(kind, step, _)| kind == "STEP_STARTED" && step == "export_archive")
+        .count();
+    assert_eq!(started, 10, "{events:#?}");
+
+    // Resolved by hand: DEPROVISIONED, with a purge time.
+    let done = client
+        .resolve_tenant(resolve(
+            &created.id,
+            ResolveAction::MarkResolved,
+            "copied the archived schema to cold storage by hand",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(done.state(), TenantState::Deprovisioned);
+    assert!(done.purge_time.is_some());
+    assert!(done.state_reason.contains("cold storage"), "{done:?}");
+    app.stop().await;
+}
