@@ -35,6 +35,7 @@
 //! | TenantConfigService | `config_service` | `config` | `config` | `settings` |
 //! | WebhookService | `webhook_service` | `webhooks` | `webhooks` | `webhook` |
 //! | UsageService | `usage_service` | `usage` | `usage` | `usage` |
+//! | PlacementService | `placement_service` | `placement` | `servers` | - |
 #![forbid(unsafe_code)]
 
 pub mod archive;

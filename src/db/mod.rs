@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod plans;
 pub mod prepared;
 pub mod schema;
+pub mod servers;
 pub mod soroban;
 pub mod stats;
 pub mod tenants;

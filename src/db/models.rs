@@ -39,6 +39,8 @@ pub struct TenantRow {
     /// While set, nothing purges or deletes the tenant's data.
     pub legal_hold: bool,
     pub legal_hold_reason: String,
+    /// The server that holds its data.
+    pub database_server: String,
 }
 
 impl TenantRow {
@@ -78,6 +80,7 @@ impl TenantRow {
             purge_time: self.purge_time,
             legal_hold: self.legal_hold,
             legal_hold_reason: self.legal_hold_reason,
+            database_server: self.database_server,
         })
     }
 }

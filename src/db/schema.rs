@@ -59,6 +59,7 @@ diesel::table! {
         grace_period_secs -> Nullable<Int8>,
         legal_hold -> Bool,
         legal_hold_reason -> Text,
+        database_server -> Text,
     }
 }
 

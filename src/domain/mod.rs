@@ -19,8 +19,8 @@ pub use tenant::{
     Drift, Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
 };
 pub use validate::{
-    DEFAULT_PAGE_SIZE, FieldViolation, MAX_PAGE_SIZE, NewTenant, TenantInput, check_plan_name,
-    validate_list_filter, validate_page_size, validate_patch, validate_request_id,
+    DEFAULT_PAGE_SIZE, FieldViolation, MAX_PAGE_SIZE, NewTenant, TenantInput, check_labels,
+    check_plan_name, validate_list_filter, validate_page_size, validate_patch, validate_request_id,
     validate_tenant_id,
 };
 

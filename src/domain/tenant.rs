@@ -161,6 +161,8 @@ pub struct Tenant {
     pub legal_hold_reason: String,
     /// What the reconciler found different from what the steps produced.
     pub drift: Vec<Drift>,
+    /// The database server that holds its data.
+    pub database_server: String,
     /// In the order they run.
     pub steps: Vec<Step>,
 }

@@ -264,7 +264,7 @@ pub fn check_plan_name(field: &str, plan: &str, out: &mut Vec<FieldViolation>) {
     }
 }
 
-fn check_labels(field: &str, labels: &BTreeMap<String, String>, out: &mut Vec<FieldViolation>) {
+pub fn check_labels(field: &str, labels: &BTreeMap<String, String>, out: &mut Vec<FieldViolation>) {
     if labels.len() > MAX_LABELS {
         out.push(FieldViolation::new(
             field,

@@ -35,6 +35,7 @@ pub fn tenant(t: Tenant) -> pb::Tenant {
         steps: t.steps.into_iter().map(step).collect(),
         legal_hold: t.legal_hold,
         legal_hold_reason: t.legal_hold_reason,
+        database_server: t.database_server,
         drift: t
             .drift
             .into_iter()
@@ -373,15 +374,14 @@ pub fn patch(
             }
             "id" | "slug" | "plan" | "state" | "steps" | "outputs" | "create_time"
             | "update_time" | "delete_time" | "purge_time" | "etag" | "cancel_requested"
-            | "state_reason" | "leftover_resources" | "plan_version" | "contract_address" => {
-                violations.push(FieldViolation::new(
-                    "update_mask",
-                    format!(
-                        "{path} cannot be updated; mutable fields are {}",
-                        MUTABLE_FIELDS.join(", ")
-                    ),
-                ))
-            }
+            | "state_reason" | "leftover_resources" | "plan_version" | "contract_address"
+            | "drift" | "database_server" => violations.push(FieldViolation::new(
+                "update_mask",
+                format!(
+                    "{path} cannot be updated; mutable fields are {}",
+                    MUTABLE_FIELDS.join(", ")
+                ),
+            )),
             other => {
                 let shown: String = other.chars().take(64).collect();
                 violations.push(FieldViolation::new(

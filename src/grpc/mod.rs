@@ -5,6 +5,7 @@
 mod config_service;
 mod convert;
 mod metered;
+mod placement_service;
 mod plan_service;
 mod stats;
 mod status;
@@ -30,6 +31,7 @@ use crate::auth::Verifier;
 use crate::domain::Caller;
 use crate::ops::Ops;
 use crate::proto;
+use crate::proto::placement_service_server::PlacementServiceServer;
 use crate::proto::plan_service_server::PlanServiceServer;
 use crate::proto::tenant_config_service_server::TenantConfigServiceServer;
 use crate::proto::tenant_service_server::TenantServiceServer;
@@ -84,7 +86,12 @@ pub async fn routes(
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
         auth.clone(),
     );
+    let placement = InterceptedService::new(
+        PlacementServiceServer::new(placement_service::PlacementApi::new(ops.clone())),
+        auth.clone(),
+    );
     let routes = Routes::new(tenants)
+        .add_service(placement)
         .add_service(config)
         .add_service(usage)
         .add_service(webhooks)
@@ -145,13 +152,14 @@ pub(crate) fn reach(caller: &Caller, tenant: uuid::Uuid) -> Result<(), Status> {
 
 /// What the health service answers for: the server as a whole (`""`) and
 /// each service that needs the database.
-const HEALTH_NAMES: [&str; 6] = [
+const HEALTH_NAMES: [&str; 7] = [
     "",
     "tenancy.v1.TenantService",
     "tenancy.v1.PlanService",
     "tenancy.v1.TenantConfigService",
     "tenancy.v1.WebhookService",
     "tenancy.v1.UsageService",
+    "tenancy.v1.PlacementService",
 ];
 
 /// Reports whether the services can serve (the database answers).

@@ -342,6 +342,7 @@ fn preview(new: &NewTenant, plan: &Plan) -> Tenant {
         legal_hold: false,
         legal_hold_reason: String::new(),
         drift: Vec::new(),
+        database_server: "default".into(),
         steps: plan
             .steps
             .iter()

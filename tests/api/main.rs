@@ -23,6 +23,7 @@ mod metrics;
 mod oidc;
 mod outage;
 mod pipeline;
+mod placement;
 mod plans;
 mod quotas;
 mod replicas;

@@ -20,6 +20,7 @@ mod doctor;
 mod errors;
 mod output;
 mod plans;
+mod servers;
 mod stats;
 mod tenants;
 mod usage;
@@ -101,6 +102,11 @@ enum Cmd {
     Meter {
         #[command(subcommand)]
         cmd: usage::MeterCmd,
+    },
+    /// Manage the PostgreSQL servers of tenants' data.
+    Server {
+        #[command(subcommand)]
+        cmd: servers::Cmd,
     },
     /// One screen of what needs an operator: NEEDS_ATTENTION and drifted
     /// tenants, slow pipelines, the outbox backlog, failed deliveries,
@@ -259,6 +265,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Meter { cmd } => usage::run_meter(connection, format, cmd).await,
         Cmd::Webhook(cmd) => webhooks::run(connection, format, cmd).await,
         Cmd::Doctor(args) => doctor::run(connection, format, args).await,
+        Cmd::Server { cmd } => servers::run(connection, format, cmd).await,
     }
 }
 

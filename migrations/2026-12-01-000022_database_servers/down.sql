@@ -1,0 +1,2 @@
+ALTER TABLE tenants DROP COLUMN database_server;
+DROP TABLE database_servers;

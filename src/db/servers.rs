@@ -1,0 +1,146 @@
+//! Queries on `database_servers`: the PostgreSQL servers of tenants' data.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use diesel::OptionalExtension as _;
+use diesel::sql_types::{Bool, Bytea, Integer, Jsonb, Nullable, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use crate::error::Result;
+
+/// A server as stored, with its tenants counted.
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub struct ServerRow {
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Text)]
+    pub url: String,
+    #[diesel(sql_type = Text)]
+    pub region: String,
+    #[diesel(sql_type = Integer)]
+    pub weight: i32,
+    #[diesel(sql_type = Integer)]
+    pub max_tenants: i32,
+    #[diesel(sql_type = Bool)]
+    pub draining: bool,
+    #[diesel(sql_type = Jsonb)]
+    pub labels: serde_json::Value,
+    #[diesel(sql_type = Bool)]
+    pub reachable: bool,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub revision: i64,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    pub create_time: DateTime<Utc>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub tenant_count: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub schema_bytes: i64,
+}
+
+/// The columns of [`ServerRow`] from `database_servers s`: the tenant
+/// count, and the schema bytes as the usage sampler last measured them.
+const SELECT: &str = "
+    SELECT s.name, s.url, s.region, s.weight, s.max_tenants, s.draining, s.labels, s.reachable,
+           s.revision, s.create_time,
+           (SELECT count(*) FROM tenants t
+            WHERE t.database_server = s.name AND t.delete_time IS NULL) AS tenant_count,
+           coalesce((SELECT sum(r.latest_value)::int8 FROM tenants t
+                     CROSS JOIN LATERAL (SELECT latest_value FROM usage_rollups u
+                                         WHERE u.tenant_id = t.id AND u.meter = 'storage_bytes'
+                                         ORDER BY u.bucket DESC LIMIT 1) r
+                     WHERE t.database_server = s.name AND t.delete_time IS NULL
+                       AND t.state IN ('ACTIVE', 'SUSPENDED')), 0) AS schema_bytes
+    FROM database_servers s";
+
+/// What RegisterDatabaseServer stores.
+pub struct NewServer<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub password: Option<Vec<u8>>,
+    pub region: &'a str,
+    pub weight: i32,
+    pub max_tenants: i32,
+    pub draining: bool,
+    pub labels: &'a BTreeMap<String, String>,
+}
+
+/// Inserts a server; `None` if the name is taken.
+pub async fn insert(conn: &mut AsyncPgConnection, s: &NewServer<'_>) -> Result<Option<ServerRow>> {
+    let inserted = diesel::sql_query(
+        "INSERT INTO database_servers (name, url, password, region, weight, max_tenants, draining, labels)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
+    )
+    .bind::<Text, _>(s.name)
+    .bind::<Text, _>(s.url)
+    .bind::<Nullable<Bytea>, _>(s.password.as_deref())
+    .bind::<Text, _>(s.region)
+    .bind::<Integer, _>(s.weight)
+    .bind::<Integer, _>(s.max_tenants)
+    .bind::<Bool, _>(s.draining)
+    .bind::<Jsonb, _>(serde_json::to_value(s.labels).expect("labels serialize"))
+    .execute(conn)
+    .await?;
+    if inserted == 0 {
+        return Ok(None);
+    }
+    find(conn, s.name).await
+}
+
+pub async fn find(conn: &mut AsyncPgConnection, name: &str) -> Result<Option<ServerRow>> {
+    Ok(diesel::sql_query(format!("{SELECT} WHERE s.name = $1"))
+        .bind::<Text, _>(name)
+        .get_result(conn)
+        .await
+        .optional()?)
+}
+
+/// Locks a server's row; `None` if there is none.
+pub async fn lock(conn: &mut AsyncPgConnection, name: &str) -> Result<Option<ServerRow>> {
+    let found: Option<ServerRow> =
+        diesel::sql_query(format!("{SELECT} WHERE s.name = $1 FOR UPDATE OF s"))
+            .bind::<Text, _>(name)
+            .get_result(conn)
+            .await
+            .optional()?;
+    Ok(found)
+}
+
+pub async fn list(conn: &mut AsyncPgConnection) -> Result<Vec<ServerRow>> {
+    Ok(diesel::sql_query(format!("{SELECT} ORDER BY s.name"))
+        .load(conn)
+        .await?)
+}
+
+/// Writes the mutable fields and bumps the revision.
+pub async fn update(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    weight: i32,
+    max_tenants: i32,
+    draining: bool,
+    labels: &BTreeMap<String, String>,
+) -> Result<()> {
+    diesel::sql_query(
+        "UPDATE database_servers
+         SET weight = $2, max_tenants = $3, draining = $4, labels = $5,
+             revision = revision + 1, update_time = now()
+         WHERE name = $1",
+    )
+    .bind::<Text, _>(name)
+    .bind::<Integer, _>(weight)
+    .bind::<Integer, _>(max_tenants)
+    .bind::<Bool, _>(draining)
+    .bind::<Jsonb, _>(serde_json::to_value(labels).expect("labels serialize"))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn delete(conn: &mut AsyncPgConnection, name: &str) -> Result<()> {
+    diesel::sql_query("DELETE FROM database_servers WHERE name = $1")
+        .bind::<Text, _>(name)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
