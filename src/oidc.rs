@@ -283,32 +283,47 @@ impl IdentityProvider {
         })
     }
 
+    /// Sends an RFC 7592 request for a registration with its token; the
+    /// answer's status, Retry-After and body.
+    async fn manage(
+        &self,
+        method: reqwest::Method,
+        registration_client_uri: &str,
+        token: &SecretString,
+        what: &str,
+    ) -> Result<(u16, Option<Duration>, Vec<u8>), OidcError> {
+        self.config()?;
+        let answer = self
+            .http
+            .request(method, registration_client_uri)
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(|e| {
+                OidcError::retry(format!(
+                    "{what} {registration_client_uri}: {}",
+                    transport(&e)
+                ))
+            })?;
+        let status = answer.status().as_u16();
+        let retry_after = retry_after(&answer);
+        Ok((status, retry_after, read(answer).await?))
+    }
+
     /// Reads a recorded registration (RFC 7592 GET).
     pub async fn read(
         &self,
         registration_client_uri: &str,
         token: &SecretString,
     ) -> Result<Found, OidcError> {
-        self.config()?;
-        let answer = self
-            .http
-            .get(registration_client_uri)
-            .bearer_auth(token.expose_secret())
-            .send()
-            .await
-            .map_err(|e| {
-                OidcError::retry(format!(
-                    "reading {registration_client_uri}: {}",
-                    transport(&e)
-                ))
-            })?;
-        let status = answer.status().as_u16();
-        let retry_after = retry_after(&answer);
-        let body = read(answer).await?;
+        let what = "reading";
+        let (status, retry_after, body) = self
+            .manage(reqwest::Method::GET, registration_client_uri, token, what)
+            .await?;
         match status {
             200 => {
                 let answer: RegistrationAnswer = serde_json::from_slice(&body).map_err(|e| {
-                    OidcError::Permanent(format!("reading {registration_client_uri}: {e}"))
+                    OidcError::Permanent(format!("{what} {registration_client_uri}: {e}"))
                 })?;
                 Ok(Found::Exists {
                     redirect_uris: answer.redirect_uris,
@@ -321,7 +336,7 @@ impl IdentityProvider {
                 status,
                 retry_after,
                 &body,
-                &format!("reading {registration_client_uri}"),
+                &format!("{what} {registration_client_uri}"),
             )),
         }
     }
@@ -333,29 +348,22 @@ impl IdentityProvider {
         registration_client_uri: &str,
         token: &SecretString,
     ) -> Result<(), OidcError> {
-        self.config()?;
-        let answer = self
-            .http
-            .delete(registration_client_uri)
-            .bearer_auth(token.expose_secret())
-            .send()
-            .await
-            .map_err(|e| {
-                OidcError::retry(format!(
-                    "deleting {registration_client_uri}: {}",
-                    transport(&e)
-                ))
-            })?;
-        let status = answer.status().as_u16();
-        let retry_after = retry_after(&answer);
-        let body = read(answer).await?;
+        let what = "deleting";
+        let (status, retry_after, body) = self
+            .manage(
+                reqwest::Method::DELETE,
+                registration_client_uri,
+                token,
+                what,
+            )
+            .await?;
         match status {
             200 | 204 | 401 | 404 => Ok(()),
             _ => Err(classify(
                 status,
                 retry_after,
                 &body,
-                &format!("deleting {registration_client_uri}"),
+                &format!("{what} {registration_client_uri}"),
             )),
         }
     }
