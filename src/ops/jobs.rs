@@ -116,11 +116,8 @@ impl Ops {
                         return Ok(false);
                     }
                     if let Some(schema) = outputs.get("archived_schema") {
-                        // Never without a verified export (checked just
-                        // before; the export is not removed meanwhile).
-                        if db::exports::find(conn, id).await?.is_none() {
-                            return Ok(false);
-                        }
+                        // `purge_allowed` found a verified export (or no
+                        // archived data) just before.
                         let valid = schema.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
                             && schema.starts_with("archived_");
                         if !valid {
@@ -200,20 +197,27 @@ impl Ops {
             }
             None => Err("no export was made".to_owned()),
         };
+        let mut tenant_db = db::conn(&self.tenant_db.pool).await?;
+        if verified.is_err()
+            && db::exports::schema_tables(&mut tenant_db, schema)
+                .await?
+                .is_none()
+        {
+            // No schema was archived (the tenant never had one): there is
+            // no data to keep.
+            return Ok(true);
+        }
         let outcome = match verified {
             Ok(()) => Ok(()),
-            Err(_) => {
-                let mut tenant_db = db::conn(&self.tenant_db.pool).await?;
-                crate::steps::deprovision::export_verified(
-                    &archives,
-                    &mut conn,
-                    &mut tenant_db,
-                    id,
-                    schema,
-                )
-                .await
-                .map(|_| ())
-            }
+            Err(_) => crate::steps::deprovision::export_verified(
+                &archives,
+                &mut conn,
+                &mut tenant_db,
+                id,
+                schema,
+            )
+            .await
+            .map(|_| ()),
         };
         match outcome {
             Ok(()) => Ok(true),

@@ -182,6 +182,15 @@ impl Step for ExportArchive {
         let mut tenant_db = crate::db::conn(&ctx.tenant_db)
             .await
             .map_err(|e| StepError::new(e.to_string()))?;
+        let exists = crate::db::exports::schema_tables(&mut tenant_db, &schema)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?
+            .is_some();
+        if !exists {
+            // The tenant never had a schema (its plan made none): no data,
+            // nothing to export.
+            return Ok(Output::new());
+        }
         let export = export_verified(
             &self.archives,
             &mut control,

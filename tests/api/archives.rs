@@ -368,5 +368,18 @@ async fn a_legal_hold_stops_every_purge_and_delete_and_grace_periods_only_grow()
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("not shortened"), "{e:?}");
+
+    // A tenant whose plan made no schema has nothing to export, and is
+    // purged all the same.
+    app.add_plan("bare", &[("activate", true, 1)]).await;
+    let bare = app.create("bare", "bare").await;
+    app.wait_for(&bare.id, TenantState::Active).await;
+    deprovision(&app, &bare.id, DeprovisionMode::Archive, 0).await;
+    let t = app.wait_for(&bare.id, TenantState::Deprovisioned).await;
+    assert!(!t.outputs.contains_key("export_sha256"), "{t:?}");
+    until("the purge of a tenant without data", async || {
+        app.get(&bare.id).await.outputs.contains_key("purged_at")
+    })
+    .await;
     app.stop().await;
 }
