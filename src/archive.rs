@@ -45,8 +45,7 @@ impl Archives {
     pub fn new(dir: PathBuf, database_url: &str) -> Result<Self, String> {
         let mut url = url::Url::parse(database_url)
             .map_err(|_| "the tenant database URL is not a URL".to_owned())?;
-        let password = url.password().map(percent_decode);
-        let _ = url.set_password(None);
+        let password = crate::db::take_password(&mut url);
         Ok(Archives {
             dir,
             url: url.to_string(),
@@ -212,13 +211,6 @@ fn stderr(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn percent_decode(text: &str) -> String {
-    url::form_urlencoded::parse(format!("p={text}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| text.to_owned())
-}
-
 /// Tables of `schema` in a `pg_restore --list` table of contents: lines
 /// `id; oid oid TABLE schema name owner`.
 fn listed_tables(list: &str, schema: &str) -> BTreeSet<String> {
@@ -257,10 +249,10 @@ mod tests {
     fn the_password_leaves_the_url() {
         let a = Archives::new(
             PathBuf::from("/tmp"),
-            "postgres://app:s%40cret@db.example:5432/tenants",
+            "postgres://app:s%40c+ret@db.example:5432/tenants",
         )
         .unwrap();
-        assert_eq!(a.password.as_deref(), Some("s@cret"));
+        assert_eq!(a.password.as_deref(), Some("s@c+ret"));
         assert!(!a.url.contains("cret"), "{}", a.url);
         assert!(!format!("{a:?}").contains("cret"));
     }

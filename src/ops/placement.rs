@@ -118,13 +118,7 @@ fn split_url(text: &str) -> std::result::Result<(String, Option<String>), FieldV
     {
         return Err(invalid());
     }
-    let password = url.password().map(|p| {
-        url::form_urlencoded::parse(format!("p={p}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_else(|| p.to_owned())
-    });
-    let _ = url.set_password(None);
+    let password = db::take_password(&mut url);
     Ok((url.to_string(), password))
 }
 
