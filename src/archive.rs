@@ -10,9 +10,12 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use secrecy::ExposeSecret as _;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
+
+use crate::db::fleet::Target;
 
 /// A written export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,46 +27,34 @@ pub struct Export {
     pub tables: BTreeSet<String>,
 }
 
-/// Where exports go, and the database they come from.
+/// Where exports go.
+#[derive(Debug)]
 pub struct Archives {
     dir: PathBuf,
-    /// The tenant database's URL without its password.
-    url: String,
-    password: Option<String>,
 }
 
-impl std::fmt::Debug for Archives {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Archives")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+/// A PostgreSQL tool (`pg_dump`, `pg_restore`) run against `target`, its
+/// password in the environment; output captured, killed if dropped.
+pub fn tool(program: &str, target: Option<&Target>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(program);
+    if let Some(password) = target.and_then(|t| t.password.as_ref()) {
+        command.env("PGPASSWORD", password.expose_secret());
     }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
 }
 
 impl Archives {
-    /// `database_url` is the tenant database's.
-    pub fn new(dir: PathBuf, database_url: &str) -> Result<Self, String> {
-        let mut url = url::Url::parse(database_url)
-            .map_err(|_| "the tenant database URL is not a URL".to_owned())?;
-        let password = crate::db::take_password(&mut url);
-        Ok(Archives {
-            dir,
-            url: url.to_string(),
-            password,
-        })
+    pub fn new(dir: PathBuf) -> Self {
+        Archives { dir }
     }
 
-    fn command(&self, program: &str) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(program);
-        if let Some(password) = &self.password {
-            command.env("PGPASSWORD", password);
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        command
+    fn command(&self, program: &str, target: Option<&Target>) -> tokio::process::Command {
+        tool(program, target)
     }
 
     /// Where a tenant's export of `schema` is written.
@@ -76,7 +67,12 @@ impl Archives {
     /// Dumps `schema` into the tenant's file (written under a temporary
     /// name, synced, then renamed), and reads back its checksum and the
     /// tables it holds.
-    pub async fn export(&self, tenant: Uuid, schema: &str) -> Result<Export, String> {
+    pub async fn export(
+        &self,
+        target: &Target,
+        tenant: Uuid,
+        schema: &str,
+    ) -> Result<Export, String> {
         let path = self.path_of(tenant, schema);
         let parent = path.parent().unwrap_or(&self.dir).to_owned();
         tokio::fs::create_dir_all(&parent)
@@ -84,13 +80,13 @@ impl Archives {
             .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         let partial = path.with_extension("dump.partial");
         let out = self
-            .command("pg_dump")
+            .command("pg_dump", Some(target))
             .arg("--format=custom")
             .arg("--no-owner")
             .arg("--no-privileges")
             .arg(format!("--schema={schema}"))
             .arg(format!("--file={}", partial.display()))
-            .arg(format!("--dbname={}", self.url))
+            .arg(format!("--dbname={}", target.url))
             .output()
             .await
             .map_err(|e| format!("running pg_dump: {e}"))?;
@@ -122,7 +118,7 @@ impl Archives {
     /// The tables of `schema` in a dump, from `pg_restore --list`.
     pub async fn tables_in(&self, path: &Path, schema: &str) -> Result<BTreeSet<String>, String> {
         let out = self
-            .command("pg_restore")
+            .command("pg_restore", None)
             .arg("--list")
             .arg(path)
             .output()
@@ -153,14 +149,14 @@ impl Archives {
 
     /// Restores a dump into the tenant database, all or nothing (the
     /// schema comes back under the name it was dumped with).
-    pub async fn restore(&self, path: &Path) -> Result<(), String> {
+    pub async fn restore(&self, target: &Target, path: &Path) -> Result<(), String> {
         let out = self
-            .command("pg_restore")
+            .command("pg_restore", Some(target))
             .arg("--no-owner")
             .arg("--no-privileges")
             .arg("--exit-on-error")
             .arg("--single-transaction")
-            .arg(format!("--dbname={}", self.url))
+            .arg(format!("--dbname={}", target.url))
             .arg(path)
             .output()
             .await
@@ -243,17 +239,5 @@ mod tests {
 ";
         let tables = listed_tables(list, "archived_acme_0190c5d8");
         assert_eq!(tables.into_iter().collect::<Vec<_>>(), ["roles", "users"]);
-    }
-
-    #[test]
-    fn the_password_leaves_the_url() {
-        let a = Archives::new(
-            PathBuf::from("/tmp"),
-            "postgres://app:s%40c+ret@db.example:5432/tenants",
-        )
-        .unwrap();
-        assert_eq!(a.password.as_deref(), Some("s@c+ret"));
-        assert!(!a.url.contains("cret"), "{}", a.url);
-        assert!(!format!("{a:?}").contains("cret"));
     }
 }

@@ -21,6 +21,7 @@ pub async fn run(ops: Ops, listen: String) {
         admin_email: "admin@demo.example".into(),
         plan: String::new(),
         labels: [("created-by".to_owned(), "demo".to_owned())].into(),
+        placement: String::new(),
     };
     let caller = Caller::system("demo");
     let tenant = match ops.create_tenant(&caller, input, "", false).await {

@@ -20,6 +20,7 @@ const SAMPLE_LOCK: i64 = 0x7465_6e61_6e74_6404;
 const SAMPLE_NEW_LOCK: i64 = 0x7465_6e61_6e74_6405;
 const QUOTA_LOCK: i64 = 0x7465_6e61_6e74_6406;
 const RECONCILE_LOCK: i64 = 0x7465_6e61_6e74_6407;
+const SERVER_CHECK_LOCK: i64 = 0x7465_6e61_6e74_6408;
 
 /// How often tenants that became ACTIVE since they were last looked at get
 /// their first usage sample: soon enough that a new tenant shows its size
@@ -45,6 +46,8 @@ pub struct Schedules {
     pub usage_sample_interval: Duration,
     /// How often every ACTIVE and SUSPENDED tenant is checked for drift.
     pub reconcile_interval: Duration,
+    /// How often every database server is connected to, for placement.
+    pub server_check_interval: Duration,
 }
 
 /// The running scheduler.
@@ -138,6 +141,15 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSche
             RECONCILE_LOCK,
             slot.clone(),
             |ops| async move { ops.reconcile_all().await },
+        )?)
+        .await?;
+    scheduler
+        .add(job(
+            When::Every(schedules.server_check_interval),
+            "server-check",
+            SERVER_CHECK_LOCK,
+            slot.clone(),
+            |ops| async move { ops.check_database_servers().await },
         )?)
         .await?;
     scheduler.start().await?;

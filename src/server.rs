@@ -88,6 +88,17 @@ async fn serve_all(
         Some(url) => db::pool(url, config.pool_size)?,
         None => pool.clone(),
     };
+    let fleet = db::fleet::Fleet::new(
+        pool.clone(),
+        tenant_pool,
+        config
+            .tenant_database_url
+            .as_deref()
+            .unwrap_or(&config.database_url),
+        config.tenant_database_url.is_none(),
+        config.webhooks.secret_key.clone(),
+        config.pool_size,
+    )?;
     // The local Soroban network, if one is started, lives as long as this.
     let (deployer, _local_network) =
         soroban::setup::deployer(&config.soroban, pool.clone(), shutdown.clone()).await?;
@@ -104,19 +115,14 @@ async fn serve_all(
         config.webhooks.secret_key.clone(),
         Arc::new(identity),
     ));
-    let archives = Arc::new(crate::archive::Archives::new(
-        config.archive_dir.clone(),
-        config
-            .tenant_database_url
-            .as_deref()
-            .unwrap_or(&config.database_url),
-    )?);
+    let archives = Arc::new(crate::archive::Archives::new(config.archive_dir.clone()));
     let mut registry = Registry::standard(
         mailer(&config).await?,
         deployer.clone(),
         oidc_clients,
         archives.clone(),
         pool.clone(),
+        fleet.clone(),
     )
     .with_webhooks(webhook_calls);
     registry.extend(extra_steps);
@@ -149,14 +155,13 @@ async fn serve_all(
             },
             step_timeout: config.step_timeout,
             role_prefix: config.tenant_role_prefix.clone(),
-            same_database: config.tenant_database_url.is_none(),
             shutdown_grace: config.shutdown_timeout / 2,
             hooks,
         };
         let dispatcher = Dispatcher {
             config: dispatcher_config,
             pool: pool.clone(),
-            tenant_pool: tenant_pool.clone(),
+            fleet: fleet.clone(),
             registry: registry.clone(),
             wakeup: wakeup.clone(),
             shutdown: shutdown.clone(),
@@ -166,9 +171,9 @@ async fn serve_all(
     } else {
         tracing::info!("concurrency 0: serving the API only, no dispatcher");
     }
+    fleet.spawn_sweeper(shutdown.clone(), &tracker);
     let tenant_db = TenantDb {
-        pool: tenant_pool.clone(),
-        same_database: config.tenant_database_url.is_none(),
+        fleet,
         role_prefix: config.tenant_role_prefix.clone(),
     };
     if let Some(key) = &config.webhooks.secret_key {

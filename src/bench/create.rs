@@ -98,9 +98,11 @@ pub(super) async fn raw_inserts(
                     state: TenantState::Provisioning.as_str(),
                     request_id: None,
                     request_digest: None,
+                    placement: "",
                 };
                 let message = format!("tenant {slug} created");
-                crate::db::tenants::create(&mut conn, &row, &steps, &message, "bench")
+                let any = serde_json::json!({});
+                crate::db::tenants::create(&mut conn, &row, &steps, &any, &message, "bench")
                     .await?
                     .ok_or_else(|| diesel::result::Error::NotFound)?;
                 i += 1;

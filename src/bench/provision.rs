@@ -117,6 +117,7 @@ pub(super) async fn raw_provision(
                     attempt: 1,
                     outputs: Default::default(),
                     tenant_db: pool.clone(),
+                    database_server: crate::db::fleet::DEFAULT_SERVER.into(),
                     purge: false,
                     extra_roles: Vec::new(),
                     limits: Default::default(),

@@ -199,6 +199,11 @@ pub struct ServeArgs {
     /// its steps produced (e.g. `10m`); differences show as its drift.
     #[arg(long, env = "TENANTD_RECONCILE_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub reconcile_interval: Duration,
+    /// How often every database server holding tenants' data is connected
+    /// to (e.g. `15s`); one that does not answer gets no new tenants until
+    /// it answers again.
+    #[arg(long, env = "TENANTD_SERVER_CHECK_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub server_check_interval: Duration,
     /// Events of deleted tenants are kept this long (e.g. `90days`); live
     /// tenants keep their whole log.
     #[arg(long, env = "TENANTD_EVENT_RETENTION", default_value = defaults::EVENT_RETENTION, value_parser = humantime::parse_duration)]
@@ -286,6 +291,7 @@ impl ServeArgs {
                 event_retention: self.event_retention,
                 usage_sample_interval: self.usage.usage_sample_interval,
                 reconcile_interval: self.reconcile_interval,
+                server_check_interval: self.server_check_interval,
             },
         }
     }
@@ -384,6 +390,7 @@ impl Config {
                 event_retention: Duration::from_secs(90 * 24 * 3600),
                 usage_sample_interval: defaults::USAGE_SAMPLE_INTERVAL,
                 reconcile_interval: std::time::Duration::from_secs(600),
+                server_check_interval: std::time::Duration::from_secs(15),
             },
         }
     }

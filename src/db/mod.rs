@@ -9,6 +9,7 @@ pub mod embedded;
 mod error;
 pub mod events;
 pub mod exports;
+pub mod fleet;
 pub mod models;
 pub mod oidc;
 pub mod outbox;

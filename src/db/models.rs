@@ -41,6 +41,8 @@ pub struct TenantRow {
     pub legal_hold_reason: String,
     /// The server that holds its data.
     pub database_server: String,
+    /// The label selector it was created with.
+    pub placement: String,
 }
 
 impl TenantRow {
@@ -81,6 +83,7 @@ impl TenantRow {
             legal_hold: self.legal_hold,
             legal_hold_reason: self.legal_hold_reason,
             database_server: self.database_server,
+            placement: self.placement,
         })
     }
 }
@@ -99,6 +102,7 @@ pub struct NewTenantRow<'a> {
     pub state: &'static str,
     pub request_id: Option<&'a str>,
     pub request_digest: Option<&'a str>,
+    pub placement: &'a str,
 }
 
 /// A row of `tenant_steps`.

@@ -60,6 +60,7 @@ diesel::table! {
         legal_hold -> Bool,
         legal_hold_reason -> Text,
         database_server -> Text,
+        placement -> Text,
     }
 }
 

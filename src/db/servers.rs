@@ -144,3 +144,93 @@ pub async fn delete(conn: &mut AsyncPgConnection, name: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// A server's URL (without password) and its sealed password; `None` if
+/// no server has the name.
+pub async fn credentials(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+) -> Result<Option<(String, Option<Vec<u8>>)>> {
+    #[derive(diesel::QueryableByName)]
+    struct Credentials {
+        #[diesel(sql_type = Text)]
+        url: String,
+        #[diesel(sql_type = Nullable<Bytea>)]
+        password: Option<Vec<u8>>,
+    }
+    let found: Option<Credentials> =
+        diesel::sql_query("SELECT url, password FROM database_servers WHERE name = $1")
+            .bind::<Text, _>(name)
+            .get_result(conn)
+            .await
+            .optional()?;
+    Ok(found.map(|c| (c.url, c.password)))
+}
+
+/// A server as placement weighs it.
+#[derive(Debug, Clone, diesel::QueryableByName)]
+pub struct Candidate {
+    #[diesel(sql_type = Text)]
+    pub name: String,
+    #[diesel(sql_type = Text)]
+    pub region: String,
+    #[diesel(sql_type = Jsonb)]
+    pub labels: serde_json::Value,
+    #[diesel(sql_type = Integer)]
+    pub weight: i32,
+    #[diesel(sql_type = Integer)]
+    pub max_tenants: i32,
+    #[diesel(sql_type = Bool)]
+    pub draining: bool,
+    #[diesel(sql_type = Bool)]
+    pub reachable: bool,
+    #[diesel(sql_type = Text)]
+    pub last_error: String,
+    /// Live tenants, from the per-server counters.
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub tenants: i64,
+}
+
+/// Every server with its live tenants (from the counters placement reads).
+pub async fn candidates(conn: &mut AsyncPgConnection) -> Result<Vec<Candidate>> {
+    Ok(diesel::sql_query(
+        "SELECT s.name, s.region, s.labels, s.weight, s.max_tenants, s.draining, s.reachable,
+                s.last_error,
+                (SELECT coalesce(sum(c.tenants), 0)::int8 FROM server_tenants c
+                 WHERE c.server = s.name) AS tenants
+         FROM database_servers s ORDER BY s.name",
+    )
+    .load(conn)
+    .await?)
+}
+
+/// Records a check of a server: reachable or not (with why), and since
+/// when it has not answered. Whether that changed.
+pub async fn record_check(
+    conn: &mut AsyncPgConnection,
+    name: &str,
+    reachable: bool,
+    error: &str,
+) -> Result<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Was {
+        #[diesel(sql_type = Bool)]
+        was: bool,
+    }
+    let was: Option<Was> = diesel::sql_query(
+        "UPDATE database_servers s
+         SET reachable = $2, last_error = $3, check_time = now(),
+             unreachable_since = CASE WHEN $2 THEN NULL
+                                      ELSE coalesce(s.unreachable_since, now()) END
+         FROM (SELECT name, reachable AS was FROM database_servers WHERE name = $1 FOR UPDATE) old
+         WHERE s.name = old.name
+         RETURNING old.was",
+    )
+    .bind::<Text, _>(name)
+    .bind::<Bool, _>(reachable)
+    .bind::<Text, _>(error)
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(was.is_some_and(|w| w.was != reachable))
+}

@@ -20,18 +20,42 @@ pub const PLAN_LIVE_CONSTRAINT: &str = "tenants_plan_live";
 /// Unique constraint on AIP-155 request ids.
 pub const REQUEST_ID_CONSTRAINT: &str = "tenants_request_id_key";
 
+/// The server a tenant with a selector (`{bind}`, a JSON object) is placed
+/// on: not draining, reachable at its last check, under `max_tenants`, its
+/// labels (with `region`, and `server` for its name) matching every pair;
+/// of those the fewest tenants per unit of weight, ties by name. No row
+/// when none fits.
+macro_rules! place_sql {
+    () => {
+        "
+    SELECT s.name FROM database_servers s
+    CROSS JOIN LATERAL (SELECT coalesce(sum(c.tenants), 0) AS n
+                        FROM server_tenants c WHERE c.server = s.name) c
+    WHERE NOT s.draining AND s.reachable
+      AND (s.max_tenants = 0 OR c.n < s.max_tenants)
+      AND jsonb_strip_nulls(jsonb_build_object('region', nullif(s.region, ''))) || s.labels
+          || jsonb_build_object('server', s.name) @> {bind}::jsonb
+    ORDER BY c.n::float8 / s.weight, s.name
+    LIMIT 1
+"
+    };
+}
+
 /// What CreateTenant writes, in one statement (one round trip, its own
-/// transaction): the tenant, its planned steps (PENDING), its
-/// TENANT_CREATED event and the outbox row of its first step.
+/// transaction): the tenant on the database server it is placed on, its
+/// planned steps (PENDING), its TENANT_CREATED event and the outbox row of
+/// its first step.
 ///
-/// Written only while `row.plan_version` is still the plan's current
-/// version and the plan is live, and not when another tenant already holds
-/// `row.request_id` (that one is a replay). `None` in either case; the
-/// caller tells them apart. A taken slug is a unique violation, as before.
+/// The server is the one `place_sql!` picks for `selector`. Written only
+/// while `row.plan_version` is still the plan's current version and the
+/// plan is live, some server fits, and no other tenant already holds
+/// `row.request_id` (that one is a replay). `None` in each case; the caller
+/// tells them apart. A taken slug is a unique violation, as before.
 pub async fn create(
     conn: &mut AsyncPgConnection,
     row: &NewTenantRow<'_>,
     steps: &[PlanStep],
+    selector: &serde_json::Value,
     message: &str,
     actor: &str,
 ) -> QueryResult<Option<TenantRow>> {
@@ -59,6 +83,8 @@ pub async fn create(
         labels: &row.labels,
         request_id: row.request_id,
         request_digest: row.request_digest,
+        placement: row.placement,
+        selector,
         names: &names,
         critical: &critical,
         attempts: &attempts,
@@ -86,6 +112,8 @@ prepared_statement! {
         labels: &'a serde_json::Value,
         request_id: Option<&'a str>,
         request_digest: Option<&'a str>,
+        placement: &'a str,
+        selector: &'a serde_json::Value,
         names: &'a [&'a str],
         critical: &'a [bool],
         attempts: &'a [i32],
@@ -101,6 +129,7 @@ prepared_statement! {
     binds = [
         plan: Text,
         plan_version: Integer,
+        selector: Jsonb,
         id: SqlUuid,
         slug: Text,
         display_name: Text,
@@ -108,6 +137,7 @@ prepared_statement! {
         labels: Jsonb,
         request_id: Nullable<Text>,
         request_digest: Nullable<Text>,
+        placement: Text,
         names: Array<Text>,
         critical: Array<Bool>,
         attempts: Array<Integer>,
@@ -123,16 +153,19 @@ prepared_statement! {
 
 /// [`create`]'s statement; its parameters are [`CreateStatement`]'s binds,
 /// in the order they appear in the text.
-pub(crate) const CREATE_SQL: &str = "
+pub(crate) const CREATE_SQL: &str = concat!(
+    "
 WITH current_plan AS (
     SELECT name, version FROM plans
     WHERE name = {bind} AND version = {bind} AND delete_time IS NULL
-), tenant AS (
+), placed AS (",
+    place_sql!(),
+    "), tenant AS (
     INSERT INTO tenants (id, slug, display_name, admin_email, plan, plan_version, labels,
-                         state, request_id, request_digest)
+                         state, request_id, request_digest, placement, database_server)
     SELECT {bind}::uuid, {bind}::text, {bind}::text, {bind}::text, p.name, p.version, {bind}::jsonb,
-           'PROVISIONING', {bind}::text, {bind}::text
-    FROM current_plan p
+           'PROVISIONING', {bind}::text, {bind}::text, {bind}::text, s.name
+    FROM current_plan p, placed s
     ON CONFLICT (request_id) DO NOTHING
     RETURNING *
 ), steps AS (
@@ -154,7 +187,8 @@ WITH current_plan AS (
     INSERT INTO outbox (tenant_id, operation, step)
     SELECT s.tenant_id, 'PROVISION', s.name FROM steps s WHERE s.position = 0
 )
-SELECT * FROM tenant";
+SELECT * FROM tenant"
+);
 
 /// The step rows [`create`] writes for `steps`, as they are right after.
 pub fn planned_steps(tenant_id: Uuid, steps: &[PlanStep]) -> Vec<StepRow> {

@@ -3,6 +3,7 @@
 
 pub mod email;
 mod page;
+pub mod placement;
 mod plan;
 pub mod settings;
 mod tenant;
@@ -11,6 +12,7 @@ mod validate;
 pub mod webhook;
 
 pub use page::PageToken;
+pub use placement::Placement;
 pub use plan::{
     DEFAULT_PLAN, InitialData, MeterLimit, OnLimit, Period, Plan, PlanInput, PlanStep, WebhookStep,
     deprovision_steps,

@@ -163,6 +163,8 @@ pub struct Tenant {
     pub drift: Vec<Drift>,
     /// The database server that holds its data.
     pub database_server: String,
+    /// The label selector it was created with.
+    pub placement: String,
     /// In the order they run.
     pub steps: Vec<Step>,
 }

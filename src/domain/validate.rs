@@ -48,6 +48,8 @@ pub struct TenantInput {
     pub admin_email: String,
     pub plan: String,
     pub labels: BTreeMap<String, String>,
+    /// A label selector for its database server; empty: any.
+    pub placement: String,
 }
 
 /// A validated tenant to create.
@@ -58,6 +60,7 @@ pub struct NewTenant {
     pub admin_email: String,
     pub plan: String,
     pub labels: BTreeMap<String, String>,
+    pub placement: super::Placement,
 }
 
 impl NewTenant {
@@ -74,6 +77,9 @@ impl NewTenant {
             input.plan
         };
         check_plan_name("tenant.plan", &plan, &mut violations);
+        let placement = super::Placement::parse("tenant.placement", &input.placement)
+            .map_err(|v| violations.extend(v))
+            .unwrap_or_default();
         if !violations.is_empty() {
             return Err(violations);
         }
@@ -83,6 +89,7 @@ impl NewTenant {
             admin_email: input.admin_email,
             plan,
             labels: input.labels,
+            placement,
         })
     }
 
@@ -104,6 +111,14 @@ impl NewTenant {
             hasher.update(key.as_bytes());
             hasher.update((value.len() as u64).to_be_bytes());
             hasher.update(value.as_bytes());
+        }
+        // Only when set, so that digests recorded before placement existed
+        // still match their retries.
+        if !self.placement.is_empty() {
+            let text = self.placement.to_string();
+            hasher.update(b"placement");
+            hasher.update((text.len() as u64).to_be_bytes());
+            hasher.update(text.as_bytes());
         }
         hex::encode(hasher.finalize())
     }
@@ -310,6 +325,7 @@ mod tests {
             admin_email: "admin@acme.test".into(),
             plan: String::new(),
             labels: BTreeMap::new(),
+            placement: String::new(),
         }
     }
 
@@ -327,6 +343,7 @@ mod tests {
             admin_email: "not-an-email".into(),
             plan: "NoSuchPlan".into(),
             labels: [("Bad Key".to_owned(), "v".to_owned())].into(),
+            placement: "region".into(),
         };
         let fields: Vec<_> = NewTenant::validate(bad)
             .unwrap_err()
@@ -340,7 +357,8 @@ mod tests {
                 "tenant.display_name",
                 "tenant.admin_email",
                 "tenant.labels[\"Bad Key\"]",
-                "tenant.plan"
+                "tenant.plan",
+                "tenant.placement"
             ]
         );
     }
@@ -439,6 +457,7 @@ mod properties {
             admin_email,
             plan: String::new(),
             labels,
+            placement: String::new(),
         }
     }
 

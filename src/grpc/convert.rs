@@ -36,6 +36,7 @@ pub fn tenant(t: Tenant) -> pb::Tenant {
         legal_hold: t.legal_hold,
         legal_hold_reason: t.legal_hold_reason,
         database_server: t.database_server,
+        placement: t.placement,
         drift: t
             .drift
             .into_iter()
@@ -329,6 +330,7 @@ pub fn tenant_input(t: Option<pb::Tenant>) -> Result<TenantInput, Error> {
         admin_email: t.admin_email,
         plan: t.plan,
         labels: t.labels.into_iter().collect(),
+        placement: t.placement,
     })
 }
 
@@ -375,7 +377,7 @@ pub fn patch(
             "id" | "slug" | "plan" | "state" | "steps" | "outputs" | "create_time"
             | "update_time" | "delete_time" | "purge_time" | "etag" | "cancel_requested"
             | "state_reason" | "leftover_resources" | "plan_version" | "contract_address"
-            | "drift" | "database_server" => violations.push(FieldViolation::new(
+            | "drift" | "database_server" | "placement" => violations.push(FieldViolation::new(
                 "update_mask",
                 format!(
                     "{path} cannot be updated; mutable fields are {}",

@@ -44,6 +44,14 @@ impl TenantService for TenantApi {
         let caller = authorize(&request, Scope::Write)?;
         let req = request.into_inner();
         let input = convert::tenant_input(req.tenant)?;
+        if !caller.may(Scope::Admin)
+            && crate::domain::Placement::parse("tenant.placement", &input.placement)
+                .is_ok_and(|p| p.server().is_some())
+        {
+            return Err(Status::permission_denied(
+                "naming a database server in tenant.placement needs scope tenants.admin",
+            ));
+        }
         let tenant = self
             .ops
             .create_tenant(&caller, input, &req.request_id, req.validate_only)

@@ -56,7 +56,8 @@ impl Ops {
             return Ok(Vec::new());
         };
         let mut found = {
-            let mut tenant_db = db::conn(&self.tenant_db.pool).await?;
+            let pool = self.tenant_db.fleet.pool(&row.database_server).await?;
+            let mut tenant_db = db::conn(&pool).await?;
             db::drift::check(&mut tenant_db, &names.schema, &names.role, active, version).await?
         };
         found.extend(self.check_contract(&row).await);
@@ -198,7 +199,8 @@ impl Ops {
             .iter()
             .any(|f| f.resource.starts_with("tenant migrations"))
             && !schema_missing;
-        let mut tenant_db = db::conn(&self.tenant_db.pool).await?;
+        let pool = self.tenant_db.fleet.pool(&row.database_server).await?;
+        let mut tenant_db = db::conn(&pool).await?;
         if !repairs.is_empty() {
             let sql = repairs.join("\n");
             tenant_db

@@ -126,10 +126,12 @@ impl Ops {
                         // Same database only; a separate tenant database is
                         // purged by the same statement on its own pool.
                         let drop = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                        if self.tenant_db.same_database {
+                        let fleet = &self.tenant_db.fleet;
+                        if fleet.same_database(&row.database_server) {
                             conn.batch_execute(&drop).await?;
                         } else {
-                            db::conn(&self.tenant_db.pool).await?.batch_execute(&drop).await?;
+                            let pool = fleet.pool(&row.database_server).await?;
+                            db::conn(&pool).await?.batch_execute(&drop).await?;
                         }
                     }
                     diesel::sql_query(
@@ -197,7 +199,8 @@ impl Ops {
             }
             None => Err("no export was made".to_owned()),
         };
-        let mut tenant_db = db::conn(&self.tenant_db.pool).await?;
+        let pool = self.tenant_db.fleet.pool(&row.database_server).await?;
+        let mut tenant_db = db::conn(&pool).await?;
         if verified.is_err()
             && db::exports::schema_tables(&mut tenant_db, schema)
                 .await?
@@ -211,6 +214,7 @@ impl Ops {
             Ok(()) => Ok(()),
             Err(_) => crate::steps::deprovision::export_verified(
                 &archives,
+                &self.tenant_db.fleet.target(&row.database_server).await?,
                 &mut conn,
                 &mut tenant_db,
                 id,

@@ -40,10 +40,9 @@ use crate::telemetry::metrics::{DatabaseSample, Sample};
 /// Where tenant schemas and roles live.
 #[derive(Clone)]
 pub struct TenantDb {
-    pub pool: DbPool,
-    /// Tenant data shares the control-plane database: tenant DDL commits in
-    /// the same transaction as the state change.
-    pub same_database: bool,
+    /// The servers of tenants' data. On a server that is the control-plane
+    /// database, tenant DDL commits in the transaction of the state change.
+    pub fleet: crate::db::fleet::Fleet,
     pub role_prefix: String,
 }
 

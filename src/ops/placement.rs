@@ -9,11 +9,16 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::Ops;
 use crate::db::{self, servers::ServerRow};
-use crate::domain::{FieldViolation, check_labels, check_plan_name};
+use crate::domain::placement::SERVER_KEY;
+use crate::domain::{FieldViolation, Placement, check_labels, check_plan_name};
 use crate::error::{Error, Result};
 
 /// How long a registration waits for the server to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the periodic check waits for a server: a healthy one answers
+/// in milliseconds, and a check must not stall behind a blackholed host.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A server as callers see it: its URL without the password.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,6 +280,92 @@ impl Ops {
         server(row)
     }
 
+    /// The server a new tenant with `placement` goes to, by the rule
+    /// CreateTenant's statement applies; FAILED_PRECONDITION naming why
+    /// each server was passed over when none fits.
+    pub(super) async fn placement_for(
+        &self,
+        conn: &mut AsyncPgConnection,
+        placement: &Placement,
+    ) -> Result<String> {
+        let candidates = db::servers::candidates(conn).await?;
+        let mut passed = Vec::new();
+        let mut fits = Vec::new();
+        for c in &candidates {
+            match passed_over(c, placement) {
+                Some(why) => passed.push(format!("{} ({why})", c.name)),
+                None => fits.push(c),
+            }
+        }
+        if let Some(best) = fits.into_iter().min_by(|a, b| {
+            let load = |c: &db::servers::Candidate| c.tenants as f64 / f64::from(c.weight);
+            load(a)
+                .total_cmp(&load(b))
+                .then_with(|| a.name.cmp(&b.name))
+        }) {
+            return Ok(best.name.clone());
+        }
+        Err(Error::FailedPrecondition(if placement.is_empty() {
+            format!(
+                "no database server can take a new tenant: {}",
+                passed.join(", ")
+            )
+        } else {
+            format!(
+                "no database server matching {placement} can take a new tenant: {}",
+                passed.join(", ")
+            )
+        }))
+    }
+
+    /// Connects to every server and records whether it answered; the
+    /// servers that did not. A change is logged, and the gauge
+    /// `tenantd_database_server_reachable` follows it.
+    pub async fn check_database_servers(&self) -> Result<usize> {
+        let servers = {
+            let mut conn = db::conn(&self.pool).await?;
+            db::servers::candidates(&mut conn).await?
+        };
+        let mut unreachable = 0;
+        for server in servers {
+            let answer = tokio::time::timeout(CHECK_TIMEOUT, self.ping(&server.name))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Unavailable(format!(
+                        "no answer within {} s",
+                        CHECK_TIMEOUT.as_secs()
+                    )))
+                });
+            let error = match &answer {
+                Ok(()) => String::new(),
+                Err(e) => e.to_string(),
+            };
+            metrics::gauge!("tenantd_database_server_reachable", "server" => server.name.clone())
+                .set(if answer.is_ok() { 1.0 } else { 0.0 });
+            let mut conn = db::conn(&self.pool).await?;
+            let changed =
+                db::servers::record_check(&mut conn, &server.name, answer.is_ok(), &error).await?;
+            match (&answer, changed) {
+                (Ok(()), true) => {
+                    tracing::info!(server = %server.name, "database server answers again")
+                }
+                (Err(e), true) => {
+                    tracing::warn!(server = %server.name, error = %e, "database server does not answer; no new tenants go there")
+                }
+                _ => {}
+            }
+            unreachable += usize::from(answer.is_err());
+        }
+        Ok(unreachable)
+    }
+
+    async fn ping(&self, server: &str) -> Result<()> {
+        let pool = self.tenant_db.fleet.pool(server).await?;
+        let mut conn = db::conn(&pool).await?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        Ok(())
+    }
+
     /// Removes a server no tenant lives on.
     pub async fn deregister_database_server(&self, name: &str) -> Result<()> {
         if name == "default" {
@@ -296,7 +387,44 @@ impl Ops {
             }
             db::servers::delete(conn, name).await
         })
-        .await
+        .await?;
+        self.tenant_db.fleet.forget(name);
+        Ok(())
+    }
+}
+
+/// Why placement passes `c` over, if it does.
+fn passed_over(c: &db::servers::Candidate, placement: &Placement) -> Option<String> {
+    let mut labels: BTreeMap<&str, &str> = BTreeMap::new();
+    if !c.region.is_empty() {
+        labels.insert("region", &c.region);
+    }
+    if let Some(map) = c.labels.as_object() {
+        for (k, v) in map {
+            labels.insert(k, v.as_str().unwrap_or_default());
+        }
+    }
+    labels.insert(SERVER_KEY, &c.name);
+    let unmatched: Vec<String> = placement
+        .pairs()
+        .iter()
+        .filter(|(k, v)| labels.get(k.as_str()) != Some(&v.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !unmatched.is_empty() {
+        Some(format!("does not match {}", unmatched.join(",")))
+    } else if c.draining {
+        Some("draining".into())
+    } else if !c.reachable {
+        Some(if c.last_error.is_empty() {
+            "unreachable at its last check".into()
+        } else {
+            format!("unreachable at its last check: {}", c.last_error)
+        })
+    } else if c.max_tenants > 0 && c.tenants >= i64::from(c.max_tenants) {
+        Some(format!("full: {} of {} tenants", c.tenants, c.max_tenants))
+    } else {
+        None
     }
 }
 

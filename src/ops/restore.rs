@@ -40,7 +40,9 @@ impl Ops {
         let outputs = db::models::string_map(row.outputs.clone())?;
         let names =
             TenantNames::derive(&row.slug, &self.tenant_db.role_prefix).map_err(Error::Internal)?;
-        let mut tenant_db = db::conn(&self.tenant_db.pool).await?;
+        let server = row.database_server.clone();
+        let pool = self.tenant_db.fleet.pool(&server).await?;
+        let mut tenant_db = db::conn(&pool).await?;
         if db::exports::schema_tables(&mut tenant_db, &names.schema)
             .await?
             .is_some()
@@ -82,8 +84,9 @@ impl Ops {
                 ),
             )
             .await?;
+            let target = self.tenant_db.fleet.target(&server).await?;
             archives
-                .restore(path)
+                .restore(&target, path)
                 .await
                 .map_err(|why| Error::Internal(format!("restoring tenant {id}: {why}")))?;
             self.restore_event(
@@ -118,13 +121,10 @@ impl Ops {
                 if target == TenantState::Active {
                     sql.push_str(&access::restore_sql(&names));
                 }
-                if self.tenant_db.same_database {
+                if self.tenant_db.fleet.same_database(&server) {
                     conn.batch_execute(&sql).await?;
                 } else {
-                    db::conn(&self.tenant_db.pool)
-                        .await?
-                        .batch_execute(&sql)
-                        .await?;
+                    tenant_db.batch_execute(&sql).await?;
                 }
                 // The teardown's steps are done with; a later Deprovision
                 // runs them afresh (their history stays in the events).

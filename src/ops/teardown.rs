@@ -124,11 +124,13 @@ impl Ops {
         } else {
             access::restore_sql(&names)
         };
-        if self.tenant_db.same_database {
+        let fleet = &self.tenant_db.fleet;
+        if fleet.same_database(&row.database_server) {
             conn.batch_execute(&sql).await?;
         } else {
             // Idempotent, so committing it first is safe to repeat.
-            let mut tenant_conn = db::conn(&self.tenant_db.pool).await?;
+            let pool = fleet.pool(&row.database_server).await?;
+            let mut tenant_conn = db::conn(&pool).await?;
             tenant_conn.batch_execute(&sql).await?;
         }
         set_state(conn, row, to, reason, caller).await?;

@@ -65,6 +65,9 @@ impl Ops {
         let Some(mut plan) = self.current_plan(&mut conn, &new.plan, false).await? else {
             return replayed(&mut conn).await?.ok_or_else(no_plan);
         };
+        let selector = serde_json::to_value(new.placement.pairs())
+            .map_err(|e| Error::Internal(format!("a selector as JSON: {e}")))?;
+        let placement = new.placement.to_string();
         if validate_only {
             if let Some(tenant) = replayed(&mut conn).await? {
                 return Ok(tenant);
@@ -72,7 +75,8 @@ impl Ops {
             if db::tenants::slug_taken(&mut conn, &new.slug).await? {
                 return Err(slug_taken(&new.slug));
             }
-            return Ok(preview(&new, &plan));
+            let server = self.placement_for(&mut conn, &new.placement).await?;
+            return Ok(preview(&new, &plan, server));
         }
 
         let id = Uuid::now_v7();
@@ -88,25 +92,35 @@ impl Ops {
                 state: TenantState::Provisioning.as_str(),
                 request_id: request_id.as_deref(),
                 request_digest: request_id.as_ref().map(|_| digest.as_str()),
+                placement: &placement,
             };
             let message = format!(
                 "tenant {} created with plan {} v{}",
                 new.slug, plan.name, plan.version
             );
-            let written =
-                db::tenants::create(&mut conn, &row, &plan.steps, &message, &caller.subject).await;
+            let written = db::tenants::create(
+                &mut conn,
+                &row,
+                &plan.steps,
+                &selector,
+                &message,
+                &caller.subject,
+            )
+            .await;
             match written {
                 Ok(Some(tenant)) => {
                     self.wakeup.work_committed();
                     tracing::debug!(tenant_id = %id, slug = %new.slug, plan = %plan.name, "tenant created");
                     return tenant.into_domain(db::tenants::planned_steps(id, &plan.steps));
                 }
-                // Nothing written: the request id is taken (a replay), or
-                // the cached plan version is no longer current.
+                // Nothing written: the request id is taken (a replay), no
+                // server fits, or the cached plan version is no longer
+                // current.
                 Ok(None) => {
                     if let Some(tenant) = replayed(&mut conn).await? {
                         return Ok(tenant);
                     }
+                    self.placement_for(&mut conn, &new.placement).await?;
                     plan = self
                         .current_plan(&mut conn, &new.plan, true)
                         .await?
@@ -319,7 +333,7 @@ fn slug_taken(slug: &str) -> Error {
 }
 
 /// The tenant CreateTenant would create, for validate_only.
-fn preview(new: &NewTenant, plan: &Plan) -> Tenant {
+fn preview(new: &NewTenant, plan: &Plan, database_server: String) -> Tenant {
     let now = Utc::now();
     Tenant {
         id: Uuid::nil(),
@@ -342,7 +356,8 @@ fn preview(new: &NewTenant, plan: &Plan) -> Tenant {
         legal_hold: false,
         legal_hold_reason: String::new(),
         drift: Vec::new(),
-        database_server: "default".into(),
+        database_server,
+        placement: new.placement.to_string(),
         steps: plan
             .steps
             .iter()

@@ -2,6 +2,8 @@
 //! `users` (rows of its users table), sampled for every ACTIVE and
 //! SUSPENDED tenant and recorded through the same path as callers' events.
 
+use std::collections::BTreeMap;
+
 use chrono::{SubsecRound, Utc};
 use uuid::Uuid;
 
@@ -35,32 +37,25 @@ impl Ops {
                 let mut conn = db::conn(&self.pool).await?;
                 db::usage::tenants_to_sample(&mut conn, unsampled, after, SAMPLE_BATCH).await?
             };
-            let Some((last, _)) = tenants.last() else {
+            let Some((last, _, _)) = tenants.last() else {
                 return Ok(sampled);
             };
             after = Some(*last);
-            let mut named = Vec::with_capacity(tenants.len());
-            for (tenant, slug) in &tenants {
+            // Each server's tenants with one connection of its pool.
+            let mut by_server: BTreeMap<&str, Vec<(Uuid, String)>> = BTreeMap::new();
+            for (tenant, slug, server) in &tenants {
                 match TenantNames::derive(slug, &self.tenant_db.role_prefix) {
-                    Ok(names) => named.push((*tenant, names.schema)),
+                    Ok(names) => by_server
+                        .entry(server)
+                        .or_default()
+                        .push((*tenant, names.schema)),
                     Err(e) => tracing::warn!(%tenant, error = %e, "not sampled"),
                 }
             }
-            let schemas: Vec<String> = named.iter().map(|(_, s)| s.clone()).collect();
-            let mut conn = db::conn(&self.tenant_db.pool).await?;
-            let sizes: std::collections::HashMap<String, i64> =
-                db::usage::schema_bytes(&mut conn, &schemas)
-                    .await?
-                    .into_iter()
-                    .collect();
-            let mut events = Vec::with_capacity(named.len() * 2);
+            let mut events = Vec::with_capacity(tenants.len() * 2);
             let mut measured = 0;
-            for (tenant, schema) in &named {
-                // A schema that is gone (purged meanwhile) has nothing to say.
-                let Some(bytes) = sizes.get(schema) else {
-                    continue;
-                };
-                let mut sample = |meter: &str, value: f64| {
+            for (server, named) in by_server {
+                let mut sample = |tenant: &Uuid, meter: &str, value: f64| {
                     events.push(UsageInput {
                         id: id.clone(),
                         tenant_id: tenant.to_string(),
@@ -70,13 +65,22 @@ impl Ops {
                         subject: String::new(),
                     })
                 };
-                sample("storage_bytes", *bytes as f64);
-                measured += 1;
-                if let Some(users) = db::usage::user_count(&mut conn, schema).await? {
-                    sample("users", users as f64);
+                match self.measure(server, &named).await {
+                    Ok(figures) => {
+                        for (tenant, bytes, users) in figures {
+                            sample(&tenant, "storage_bytes", bytes as f64);
+                            measured += 1;
+                            if let Some(users) = users {
+                                sample(&tenant, "users", users as f64);
+                            }
+                        }
+                    }
+                    // The next run measures them; the server's other work
+                    // retries on its own.
+                    Err(e) => tracing::warn!(%server, error = %e, tenants = named.len(),
+                        "database server not sampled"),
                 }
             }
-            drop(conn);
             if events.is_empty() {
                 continue;
             }
@@ -95,5 +99,31 @@ impl Ops {
             }
             sampled += measured;
         }
+    }
+
+    /// Schema bytes and user counts of tenants on one server; a schema
+    /// that is gone (purged meanwhile) is left out.
+    async fn measure(
+        &self,
+        server: &str,
+        named: &[(Uuid, String)],
+    ) -> Result<Vec<(Uuid, i64, Option<i64>)>> {
+        let pool = self.tenant_db.fleet.pool(server).await?;
+        let mut conn = db::conn(&pool).await?;
+        let schemas: Vec<String> = named.iter().map(|(_, s)| s.clone()).collect();
+        let sizes: std::collections::HashMap<String, i64> =
+            db::usage::schema_bytes(&mut conn, &schemas)
+                .await?
+                .into_iter()
+                .collect();
+        let mut figures = Vec::with_capacity(named.len());
+        for (tenant, schema) in named {
+            let Some(bytes) = sizes.get(schema) else {
+                continue;
+            };
+            let users = db::usage::user_count(&mut conn, schema).await?;
+            figures.push((*tenant, *bytes, users));
+        }
+        Ok(figures)
     }
 }

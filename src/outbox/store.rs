@@ -84,6 +84,9 @@ pub struct Claim {
     pub plan_initial_data: serde_json::Value,
     #[diesel(sql_type = diesel::sql_types::Jsonb)]
     pub plan_limits: serde_json::Value,
+    /// The server the tenant's data lives on.
+    #[diesel(sql_type = Text)]
+    pub database_server: String,
 }
 
 impl Claim {
@@ -185,7 +188,7 @@ pub async fn claim(
              SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs,
                     t.deprovision_mode, t.plan, t.create_time,
                     coalesce(pv.initial_data, '{}') AS plan_initial_data,
-                    coalesce(pv.limits, '{}') AS plan_limits
+                    coalesce(pv.limits, '{}') AS plan_limits, t.database_server
              FROM tenants t JOIN claimed c ON c.tenant_id = t.id
              LEFT JOIN plan_versions pv ON pv.name = t.plan AND pv.version = t.plan_version
              FOR UPDATE OF t
@@ -212,7 +215,7 @@ pub async fn claim(
                 l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode,
                 l.plan, l.create_time, st.retry_base_ms, st.retry_cap_ms, st.timeout_ms,
                 st.webhook_endpoint, coalesce(st.webhook_compensate, false) AS webhook_compensate,
-                l.plan_initial_data, l.plan_limits
+                l.plan_initial_data, l.plan_limits, l.database_server
          FROM claimed c JOIN locked l ON l.id = c.tenant_id
          LEFT JOIN started st ON st.tenant_id = c.tenant_id",
     )
@@ -265,6 +268,31 @@ pub async fn release(conn: &mut AsyncPgConnection, claim: &Claim) -> Result<bool
     )
     .bind::<BigInt, _>(claim.id)
     .bind::<BigInt, _>(claim.lease_token)
+    .execute(conn)
+    .await?;
+    Ok(n == 1)
+}
+
+/// Gives a claimed row back for `delay` without counting the attempt (the
+/// tenant's database server does not answer: not the step's failure), with
+/// why in its `last_error`. `false` if the claim is stale.
+pub async fn postpone(
+    conn: &mut AsyncPgConnection,
+    claim: &Claim,
+    delay: Duration,
+    why: &str,
+) -> Result<bool> {
+    let n = diesel::sql_query(
+        "UPDATE outbox
+         SET lease_owner = NULL, lease_token = NULL, locked_until = NULL,
+             available_at = now() + make_interval(secs => $3), attempt = attempt - 1,
+             last_error = $4
+         WHERE id = $1 AND lease_token = $2",
+    )
+    .bind::<BigInt, _>(claim.id)
+    .bind::<BigInt, _>(claim.lease_token)
+    .bind::<Double, _>(delay.as_secs_f64())
+    .bind::<Text, _>(why)
     .execute(conn)
     .await?;
     Ok(n == 1)

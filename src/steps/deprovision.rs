@@ -128,17 +128,27 @@ impl Step for ArchiveSchema {
 pub struct ExportArchive {
     archives: Arc<crate::archive::Archives>,
     pool: crate::db::DbPool,
+    fleet: crate::db::fleet::Fleet,
 }
 
 impl ExportArchive {
-    pub fn new(archives: Arc<crate::archive::Archives>, pool: crate::db::DbPool) -> Self {
-        Self { archives, pool }
+    pub fn new(
+        archives: Arc<crate::archive::Archives>,
+        pool: crate::db::DbPool,
+        fleet: crate::db::fleet::Fleet,
+    ) -> Self {
+        Self {
+            archives,
+            pool,
+            fleet,
+        }
     }
 }
 
 /// Exports an archived tenant's schema and records the verified export.
 pub async fn export_verified(
     archives: &crate::archive::Archives,
+    target: &crate::db::fleet::Target,
     control: &mut AsyncPgConnection,
     tenant_db: &mut AsyncPgConnection,
     tenant: uuid::Uuid,
@@ -150,7 +160,7 @@ pub async fn export_verified(
     else {
         return Err(format!("the archived schema {schema} does not exist"));
     };
-    let export = archives.export(tenant, schema).await?;
+    let export = archives.export(target, tenant, schema).await?;
     let expected: std::collections::BTreeSet<String> = expected.into_iter().collect();
     if export.tables != expected {
         return Err(format!(
@@ -191,8 +201,14 @@ impl Step for ExportArchive {
             // nothing to export.
             return Ok(Output::new());
         }
+        let target = self
+            .fleet
+            .target(&ctx.database_server)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
         let export = export_verified(
             &self.archives,
+            &target,
             &mut control,
             &mut tenant_db,
             ctx.tenant_id,

@@ -114,6 +114,8 @@ pub struct StepCtx {
     /// The tenant database, for external steps that need a short
     /// transaction of their own (never held across the external call).
     pub tenant_db: DbPool,
+    /// The name of the server `tenant_db` reaches.
+    pub database_server: String,
     /// Deprovisioning drops the data instead of archiving it.
     pub purge: bool,
     /// Roles the tenant's plan adds to the standard ones.
@@ -206,6 +208,7 @@ impl Registry {
         oidc: Arc<OidcClients>,
         archives: Arc<crate::archive::Archives>,
         pool: DbPool,
+        fleet: crate::db::fleet::Fleet,
     ) -> Self {
         let mut registry = Self::new();
         registry.register(CreateSchema);
@@ -217,7 +220,7 @@ impl Registry {
         registry.register(Activate);
         registry.register(deprovision::RevokeAccess::new(oidc));
         registry.register(deprovision::ArchiveSchema);
-        registry.register(deprovision::ExportArchive::new(archives, pool));
+        registry.register(deprovision::ExportArchive::new(archives, pool, fleet));
         registry.register(deprovision::SendDeprovisionNotice::new(mailer));
         registry
     }

@@ -17,6 +17,7 @@ mod drift;
 mod embedded;
 mod examples;
 mod fencing;
+mod fleet;
 mod lifecycle;
 mod meta;
 mod metrics;

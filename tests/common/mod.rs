@@ -47,6 +47,7 @@ fn watchdog() {
     });
 }
 
+pub mod cluster;
 pub mod hold;
 pub mod oidc;
 pub mod process;

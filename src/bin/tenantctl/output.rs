@@ -59,6 +59,15 @@ pub fn tenant_text(t: &Tenant) -> String {
         format!("admin email:  {}", t.admin_email),
         format!("plan:         {}", t.plan),
         format!("state:        {}", state(t.state)),
+        format!(
+            "server:       {}{}",
+            t.database_server,
+            if t.placement.is_empty() {
+                String::new()
+            } else {
+                format!(" (placement {})", t.placement)
+            }
+        ),
     ];
     if !t.state_reason.is_empty() {
         lines.push(format!("reason:       {}", t.state_reason));

@@ -41,6 +41,10 @@ pub enum Cmd {
         /// A label as key=value; repeat for more.
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// Which database servers may hold its data: a label selector such
+        /// as `region=eu` (`server=NAME` names one, as an admin).
+        #[arg(long, default_value = "")]
+        placement: String,
         /// Idempotency key: the same key returns the same tenant.
         #[arg(long, default_value = "")]
         request_id: String,
@@ -209,6 +213,7 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
             admin_email,
             plan,
             labels,
+            placement,
             request_id,
             validate_only,
             watch,
@@ -219,6 +224,7 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 admin_email,
                 plan,
                 labels: labels.into_iter().collect(),
+                placement,
                 ..Default::default()
             };
             let request = CreateTenantRequest {

@@ -16,16 +16,18 @@ pub async fn tenants_to_sample(
     unsampled: bool,
     after: Option<Uuid>,
     limit: i64,
-) -> Result<Vec<(Uuid, String)>> {
+) -> Result<Vec<(Uuid, String, String)>> {
     #[derive(diesel::QueryableByName)]
     struct Row {
         #[diesel(sql_type = SqlUuid)]
         id: Uuid,
         #[diesel(sql_type = Text)]
         slug: String,
+        #[diesel(sql_type = Text)]
+        database_server: String,
     }
     Ok(diesel::sql_query(
-        "SELECT t.id, t.slug FROM tenants t
+        "SELECT t.id, t.slug, t.database_server FROM tenants t
          WHERE t.state IN ('ACTIVE', 'SUSPENDED') AND t.delete_time IS NULL
            AND ($1::uuid IS NULL OR t.id > $1)
            AND (NOT $2 OR NOT EXISTS (SELECT 1 FROM usage_rollups r
@@ -38,7 +40,7 @@ pub async fn tenants_to_sample(
     .load::<Row>(conn)
     .await?
     .into_iter()
-    .map(|r| (r.id, r.slug))
+    .map(|r| (r.id, r.slug, r.database_server))
     .collect())
 }
 

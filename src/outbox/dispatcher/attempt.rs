@@ -26,14 +26,20 @@ use crate::telemetry::metrics::{self, StepOutcome};
 const APPLY_TRIES: u32 = 7;
 const APPLY_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
+/// How long a step waits before it looks again at a tenant database server
+/// that does not answer: its attempts are not spent meanwhile, so the
+/// tenant's work resumes once the server is back, however long that takes.
+const SERVER_DOWN_RETRY: Duration = Duration::from_secs(3);
+
 /// One attempt; returns the tenant's next step if this worker keeps going.
 pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
     let operation = claim.operation()?;
     let step = shared
         .registry
         .resolve(&claim.step, claim.webhook().as_ref());
-    let ctx = pipeline::step_ctx(claim, &shared.config.role_prefix, &shared.tenant_pool)?;
-    let same_db = shared.config.same_database;
+    let tenant_pool = shared.fleet.pool(&claim.database_server).await?;
+    let ctx = pipeline::step_ctx(claim, &shared.config.role_prefix, &tenant_pool)?;
+    let same_db = shared.fleet.same_database(&claim.database_server);
     let compensating = operation == Operation::Compensate;
     let failed: for<'e> fn(&'e StepError) -> Action<'e> = if compensating {
         |e| Action::CompensationFailed(e)
@@ -65,6 +71,20 @@ pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Cla
             .await
             .map_err(TxError::into_error);
     };
+    // A tenant database apart from the control plane that does not answer
+    // is waited for, not failed.
+    if !same_db && let Err(e) = db::conn(&tenant_pool).await {
+        let why = format!(
+            "database server {} does not answer: {e}",
+            claim.database_server
+        );
+        tracing::warn!(server = %claim.database_server, error = %e, "step postponed: its database server does not answer");
+        let mut conn = db::conn(&shared.pool).await?;
+        if !store::postpone(&mut conn, claim, SERVER_DOWN_RETRY, &why).await? {
+            store::refused_stale(claim, "postpone");
+        }
+        return Ok(None);
+    }
     let work = if compensating {
         step.compensate_external(&ctx)
     } else {
@@ -80,7 +100,7 @@ pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Cla
     if let Ok(output) = &mut outcome
         && !same_db
     {
-        match in_tenant_db(shared, &ctx, step.as_ref(), compensating).await {
+        match in_tenant_db(&ctx, step.as_ref(), compensating).await {
             Ok(more) => output.extend(more),
             Err(error) => outcome = Err(error),
         }
@@ -189,10 +209,15 @@ async fn apply_once(
     claim: &Claim,
     action: Action<'_>,
 ) -> Result<Option<Claim>, TxError> {
+    let tenant_pool = shared
+        .fleet
+        .pool(&claim.database_server)
+        .await
+        .map_err(TxError::Db)?;
     let t = Transition {
         claim,
         role_prefix: &shared.config.role_prefix,
-        tenant_db: &shared.tenant_pool,
+        tenant_db: &tenant_pool,
         registry: &shared.registry,
         backoff: shared.config.backoff,
         lease: shared.config.lease,
@@ -207,7 +232,7 @@ async fn apply_once(
         Action::Compensated { .. } => StepOutcome::Compensated,
         Action::CompensationFailed(_) => StepOutcome::CompensationFailed,
     };
-    let same_db = shared.config.same_database;
+    let same_db = shared.fleet.same_database(&claim.database_server);
     // Steps run and recorded in this transaction after the claim's own.
     let mut chained: Vec<Claim> = Vec::new();
     let mut conn = db::conn(&shared.pool).await.map_err(TxError::Db)?;
@@ -295,8 +320,7 @@ async fn chain(
         else {
             return;
         };
-        let Ok(ctx) = pipeline::step_ctx(&next, &shared.config.role_prefix, &shared.tenant_pool)
-        else {
+        let Ok(ctx) = pipeline::step_ctx(&next, &shared.config.role_prefix, t.tenant_db) else {
             return;
         };
         let t2 = Transition {
@@ -354,12 +378,11 @@ async fn release(shared: &Shared, claim: &Claim) -> Result<()> {
 /// Database work in a separate tenant database: its own transaction,
 /// committed before the completion (at least once; steps are idempotent).
 async fn in_tenant_db(
-    shared: &Shared,
     ctx: &StepCtx,
     step: &dyn Step,
     compensate: bool,
 ) -> Result<Output, StepError> {
-    let mut conn = db::conn(&shared.tenant_pool)
+    let mut conn = db::conn(&ctx.tenant_db)
         .await
         .map_err(|e| StepError::new(e.to_string()))?;
     conn.transaction(async |conn| {

@@ -74,9 +74,6 @@ pub struct DispatcherConfig {
     pub step_timeout: Duration,
     /// Prefix of tenant role names.
     pub role_prefix: String,
-    /// Whether tenant data lives in the control-plane database, so that
-    /// database steps commit with their completion.
-    pub same_database: bool,
     /// At shutdown, how long a running step may still finish before it is
     /// interrupted and its row released for another replica.
     pub shutdown_grace: Duration,
@@ -89,8 +86,9 @@ pub struct Dispatcher {
     pub config: DispatcherConfig,
     /// The control-plane database.
     pub pool: DbPool,
-    /// The tenant database (the same pool unless configured apart).
-    pub tenant_pool: DbPool,
+    /// The tenants' database servers; steps on the control-plane database
+    /// commit their database work with their completion.
+    pub fleet: crate::db::fleet::Fleet,
     pub registry: Registry,
     pub wakeup: Wakeup,
     /// Stops claiming; running steps get `shutdown_grace` to finish.

@@ -163,6 +163,7 @@ impl Transition<'_> {
             webhook_compensate: locked.step(step)?.webhook_compensate,
             plan_initial_data: claim.plan_initial_data.clone(),
             plan_limits: claim.plan_limits.clone(),
+            database_server: locked.tenant.database_server.clone(),
         };
         let state = locked.state()?;
         event(
