@@ -40,7 +40,7 @@ pub async fn run_with(
     shutdown: CancellationToken,
     extra_steps: Registry,
 ) -> Result<(), BoxError> {
-    serve_all(config, listener, shutdown, extra_steps, Hooks::default()).await
+    serve_all(config, listener, shutdown, extra_steps, Hooks::from_env()).await
 }
 
 /// [`run_with`], with a test's hooks in the dispatcher.

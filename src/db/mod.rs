@@ -11,6 +11,7 @@ pub mod events;
 pub mod exports;
 pub mod fleet;
 pub mod models;
+pub mod moves;
 pub mod oidc;
 pub mod outbox;
 pub mod plans;

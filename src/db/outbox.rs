@@ -16,6 +16,8 @@ pub enum Operation {
     Compensate,
     /// Run a deprovisioning step.
     Deprovision,
+    /// Run a step of moving the tenant's data to another server.
+    Move,
 }
 
 impl Operation {

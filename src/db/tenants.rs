@@ -350,6 +350,8 @@ pub struct ListFilter {
     pub state: Option<TenantState>,
     pub plan: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// Only tenants on this database server.
+    pub database_server: Option<String>,
 }
 
 /// Up to `limit` live tenants after `after` in id (creation) order.
@@ -374,6 +376,9 @@ pub async fn list(
     }
     if !filter.labels.is_empty() {
         query = query.filter(tenants::labels.contains(json_map(&filter.labels)));
+    }
+    if let Some(server) = &filter.database_server {
+        query = query.filter(tenants::database_server.eq(server.clone()));
     }
     if let Some(after) = after {
         query = query.filter(tenants::id.gt(after));

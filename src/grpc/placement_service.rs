@@ -119,4 +119,21 @@ impl PlacementService for PlacementApi {
             .await?;
         Ok(Response::new(pb::DeregisterDatabaseServerResponse {}))
     }
+
+    async fn move_tenant(
+        &self,
+        request: Request<pb::MoveTenantRequest>,
+    ) -> Result<Response<pb::MoveTenantResponse>, Status> {
+        let caller = authorize(&request, Scope::Admin)?;
+        let req = request.into_inner();
+        let id = crate::domain::validate_tenant_id("tenant_id", &req.tenant_id)
+            .map_err(|v| crate::error::Error::InvalidArgument(vec![v]))?;
+        let tenant = self
+            .ops
+            .move_tenant(&caller, id, &req.target_server)
+            .await?;
+        Ok(Response::new(pb::MoveTenantResponse {
+            tenant: Some(convert::tenant(tenant)),
+        }))
+    }
 }

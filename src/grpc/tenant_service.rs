@@ -86,6 +86,7 @@ impl TenantService for TenantApi {
                 .map_err(|v| Error::InvalidArgument(vec![v]))?,
             plan: (!req.plan.is_empty()).then_some(req.plan),
             labels: req.labels.into_iter().collect(),
+            database_server: (!req.database_server.is_empty()).then_some(req.database_server),
         };
         let page = self
             .ops

@@ -62,12 +62,21 @@ impl Ops {
         };
         found.extend(self.check_contract(&row).await);
         found.sort();
+        let checked_on = row.database_server.clone();
         let changed = conn
             .transaction(async |conn| {
                 let Some(row) = db::tenants::lock(conn, id).await? else {
                     return Ok(false);
                 };
                 if !matches!(row.state.as_str(), "ACTIVE" | "SUSPENDED") {
+                    return Ok(false);
+                }
+                // What an operation in flight (a move, say) changes for a
+                // while is not drift; nor is a look at a server the tenant
+                // has left meanwhile.
+                if row.database_server != checked_on
+                    || super::lifecycle::running(conn, id).await?.is_some()
+                {
                     return Ok(false);
                 }
                 if !db::drift::record(conn, id, &found).await? {

@@ -6,6 +6,7 @@ mod credentials;
 mod drift;
 mod jobs;
 mod lifecycle;
+mod moves;
 mod placement;
 mod plans;
 mod quotas;

@@ -288,11 +288,35 @@ impl Ops {
         conn: &mut AsyncPgConnection,
         placement: &Placement,
     ) -> Result<String> {
+        self.place(conn, placement, None).await
+    }
+
+    /// [`Ops::placement_for`] a tenant that lives on `own`, elsewhere.
+    pub(super) async fn placement_except(
+        &self,
+        conn: &mut AsyncPgConnection,
+        placement: &Placement,
+        own: &str,
+    ) -> Result<String> {
+        self.place(conn, placement, Some(own)).await
+    }
+
+    async fn place(
+        &self,
+        conn: &mut AsyncPgConnection,
+        placement: &Placement,
+        own: Option<&str>,
+    ) -> Result<String> {
         let candidates = db::servers::candidates(conn).await?;
         let mut passed = Vec::new();
         let mut fits = Vec::new();
         for c in &candidates {
-            match passed_over(c, placement) {
+            let why = if own == Some(c.name.as_str()) {
+                Some("the tenant's own".to_owned())
+            } else {
+                passed_over(c, placement)
+            };
+            match why {
                 Some(why) => passed.push(format!("{} ({why})", c.name)),
                 None => fits.push(c),
             }
@@ -385,6 +409,12 @@ impl Ops {
                     row.tenant_count
                 )));
             }
+            let moving = db::moves::touching(conn, name).await?;
+            if moving > 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "{moving} tenant move(s) from or to database server {name} are in flight"
+                )));
+            }
             db::servers::delete(conn, name).await
         })
         .await?;
@@ -413,7 +443,15 @@ fn passed_over(c: &db::servers::Candidate, placement: &Placement) -> Option<Stri
         .collect();
     if !unmatched.is_empty() {
         Some(format!("does not match {}", unmatched.join(",")))
-    } else if c.draining {
+    } else {
+        refuses_tenants(c)
+    }
+}
+
+/// Why a server takes no more tenants, if it does not: draining,
+/// unreachable at its last check, or full.
+pub(super) fn refuses_tenants(c: &db::servers::Candidate) -> Option<String> {
+    if c.draining {
         Some("draining".into())
     } else if !c.reachable {
         Some(if c.last_error.is_empty() {

@@ -169,6 +169,16 @@ impl Ops {
         let limit = validate_page_size(page_size).map_err(|v| Error::InvalidArgument(vec![v]))?;
         validate_list_filter(filter.plan.as_deref(), &filter.labels)
             .map_err(Error::InvalidArgument)?;
+        if let Some(server) = &filter.database_server {
+            let mut out = Vec::new();
+            crate::domain::check_plan_name("database_server", server, &mut out);
+            if !out.is_empty() {
+                return Err(Error::invalid(
+                    "database_server",
+                    "must match ^[a-z][a-z0-9-]{1,39}$",
+                ));
+            }
+        }
         let digest = filter_digest(&filter);
         let token =
             PageToken::decode(page_token, &digest).map_err(|v| Error::InvalidArgument(vec![v]))?;
@@ -403,6 +413,10 @@ fn filter_digest(filter: &ListFilter) -> String {
     if let Some(tenant) = filter.tenant {
         hasher.update([2]);
         hasher.update(tenant.as_bytes());
+    }
+    if let Some(server) = &filter.database_server {
+        hasher.update([3]);
+        hasher.update(server.as_bytes());
     }
     hex::encode(&hasher.finalize()[..8])
 }

@@ -36,6 +36,36 @@ impl Hooks {
         Hooks { hold: Some(hold) }
     }
 
+    /// In a `test-hooks` build, the hold a test that runs the binary asks
+    /// for in its environment: `TENANTD_TEST_PARK_BEFORE_RECORD` names
+    /// steps (comma-separated); the first worker to finish one of them
+    /// (not its compensation) writes a file of the step's name into
+    /// `TENANTD_TEST_PARK_DIR` and waits forever, so the test can kill the
+    /// process exactly there. In every other build, none.
+    pub fn from_env() -> Self {
+        #[cfg(feature = "test-hooks")]
+        if let (Ok(steps), Ok(dir)) = (
+            std::env::var("TENANTD_TEST_PARK_BEFORE_RECORD"),
+            std::env::var("TENANTD_TEST_PARK_DIR"),
+        ) {
+            let steps: Vec<String> = steps.split(',').map(str::to_owned).collect();
+            let dir = std::path::PathBuf::from(dir);
+            return Hooks::new(Arc::new(move |point, claim| {
+                let park = point == Point::BeforeRecord
+                    && claim.operation != "COMPENSATE"
+                    && steps.contains(&claim.step);
+                let marker = dir.join(&claim.step);
+                Box::pin(async move {
+                    if park {
+                        let _ = std::fs::write(&marker, b"parked");
+                        std::future::pending::<()>().await;
+                    }
+                })
+            }));
+        }
+        Hooks::default()
+    }
+
     /// Waits for the installed hold, if any.
     #[cfg_attr(not(feature = "test-hooks"), allow(unused_variables))]
     pub async fn at(&self, point: Point, claim: &Claim) {

@@ -32,3 +32,41 @@ fn owner_change_sql(schema: &str, owner: &str) -> String {
          END $$;"
     )
 }
+
+/// SQL that leaves the tenant's role reading, not writing: the schema and
+/// its tables go to the control plane's role (as for a suspension), and the
+/// tenant's role keeps USAGE and SELECT. A no-op without the schema.
+pub fn read_only_sql(names: &TenantNames) -> String {
+    let (schema, role) = (&names.schema, &names.role);
+    format!(
+        "{}
+         DO $$ BEGIN
+             IF EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = '{schema}') THEN
+                 EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', '{schema}', '{role}');
+                 EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO %I', '{schema}', '{role}');
+                 EXECUTE format('GRANT SELECT ON ALL SEQUENCES IN SCHEMA %I TO %I', '{schema}', '{role}');
+             END IF;
+         END $$;",
+        revoke_sql(names)
+    )
+}
+
+/// SQL that undoes [`read_only_sql`]: the reading grants go, the schema
+/// and its tables return to the tenant's role. Run again, it changes
+/// nothing (the grants are revoked only while the role does not own the
+/// schema: revoking an owner's privilege would take it from the owner).
+pub fn writable_sql(names: &TenantNames) -> String {
+    let (schema, role) = (&names.schema, &names.role);
+    format!(
+        "DO $$ BEGIN
+             IF EXISTS (SELECT 1 FROM pg_namespace n JOIN pg_roles r ON r.oid <> n.nspowner
+                        WHERE n.nspname = '{schema}' AND r.rolname = '{role}') THEN
+                 EXECUTE format('REVOKE SELECT ON ALL SEQUENCES IN SCHEMA %I FROM %I', '{schema}', '{role}');
+                 EXECUTE format('REVOKE SELECT ON ALL TABLES IN SCHEMA %I FROM %I', '{schema}', '{role}');
+                 EXECUTE format('REVOKE USAGE ON SCHEMA %I FROM %I', '{schema}', '{role}');
+             END IF;
+         END $$;
+         {}",
+        restore_sql(names)
+    )
+}

@@ -15,6 +15,7 @@ mod create_schema;
 mod deploy_contract;
 pub mod deprovision;
 mod mailer;
+pub mod moves;
 mod names;
 pub mod register_oidc_client;
 mod run_migrations;
@@ -175,6 +176,24 @@ pub trait Step: Send + Sync + 'static {
         true
     }
 
+    /// Work in the control-plane database, in the transaction that records
+    /// the step's success (a step with such work must keep
+    /// `database_work` true, so that its success is not batched).
+    async fn run_in_control_plane(
+        &self,
+        _conn: &mut AsyncPgConnection,
+        _ctx: &StepCtx,
+    ) -> Result<(), StepError> {
+        Ok(())
+    }
+
+    /// Whether the step's success commits its pipeline: once it succeeded,
+    /// a later step that gives up stops the tenant (NEEDS_ATTENTION)
+    /// instead of walking back (a move that switched servers).
+    fn point_of_no_return(&self) -> bool {
+        false
+    }
+
     /// Whether the saga must run (and mark) this step's compensation. Steps
     /// whose effect cannot or need not be undone (an email) say no, and a
     /// retried pipeline does not run them again.
@@ -220,7 +239,18 @@ impl Registry {
         registry.register(Activate);
         registry.register(deprovision::RevokeAccess::new(oidc));
         registry.register(deprovision::ArchiveSchema);
-        registry.register(deprovision::ExportArchive::new(archives, pool, fleet));
+        registry.register(deprovision::ExportArchive::new(
+            archives,
+            pool.clone(),
+            fleet.clone(),
+        ));
+        let mover = moves::Mover::new(pool, fleet);
+        registry.register(moves::MoveFreeze(mover.clone()));
+        registry.register(moves::MoveCopy(mover.clone()));
+        registry.register(moves::MoveVerify(mover.clone()));
+        registry.register(moves::MoveSwitch(mover.clone()));
+        registry.register(moves::MoveRestoreWrites(mover.clone()));
+        registry.register(moves::MoveDropSource(mover));
         registry.register(deprovision::SendDeprovisionNotice::new(mailer));
         registry
     }
@@ -258,18 +288,14 @@ impl Registry {
         }
     }
 
-    /// The steps a plan may list: every registered step but the
-    /// deprovisioning ones, by name.
+    /// The steps a plan may list: every registered step but those of the
+    /// deprovisioning and move pipelines, by name.
     pub fn plan_steps(&self) -> Vec<&'static str> {
-        let teardown: Vec<String> = crate::domain::deprovision_steps()
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
         let mut names: Vec<&'static str> = self
             .steps
             .keys()
             .copied()
-            .filter(|name| !teardown.iter().any(|t| t == name))
+            .filter(|name| !crate::domain::is_lifecycle_step(name))
             .collect();
         names.sort_unstable();
         names

@@ -21,6 +21,7 @@ mod fleet;
 mod lifecycle;
 mod meta;
 mod metrics;
+mod moves;
 mod oidc;
 mod outage;
 mod pipeline;

@@ -18,6 +18,7 @@ mod config;
 mod deliveries;
 mod doctor;
 mod errors;
+mod moves;
 mod output;
 mod plans;
 mod servers;

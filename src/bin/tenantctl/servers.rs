@@ -2,7 +2,7 @@
 
 use tenantd::proto::placement_service_client::PlacementServiceClient;
 use tenantd::proto::{
-    DatabaseServer, DeregisterDatabaseServerRequest, ListDatabaseServersRequest,
+    DatabaseServer, DeregisterDatabaseServerRequest, ListDatabaseServersRequest, MoveTenantRequest,
     RegisterDatabaseServerRequest, UpdateDatabaseServerRequest,
 };
 
@@ -44,11 +44,29 @@ pub enum Cmd {
         #[arg(long, default_value = "")]
         etag: String,
     },
-    /// Stop placing new tenants on a server (`--undo` to place again).
+    /// Stop placing new tenants on a server (`--undo` to place again);
+    /// with `--move`, then move its ACTIVE tenants away one at a time.
     Drain {
         name: String,
-        #[arg(long)]
+        #[arg(long, conflicts_with = "move_tenants")]
         undo: bool,
+        /// Move each ACTIVE tenant off the server (MoveTenant), waiting for
+        /// each move to end before the next, with progress.
+        #[arg(long = "move")]
+        move_tenants: bool,
+        /// Where they go; by default where placement puts each.
+        #[arg(long, requires = "move_tenants")]
+        to: Option<String>,
+    },
+    /// Move one ACTIVE tenant's data to another server.
+    Move {
+        tenant_id: String,
+        /// The server; by default where placement would put the tenant.
+        #[arg(long)]
+        to: Option<String>,
+        /// Wait for the move to end, with its steps as they go.
+        #[arg(long)]
+        wait: bool,
     },
     /// Remove a server that holds no tenant.
     Deregister { name: String },
@@ -87,7 +105,7 @@ fn print(format: Format, servers: &[DatabaseServer], message: &impl prost::Messa
 }
 
 pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(), Failure> {
-    let mut client = PlacementServiceClient::new(connection);
+    let mut client = PlacementServiceClient::new(connection.clone());
     match cmd {
         Cmd::List => {
             let r = client
@@ -150,11 +168,16 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
             let servers: Vec<DatabaseServer> = r.server.clone().into_iter().collect();
             print(format, &servers, &r, "UpdateDatabaseServerResponse");
         }
-        Cmd::Drain { name, undo } => {
+        Cmd::Drain {
+            name,
+            undo,
+            move_tenants,
+            to,
+        } => {
             let r = client
                 .update_database_server(UpdateDatabaseServerRequest {
                     server: Some(DatabaseServer {
-                        name,
+                        name: name.clone(),
                         draining: !undo,
                         ..Default::default()
                     }),
@@ -166,6 +189,35 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 .into_inner();
             let servers: Vec<DatabaseServer> = r.server.clone().into_iter().collect();
             print(format, &servers, &r, "UpdateDatabaseServerResponse");
+            if move_tenants {
+                crate::moves::drain(connection, &name, to.as_deref().unwrap_or("")).await?;
+            }
+        }
+        Cmd::Move {
+            tenant_id,
+            to,
+            wait,
+        } => {
+            let r = client
+                .move_tenant(MoveTenantRequest {
+                    tenant_id: tenant_id.clone(),
+                    target_server: to.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            let tenant = r.tenant.clone().unwrap_or_default();
+            match format {
+                Format::Json => println!("{}", output::json(&r, "MoveTenantResponse")),
+                Format::Table => println!("{}", output::tenant_text(&tenant)),
+            }
+            if wait {
+                let started = std::time::Instant::now();
+                let server = crate::moves::wait(connection, &tenant_id, true).await?;
+                println!(
+                    "moved to {server} in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
         }
         Cmd::Deregister { name } => {
             client

@@ -76,6 +76,9 @@ pub enum Cmd {
         /// Only tenants carrying this key=value label; repeat for more.
         #[arg(long = "label", value_parser = parse_label)]
         labels: Vec<(String, String)>,
+        /// Only tenants whose data lives on this database server.
+        #[arg(long, default_value = "")]
+        server: String,
         /// Follow next-page tokens and print every page.
         #[arg(long)]
         all: bool,
@@ -253,6 +256,7 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
             state,
             plan,
             labels,
+            server,
             all,
         } => loop {
             let request = ListTenantsRequest {
@@ -261,6 +265,7 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 state: state.map_or(0, |s| s as i32),
                 plan: plan.clone(),
                 labels: labels.iter().cloned().collect(),
+                database_server: server.clone(),
             };
             let page = client.list_tenants(request).await?.into_inner();
             match format {

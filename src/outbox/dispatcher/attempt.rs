@@ -250,6 +250,9 @@ async fn apply_once(
                     if same_db {
                         output.extend(step.run_in_db(conn, ctx).await.map_err(TxError::Step)?);
                     }
+                    step.run_in_control_plane(conn, ctx)
+                        .await
+                        .map_err(TxError::Step)?;
                     t.step_succeeded(conn, &locked, &output).await?;
                     if same_db {
                         chain(shared, conn, &t, &mut chained).await;
@@ -284,7 +287,10 @@ async fn apply_once(
             if notes.retried {
                 metrics::step_retry(&claim.step, operation);
             }
-            if let Some(state) = notes.settled {
+            // A tenant's time to ACTIVE is its provisioning's, not a move's.
+            if let Some(state) = notes.settled
+                && !notes.moved
+            {
                 metrics::pipeline_settled(state, &claim.plan, claim.tenant_age());
             }
             Ok(t.continued.into_inner().ok().flatten())

@@ -94,6 +94,19 @@ impl Transition<'_> {
                 self.settle(conn, TenantState::Deprovisioned, "deprovisioning complete")
                     .await
             }
+            None if operation == Operation::Move => {
+                delete_row(conn, claim).await?;
+                let server = crate::db::moves::target_of(conn, claim.tenant_id)
+                    .await?
+                    .unwrap_or_else(|| locked.tenant.database_server.clone());
+                self.note(|n| n.moved = true);
+                self.settle(
+                    conn,
+                    TenantState::Active,
+                    &format!("moved to database server {server}"),
+                )
+                .await
+            }
             None => {
                 delete_row(conn, claim).await?;
                 self.settle(conn, TenantState::Active, "provisioning complete")

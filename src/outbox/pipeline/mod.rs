@@ -91,6 +91,12 @@ impl Locked {
         copy
     }
 
+    /// The phase of the pipeline `claim` is in: its step's (a compensation
+    /// undoes a step of the phase it belongs to).
+    fn phase(&self, claim: &Claim) -> Result<&str> {
+        Ok(self.step(&claim.step)?.phase.as_str())
+    }
+
     fn step(&self, name: &str) -> Result<&StepRow> {
         self.steps
             .iter()
@@ -177,6 +183,9 @@ pub struct Notes {
     pub retried: bool,
     /// The pipeline ended, leaving the tenant in this state.
     pub settled: Option<TenantState>,
+    /// It was a move (or its rollback), which says nothing of the time
+    /// a tenant takes to become ACTIVE.
+    pub moved: bool,
 }
 
 impl Transition<'_> {
@@ -203,10 +212,14 @@ impl Transition<'_> {
 pub const PROVISION_PHASE: &str = "PROVISION";
 /// `tenant_steps.phase` of deprovisioning steps.
 pub const DEPROVISION_PHASE: &str = "DEPROVISION";
+/// `tenant_steps.phase` of the steps that move a tenant's data to another
+/// server (and of their compensations).
+pub const MOVE_PHASE: &str = "MOVE";
 
 fn phase_of(operation: Operation) -> &'static str {
     match operation {
         Operation::Deprovision => DEPROVISION_PHASE,
+        Operation::Move => MOVE_PHASE,
         Operation::Provision | Operation::Compensate => PROVISION_PHASE,
     }
 }

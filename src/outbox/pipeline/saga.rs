@@ -57,8 +57,10 @@ impl Transition<'_> {
         )
         .await?;
         let text = gave_up(&claim.step, claim.attempt, error, &message);
-        if step.critical && claim.operation()? == Operation::Deprovision {
-            // Nothing undoes a teardown: stop and say what is left.
+        let past_return = self.past_point_of_no_return(locked, step.position)?;
+        if step.critical && (claim.operation()? == Operation::Deprovision || past_return) {
+            // Nothing undoes a teardown, nor a move that switched servers:
+            // stop and say what is left.
             event(conn, claim, EventKind::StepFailed, state, text.clone()).await?;
             self.needs_attention(conn, locked, step.position, &text)
                 .await
@@ -231,7 +233,7 @@ impl Transition<'_> {
     ) -> Result<()> {
         let claim = self.claim;
         let ctx = step_ctx(claim, self.role_prefix, self.tenant_db)?;
-        let phase = phase_of(claim.operation()?);
+        let phase = locked.phase(claim)?;
         let mut leftovers = Vec::new();
         for s in locked
             .steps
@@ -283,6 +285,21 @@ impl Transition<'_> {
         Ok(())
     }
 
+    /// Whether a step of the claim's phase before `position` succeeded and
+    /// cannot be undone by walking back (a move's switch of servers).
+    fn past_point_of_no_return(&self, locked: &Locked, position: i32) -> Result<bool> {
+        let phase = locked.phase(self.claim)?;
+        Ok(locked.steps.iter().any(|s| {
+            s.phase == phase
+                && s.position < position
+                && s.status == StepStatus::Succeeded.as_str()
+                && self
+                    .registry
+                    .resolve(&s.name, s.webhook().as_ref())
+                    .is_some_and(|step| step.point_of_no_return())
+        }))
+    }
+
     /// Starts undoing steps `..= from` in reverse. `outcome` is the final
     /// state's reason: FAILED or CANCELLED.
     pub(super) async fn start_saga(
@@ -315,8 +332,9 @@ impl Transition<'_> {
         from: i32,
     ) -> Result<()> {
         let claim = self.claim;
+        let phase = locked.phase(claim)?;
         let target = locked.steps.iter().rev().find(|s| {
-            s.phase == PROVISION_PHASE
+            s.phase == phase
                 && s.position <= from
                 && s.status == StepStatus::Succeeded.as_str()
                 && self
@@ -328,7 +346,19 @@ impl Transition<'_> {
             return requeue(conn, claim, Operation::Compensate, &step.name).await;
         }
         delete_row(conn, claim).await?;
-        if locked.tenant.cancel_requested {
+        if phase == MOVE_PHASE {
+            // Undone before the switch: the tenant stays where it was.
+            self.note(|n| n.moved = true);
+            self.settle(
+                conn,
+                TenantState::Active,
+                &format!(
+                    "the move was rolled back; the data stays on {}",
+                    locked.tenant.database_server
+                ),
+            )
+            .await
+        } else if locked.tenant.cancel_requested {
             self.settle(
                 conn,
                 TenantState::Cancelled,

@@ -1,0 +1,127 @@
+//! MoveTenant: a tenant's data to another database server, through the
+//! outbox like the other lifecycle operations (see `steps::moves` for the
+//! steps and what each guarantees).
+
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, RunQueryDsl};
+use uuid::Uuid;
+
+use super::Ops;
+use super::lifecycle::{load, refuse_if_running};
+use crate::db::outbox::Operation;
+use crate::db::schema::{tenant_steps, tenants};
+use crate::db::{self};
+use crate::domain::{Caller, EventKind, NewEvent, Placement, StepStatus, Tenant, TenantState};
+use crate::error::{Error, Result};
+use crate::outbox::pipeline::MOVE_PHASE;
+
+impl Ops {
+    /// Starts moving an ACTIVE tenant to `target` (empty: the server
+    /// placement would pick for it now, other than its own).
+    pub async fn move_tenant(&self, caller: &Caller, id: Uuid, target: &str) -> Result<Tenant> {
+        let mut conn = db::conn(self.pool()).await?;
+        let tenant = conn
+            .transaction(async |conn| {
+                let row = db::tenants::lock(conn, id)
+                    .await?
+                    .ok_or_else(|| Error::tenant_not_found(id))?;
+                let state = db::models::parse_state(&row.state)?;
+                refuse_if_running(conn, id).await?;
+                if state != TenantState::Active {
+                    return Err(Error::FailedPrecondition(format!(
+                        "tenant {id} is {state}; only an ACTIVE tenant can move"
+                    )));
+                }
+                let target = if target.is_empty() {
+                    let placement = Placement::parse("placement", &row.placement)
+                        .map_err(Error::InvalidArgument)?;
+                    self.placement_except(conn, &placement, &row.database_server)
+                        .await?
+                } else {
+                    let server = db::servers::candidates(conn)
+                        .await?
+                        .into_iter()
+                        .find(|c| c.name == target)
+                        .ok_or_else(|| Error::NotFound {
+                            resource: "database server",
+                            id: target.to_owned(),
+                        })?;
+                    if server.name == row.database_server {
+                        return Err(Error::FailedPrecondition(format!(
+                            "tenant {id} is on database server {target} already"
+                        )));
+                    }
+                    if let Some(why) = super::placement::refuses_tenants(&server) {
+                        return Err(Error::FailedPrecondition(format!(
+                            "database server {target} takes no tenants: {why}"
+                        )));
+                    }
+                    server.name
+                };
+                db::moves::start(conn, id, &row.database_server, &target, &caller.subject).await?;
+                // An earlier move's steps are done with (their history is
+                // in the events).
+                diesel::delete(
+                    tenant_steps::table
+                        .filter(tenant_steps::tenant_id.eq(id))
+                        .filter(tenant_steps::phase.eq(MOVE_PHASE)),
+                )
+                .execute(conn)
+                .await?;
+                let last: Option<i32> = tenant_steps::table
+                    .filter(tenant_steps::tenant_id.eq(id))
+                    .select(diesel::dsl::max(tenant_steps::position))
+                    .first(conn)
+                    .await?;
+                let steps = crate::domain::move_steps();
+                let rows: Vec<_> = steps
+                    .iter()
+                    .zip(last.unwrap_or(-1) + 1..)
+                    .map(|(step, position)| {
+                        (
+                            tenant_steps::tenant_id.eq(id),
+                            tenant_steps::position.eq(position),
+                            tenant_steps::name.eq(step.name.clone()),
+                            tenant_steps::critical.eq(step.critical),
+                            tenant_steps::max_attempts.eq(step.max_attempts),
+                            tenant_steps::status.eq(StepStatus::Pending.as_str()),
+                            tenant_steps::phase.eq(MOVE_PHASE),
+                            tenant_steps::timeout_ms.eq(step.timeout_ms),
+                        )
+                    })
+                    .collect();
+                diesel::insert_into(tenant_steps::table)
+                    .values(&rows)
+                    .execute(conn)
+                    .await?;
+                db::outbox::enqueue(conn, id, Operation::Move, &steps[0].name).await?;
+                diesel::update(tenants::table.find(id))
+                    .set((
+                        tenants::revision.eq(tenants::revision + 1),
+                        tenants::update_time.eq(diesel::dsl::now),
+                    ))
+                    .execute(conn)
+                    .await?;
+                db::events::append(
+                    conn,
+                    &NewEvent {
+                        tenant_id: id,
+                        kind: EventKind::TenantUpdated,
+                        step: None,
+                        attempt: None,
+                        state,
+                        message: format!(
+                            "moving from database server {} to {target}",
+                            row.database_server
+                        ),
+                        actor: caller.subject.clone(),
+                    },
+                )
+                .await?;
+                load(conn, id).await
+            })
+            .await?;
+        self.wakeup.work_committed();
+        Ok(tenant)
+    }
+}

@@ -1,0 +1,514 @@
+//! The steps that move a tenant's data to another database server, in
+//! order:
+//!
+//! ```text
+//! move_freeze         source: the tenant's role reads, cannot write
+//! move_copy           pg_dump | pg_restore of the schema into the target
+//! move_verify         per table: rows and checksum equal on both sides
+//! move_switch         control plane: the tenant names the target (no return)
+//! move_restore_writes target: the schema is the tenant's role's again
+//! move_drop_source    source: the old copy dropped; the move is done
+//! ```
+//!
+//! Before the switch a step that gives up walks back (the target's copy is
+//! dropped, the source is writable again); after it the move only goes
+//! forward. The move itself (source, target, what was verified) is in
+//! `tenant_moves`; each step reads it, since the claim names the server the
+//! tenant was on when the step was claimed.
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+use super::{Output, Step, StepCtx, StepError, access};
+use crate::db::fleet::Fleet;
+use crate::db::moves::Move;
+use crate::db::{self, DbPool};
+
+/// What the move steps share: the control plane, where the move is
+/// recorded, and the servers.
+pub struct Mover {
+    control: DbPool,
+    fleet: Fleet,
+}
+
+impl Mover {
+    pub fn new(control: DbPool, fleet: Fleet) -> Arc<Self> {
+        Arc::new(Mover { control, fleet })
+    }
+
+    /// The tenant's move in flight.
+    async fn current(&self, ctx: &StepCtx) -> Result<Move, StepError> {
+        let mut conn = db::conn(&self.control).await.map_err(retry)?;
+        db::moves::in_flight(&mut conn, ctx.tenant_id)
+            .await
+            .map_err(retry)?
+            .ok_or_else(|| StepError::permanent("the tenant has no move in flight"))
+    }
+
+    /// The server the tenant lives on now.
+    async fn home(&self, ctx: &StepCtx) -> Result<String, StepError> {
+        let mut conn = db::conn(&self.control).await.map_err(retry)?;
+        let row = db::tenants::find(&mut conn, ctx.tenant_id)
+            .await
+            .map_err(retry)?
+            .ok_or_else(|| StepError::permanent("the tenant is gone"))?;
+        Ok(row.database_server)
+    }
+
+    async fn run_sql(&self, server: &str, sql: &str) -> Result<(), StepError> {
+        let pool = self.fleet.pool(server).await.map_err(retry)?;
+        let mut conn = db::conn(&pool).await.map_err(retry)?;
+        conn.transaction(async |c| c.batch_execute(sql).await)
+            .await
+            .map_err(retry)
+    }
+}
+
+fn retry(e: impl std::fmt::Display) -> StepError {
+    StepError::new(e.to_string())
+}
+
+/// `move_freeze`: writes stop on the source, reads go on.
+pub struct MoveFreeze(pub Arc<Mover>);
+
+#[async_trait]
+impl Step for MoveFreeze {
+    fn name(&self) -> &'static str {
+        "move_freeze"
+    }
+
+    async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        let m = self.0.current(ctx).await?;
+        self.0
+            .run_sql(&m.source, &access::read_only_sql(&ctx.names))
+            .await?;
+        Ok(Output::new())
+    }
+
+    /// The last compensation of a move that walks back: the source is the
+    /// tenant's again, and the move is over.
+    async fn compensate_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        let m = self.0.current(ctx).await?;
+        self.0
+            .run_sql(&m.source, &access::writable_sql(&ctx.names))
+            .await?;
+        let mut conn = db::conn(&self.0.control).await.map_err(retry)?;
+        db::moves::finish(&mut conn, ctx.tenant_id, "ROLLED_BACK")
+            .await
+            .map_err(retry)?;
+        Ok(Output::new())
+    }
+
+    fn resources(&self, ctx: &StepCtx) -> Vec<String> {
+        vec![format!(
+            "schema {} read-only on its source",
+            ctx.names.schema
+        )]
+    }
+}
+
+/// `move_copy`: the schema, as it is on the frozen source, restored on the
+/// target in one transaction, owned by the control plane's role until the
+/// switch.
+pub struct MoveCopy(pub Arc<Mover>);
+
+#[async_trait]
+impl Step for MoveCopy {
+    fn name(&self) -> &'static str {
+        "move_copy"
+    }
+
+    async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        let m = self.0.current(ctx).await?;
+        if self.0.home(ctx).await? != m.source {
+            return Err(StepError::permanent(
+                "the tenant is no longer on the move's source",
+            ));
+        }
+        let (source_pool, target_pool) = (
+            self.0.fleet.pool(&m.source).await.map_err(retry)?,
+            self.0.fleet.pool(&m.target).await.map_err(retry)?,
+        );
+        let mut source = db::conn(&source_pool).await.map_err(retry)?;
+        let mut target = db::conn(&target_pool).await.map_err(retry)?;
+        let (here, there) = (identity(&mut source).await?, identity(&mut target).await?);
+        if here == there {
+            return Err(StepError::permanent(format!(
+                "database servers {} and {} are the same database; nothing to move",
+                m.source, m.target
+            )));
+        }
+        let schema = &ctx.names.schema;
+        let bytes = schema_bytes(&mut source, schema).await?;
+        // What an earlier attempt restored is not the tenant's yet (it
+        // still lives on the source): it goes, and the copy is made anew.
+        let role = &ctx.names.role;
+        target
+            .batch_execute(&format!(
+                "DO $$ BEGIN
+                     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN
+                         CREATE ROLE \"{role}\" NOLOGIN;
+                     END IF;
+                 END $$;
+                 GRANT \"{role}\" TO CURRENT_USER;
+                 DROP SCHEMA IF EXISTS \"{schema}\" CASCADE;"
+            ))
+            .await
+            .map_err(retry)?;
+        drop((source, target));
+        if let Some(bytes) = bytes {
+            let (from, to) = (
+                self.0.fleet.target(&m.source).await.map_err(retry)?,
+                self.0.fleet.target(&m.target).await.map_err(retry)?,
+            );
+            copy_schema(&from, &to, schema).await?;
+            let mut conn = db::conn(&self.0.control).await.map_err(retry)?;
+            db::moves::copied(&mut conn, m.id, bytes)
+                .await
+                .map_err(retry)?;
+        }
+        Ok(Output::new())
+    }
+
+    /// Drops the target's copy while the tenant still lives on the source.
+    async fn compensate_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        let m = self.0.current(ctx).await?;
+        if self.0.home(ctx).await? != m.source {
+            return Err(StepError::permanent(
+                "the tenant is not on the move's source; its copy on the target is live",
+            ));
+        }
+        self.0
+            .run_sql(
+                &m.target,
+                &format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", ctx.names.schema),
+            )
+            .await?;
+        Ok(Output::new())
+    }
+
+    fn resources(&self, ctx: &StepCtx) -> Vec<String> {
+        vec![format!(
+            "a copy of schema {} on the move's target",
+            ctx.names.schema
+        )]
+    }
+}
+
+/// `pg_dump` of `schema` on `from` piped into `pg_restore` on `to`, in one
+/// transaction there.
+async fn copy_schema(
+    from: &db::fleet::Target,
+    to: &db::fleet::Target,
+    schema: &str,
+) -> Result<(), StepError> {
+    let mut dump = crate::archive::tool("pg_dump", Some(from))
+        .arg("--format=custom")
+        .arg("--compress=0")
+        .arg("--no-owner")
+        .arg("--no-privileges")
+        .arg(format!("--schema={schema}"))
+        .arg(format!("--dbname={}", from.url))
+        .spawn()
+        .map_err(|e| StepError::new(format!("running pg_dump: {e}")))?;
+    let piped: Stdio = dump
+        .stdout
+        .take()
+        .ok_or_else(|| StepError::new("pg_dump has no output"))?
+        .try_into()
+        .map_err(|e| StepError::new(format!("piping pg_dump: {e}")))?;
+    let restore = crate::archive::tool("pg_restore", Some(to))
+        .stdin(piped)
+        .arg("--no-owner")
+        .arg("--no-privileges")
+        .arg("--exit-on-error")
+        .arg("--single-transaction")
+        .arg(format!("--dbname={}", to.url))
+        .spawn()
+        .map_err(|e| StepError::new(format!("running pg_restore: {e}")))?;
+    let (dumped, restored) = tokio::join!(dump.wait_with_output(), restore.wait_with_output());
+    let dumped = dumped.map_err(|e| StepError::new(format!("pg_dump: {e}")))?;
+    let restored = restored.map_err(|e| StepError::new(format!("pg_restore: {e}")))?;
+    if !dumped.status.success() {
+        return Err(StepError::new(format!(
+            "pg_dump of {schema} failed: {}",
+            String::from_utf8_lossy(&dumped.stderr).trim()
+        )));
+    }
+    if !restored.status.success() {
+        return Err(StepError::new(format!(
+            "pg_restore of {schema} failed: {}",
+            String::from_utf8_lossy(&restored.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `move_verify`: every table has the same rows on both sides (counts and
+/// an order-independent checksum of the rows' text).
+pub struct MoveVerify(pub Arc<Mover>);
+
+#[async_trait]
+impl Step for MoveVerify {
+    fn name(&self) -> &'static str {
+        "move_verify"
+    }
+
+    async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        let m = self.0.current(ctx).await?;
+        let schema = &ctx.names.schema;
+        let (source_pool, target_pool) = (
+            self.0.fleet.pool(&m.source).await.map_err(retry)?,
+            self.0.fleet.pool(&m.target).await.map_err(retry)?,
+        );
+        let mut source = db::conn(&source_pool).await.map_err(retry)?;
+        let mut target = db::conn(&target_pool).await.map_err(retry)?;
+        let (here, there) = tokio::join!(
+            table_sums(&mut source, schema),
+            table_sums(&mut target, schema)
+        );
+        let (here, there) = (here?, there?);
+        if here != there {
+            let names: std::collections::BTreeSet<&String> =
+                here.keys().chain(there.keys()).collect();
+            let differ: Vec<String> = names
+                .into_iter()
+                .filter(|t| here.get(*t) != there.get(*t))
+                .map(|t| match (here.get(t), there.get(t)) {
+                    (Some(a), Some(b)) => format!("{t} ({} rows here, {} there)", a.0, b.0),
+                    (Some(_), None) => format!("{t} (missing on the target)"),
+                    _ => format!("{t} (only on the target)"),
+                })
+                .collect();
+            return Err(StepError::permanent(format!(
+                "the copy differs from the source: {}",
+                differ.join(", ")
+            )));
+        }
+        let tables: serde_json::Map<String, serde_json::Value> = here
+            .into_iter()
+            .map(|(t, (rows, sum))| (t, serde_json::json!({"rows": rows, "checksum": sum})))
+            .collect();
+        let mut conn = db::conn(&self.0.control).await.map_err(retry)?;
+        db::moves::verified(&mut conn, m.id, &serde_json::Value::Object(tables))
+            .await
+            .map_err(retry)?;
+        Ok(Output::new())
+    }
+
+    fn compensable(&self) -> bool {
+        false
+    }
+}
+
+/// `move_switch`: the tenant names the target, in the transaction that
+/// records this step. From here the move only goes forward.
+pub struct MoveSwitch(pub Arc<Mover>);
+
+#[async_trait]
+impl Step for MoveSwitch {
+    fn name(&self) -> &'static str {
+        "move_switch"
+    }
+
+    async fn run_in_control_plane(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ctx: &StepCtx,
+    ) -> Result<(), StepError> {
+        let m = db::moves::in_flight(conn, ctx.tenant_id)
+            .await
+            .map_err(retry)?
+            .ok_or_else(|| StepError::permanent("the tenant has no move in flight"))?;
+        if db::moves::switch(conn, ctx.tenant_id, &m)
+            .await
+            .map_err(retry)?
+        {
+            Ok(())
+        } else {
+            Err(StepError::permanent(
+                "the tenant is on neither side of its move",
+            ))
+        }
+    }
+
+    fn compensable(&self) -> bool {
+        false
+    }
+
+    fn point_of_no_return(&self) -> bool {
+        true
+    }
+}
+
+/// `move_restore_writes`: the tenant's role owns its schema on the target.
+pub struct MoveRestoreWrites(pub Arc<Mover>);
+
+#[async_trait]
+impl Step for MoveRestoreWrites {
+    fn name(&self) -> &'static str {
+        "move_restore_writes"
+    }
+
+    async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        let m = self.0.current(ctx).await?;
+        self.0
+            .run_sql(&m.target, &access::writable_sql(&ctx.names))
+            .await?;
+        Ok(Output::new())
+    }
+
+    fn compensable(&self) -> bool {
+        false
+    }
+}
+
+/// `move_drop_source`: the source's copy is dropped (and the tenant's role
+/// there, unless it still owns something in another database of that
+/// cluster); the move is done.
+pub struct MoveDropSource(pub Arc<Mover>);
+
+#[async_trait]
+impl Step for MoveDropSource {
+    fn name(&self) -> &'static str {
+        "move_drop_source"
+    }
+
+    async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
+        let m = self.0.current(ctx).await?;
+        if self.0.home(ctx).await? != m.target {
+            return Err(StepError::permanent(
+                "the tenant is not on the move's target; its source copy stays",
+            ));
+        }
+        let (schema, role) = (&ctx.names.schema, &ctx.names.role);
+        self.0
+            .run_sql(
+                &m.source,
+                &format!(
+                    "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE;
+                     DO $$ BEGIN
+                         DROP ROLE IF EXISTS \"{role}\";
+                     EXCEPTION WHEN dependent_objects_still_exist THEN NULL;
+                     END $$;"
+                ),
+            )
+            .await?;
+        Ok(Output::new())
+    }
+
+    async fn run_in_control_plane(
+        &self,
+        conn: &mut AsyncPgConnection,
+        ctx: &StepCtx,
+    ) -> Result<(), StepError> {
+        db::moves::finish(conn, ctx.tenant_id, "MOVED")
+            .await
+            .map_err(retry)
+    }
+
+    fn compensable(&self) -> bool {
+        false
+    }
+}
+
+/// Which database a connection reaches, as far as telling two apart goes:
+/// the cluster (its start time and port) and the database.
+async fn identity(conn: &mut AsyncPgConnection) -> Result<String, StepError> {
+    #[derive(diesel::QueryableByName)]
+    struct Identity {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        id: String,
+    }
+    let found: Identity = diesel::sql_query(
+        "SELECT pg_postmaster_start_time()::text || '/' || current_setting('port')
+                || '/' || current_database() AS id",
+    )
+    .get_result(conn)
+    .await
+    .map_err(retry)?;
+    Ok(found.id)
+}
+
+/// The schema's size, or `None` if it does not exist.
+async fn schema_bytes(
+    conn: &mut AsyncPgConnection,
+    schema: &str,
+) -> Result<Option<i64>, StepError> {
+    #[derive(diesel::QueryableByName)]
+    struct Size {
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+        bytes: Option<i64>,
+    }
+    let size: Size = diesel::sql_query(
+        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
+                THEN coalesce((SELECT sum(pg_total_relation_size(c.oid))::int8 FROM pg_class c
+                               JOIN pg_namespace n ON n.oid = c.relnamespace
+                               WHERE n.nspname = $1 AND c.relkind IN ('r', 'm', 'p')), 0)
+                END AS bytes",
+    )
+    .bind::<diesel::sql_types::Text, _>(schema)
+    .get_result(conn)
+    .await
+    .map_err(retry)?;
+    Ok(size.bytes)
+}
+
+/// Per table of `schema`: its rows and the sum of a 60-bit hash of each
+/// row's text, read in one snapshot with the settings that fix how values
+/// print. Order-independent and streaming, so a table of any size needs
+/// no more memory than its scan.
+pub async fn table_sums(
+    conn: &mut AsyncPgConnection,
+    schema: &str,
+) -> Result<BTreeMap<String, (i64, String)>, StepError> {
+    #[derive(diesel::QueryableByName)]
+    struct Table {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        name: String,
+    }
+    #[derive(diesel::QueryableByName)]
+    struct Sum {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        rows: i64,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        checksum: String,
+    }
+    conn.build_transaction()
+        .repeatable_read()
+        .read_only()
+        .run(async |conn| {
+            conn.batch_execute(
+                "SET LOCAL timezone = 'UTC'; SET LOCAL datestyle = 'ISO, YMD';
+                 SET LOCAL intervalstyle = 'postgres'; SET LOCAL extra_float_digits = 3;
+                 SET LOCAL bytea_output = 'hex'",
+            )
+            .await?;
+            let tables: Vec<Table> = diesel::sql_query(
+                "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+            )
+            .bind::<diesel::sql_types::Text, _>(schema)
+            .load(conn)
+            .await?;
+            let mut sums = BTreeMap::new();
+            for Table { name } in tables {
+                let sum: Sum = diesel::sql_query(format!(
+                    "SELECT count(*)::int8 AS rows,
+                            coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::int8::numeric), 0)::text
+                                AS checksum
+                     FROM \"{schema}\".\"{}\" t",
+                    name.replace('"', "\"\"")
+                ))
+                .get_result(conn)
+                .await?;
+                sums.insert(name, (sum.rows, sum.checksum));
+            }
+            Ok::<_, diesel::result::Error>(sums)
+        })
+        .await
+        .map_err(retry)
+}
