@@ -26,3 +26,8 @@ ALTER TABLE outbox DROP CONSTRAINT outbox_operation_check,
         CHECK (operation IN ('PROVISION', 'COMPENSATE', 'DEPROVISION', 'MOVE'));
 ALTER TABLE tenant_steps DROP CONSTRAINT tenant_steps_phase_check,
     ADD CONSTRAINT tenant_steps_phase_check CHECK (phase IN ('PROVISION', 'DEPROVISION', 'MOVE'));
+
+-- A deregistered server keeps its row (hidden), since the records of
+-- deleted tenants name the server they lived on; registering the name
+-- again takes the row back.
+ALTER TABLE database_servers ADD COLUMN deregister_time TIMESTAMPTZ;

@@ -31,7 +31,7 @@ pub(super) async fn create_throughput(
 }
 
 /// CreateTenant calls per second from `clients` concurrent clients.
-async fn create_load(
+pub(super) async fn create_load(
     server: &BenchServer,
     clients: usize,
     duration: Duration,

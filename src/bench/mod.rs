@@ -14,7 +14,9 @@
 //! [`contract`] (deployments), [`noop`] (the dispatcher alone), [`wake`]
 //! (wake-up latency), [`watchers`], [`stats`], [`list`] (ListTenants pages
 //! at 1k and 100k tenants), [`webhooks`] (the webhook sender's throughput
-//! and latency), and the long-running [`soak`]. [`connections`] counts the
+//! and latency), [`placement`] (MoveTenant against `pg_dump | pg_restore`,
+//! CreateTenant with three servers against one), and the long-running
+//! [`soak`]. [`connections`] counts the
 //! server's sessions through every phase. [`report`] turns the figures into
 //! the table (or JSON) and [`targets`] holds what each should reach. What
 //! the figures share lives here: scratch databases, the in-process server,
@@ -25,6 +27,7 @@ mod contract;
 mod create;
 mod list;
 mod noop;
+mod placement;
 mod provision;
 mod report;
 pub mod smtp;
@@ -179,9 +182,20 @@ async fn measure(args: &BenchArgs, scratch: &Scratch) -> Result<Report, BoxError
     let usage = sessions
         .phase("usage", usage::measure(scratch, c, duration, stored))
         .await?;
+    eprintln!(
+        "placement: CreateTenant with one server and with three; MoveTenant of {} MB between two local clusters next to pg_dump | pg_restore",
+        args.move_mb
+    );
+    let placement = sessions
+        .phase(
+            "placement",
+            placement::measure(scratch, c, duration, args.move_mb),
+        )
+        .await?;
     let sessions = sessions.finish();
 
     Ok(Report {
+        placement,
         watch,
         stats_ms_at_100k,
         list_page_p99_ms,

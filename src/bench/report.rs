@@ -48,6 +48,7 @@ pub struct Report {
     pub list_page_p99_ms: ListReport,
     /// RecordUsage against the same statement by plain SQL, and the reads.
     pub usage: super::usage::UsageReport,
+    pub placement: super::placement::PlacementReport,
     /// Event deliveries queued at once and drained to one local receiver.
     pub webhook_deliveries: usize,
     pub webhook_deliveries_per_sec: f64,
@@ -225,6 +226,23 @@ impl Report {
             .target(targets::QUERY_USAGE_30D_P99_MS),
             Row::new("usage.check_quota_p99_ms", self.usage.check_quota_p99_ms)
                 .target(targets::CHECK_QUOTA_P99_MS),
+            Row::new(
+                "placement.create_rps_three_servers",
+                self.placement.create_rps_three_servers,
+            )
+            .against(
+                "create_rps_one_server",
+                self.placement.create_rps_one_server,
+                "placement.three_vs_one",
+            )
+            .target(targets::THREE_SERVERS_VS_ONE),
+            Row::new("placement.move_mb_per_sec", self.placement.move_mb_per_sec)
+                .against(
+                    "dump_restore_mb_per_sec",
+                    self.placement.dump_restore_mb_per_sec,
+                    "placement.move_vs_dump_restore",
+                )
+                .target(targets::MOVE_VS_DUMP_RESTORE),
         ]);
         rows
     }
@@ -397,6 +415,15 @@ mod tests {
                 usage_vs_raw: 0.8,
                 query_usage_30d_p99_ms: 8.0,
                 check_quota_p99_ms: 0.9,
+            },
+            placement: crate::bench::placement::PlacementReport {
+                move_mb: 100.0,
+                move_mb_per_sec: 40.0,
+                dump_restore_mb_per_sec: 45.0,
+                move_vs_dump_restore: 0.89,
+                create_rps_one_server: 2000.0,
+                create_rps_three_servers: 1980.0,
+                three_vs_one: 0.99,
             },
             webhook_deliveries: 2000,
             webhook_deliveries_per_sec: 4000.0,
@@ -575,6 +602,7 @@ mod tests {
             "webhook_p99_ms",
             "list_page_p99_ms",
             "usage",
+            "placement",
             "max_connections",
         ] {
             assert!(json.get(key).is_some(), "no {key} in {json}");

@@ -82,6 +82,14 @@ pub const QUERY_USAGE_30D_P99_MS: Bound = Bound::AtMost(20.0);
 /// application's hot path.
 pub const CHECK_QUOTA_P99_MS: Bound = Bound::AtMost(2.0);
 
+/// `placement.move_vs_dump_restore`: MoveTenant (freeze, copy, verify on
+/// both sides, switch, drop) moves a schema at four fifths of the rate of
+/// `pg_dump | pg_restore` typed by hand.
+pub const MOVE_VS_DUMP_RESTORE: Bound = Bound::AtLeast(0.8);
+/// `placement.three_vs_one`: choosing among three servers costs CreateTenant
+/// at most a twentieth of its rate.
+pub const THREE_SERVERS_VS_ONE: Bound = Bound::AtLeast(0.95);
+
 #[cfg(test)]
 mod tests {
     use super::Bound;

@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// Events timed one at a time for `webhook_p99_ms`.
     #[arg(long, default_value_t = 200)]
     pub webhook_samples: usize,
+    /// Size in MB of the tenant `placement.move_mb_per_sec` moves between
+    /// two local clusters.
+    #[arg(long, default_value_t = 100)]
+    pub move_mb: u64,
     /// Print one JSON object of named figures.
     #[arg(long)]
     pub json: bool,

@@ -51,7 +51,8 @@ const SELECT: &str = "
                                          ORDER BY u.bucket DESC LIMIT 1) r
                      WHERE t.database_server = s.name AND t.delete_time IS NULL
                        AND t.state IN ('ACTIVE', 'SUSPENDED')), 0) AS schema_bytes
-    FROM database_servers s";
+    FROM database_servers s
+    WHERE s.deregister_time IS NULL";
 
 /// What RegisterDatabaseServer stores.
 pub struct NewServer<'a> {
@@ -65,11 +66,21 @@ pub struct NewServer<'a> {
     pub labels: &'a BTreeMap<String, String>,
 }
 
-/// Inserts a server; `None` if the name is taken.
+/// Inserts a server, or takes back a deregistered one's name (its row
+/// stays, since deleted tenants' records name where they lived); `None` if
+/// a registered server has the name.
 pub async fn insert(conn: &mut AsyncPgConnection, s: &NewServer<'_>) -> Result<Option<ServerRow>> {
     let inserted = diesel::sql_query(
         "INSERT INTO database_servers (name, url, password, region, weight, max_tenants, draining, labels)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (name) DO UPDATE
+         SET url = excluded.url, password = excluded.password, region = excluded.region,
+             weight = excluded.weight, max_tenants = excluded.max_tenants,
+             draining = excluded.draining, labels = excluded.labels, reachable = true,
+             last_error = '', check_time = NULL, unreachable_since = NULL,
+             revision = database_servers.revision + 1, create_time = now(), update_time = now(),
+             deregister_time = NULL
+         WHERE database_servers.deregister_time IS NOT NULL",
     )
     .bind::<Text, _>(s.name)
     .bind::<Text, _>(s.url)
@@ -88,7 +99,7 @@ pub async fn insert(conn: &mut AsyncPgConnection, s: &NewServer<'_>) -> Result<O
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, name: &str) -> Result<Option<ServerRow>> {
-    Ok(diesel::sql_query(format!("{SELECT} WHERE s.name = $1"))
+    Ok(diesel::sql_query(format!("{SELECT} AND s.name = $1"))
         .bind::<Text, _>(name)
         .get_result(conn)
         .await
@@ -98,7 +109,7 @@ pub async fn find(conn: &mut AsyncPgConnection, name: &str) -> Result<Option<Ser
 /// Locks a server's row; `None` if there is none.
 pub async fn lock(conn: &mut AsyncPgConnection, name: &str) -> Result<Option<ServerRow>> {
     let found: Option<ServerRow> =
-        diesel::sql_query(format!("{SELECT} WHERE s.name = $1 FOR UPDATE OF s"))
+        diesel::sql_query(format!("{SELECT} AND s.name = $1 FOR UPDATE OF s"))
             .bind::<Text, _>(name)
             .get_result(conn)
             .await
@@ -137,11 +148,16 @@ pub async fn update(
     Ok(())
 }
 
+/// Deregisters a server. Its row stays, hidden, for the records of
+/// deleted tenants that lived there.
 pub async fn delete(conn: &mut AsyncPgConnection, name: &str) -> Result<()> {
-    diesel::sql_query("DELETE FROM database_servers WHERE name = $1")
-        .bind::<Text, _>(name)
-        .execute(conn)
-        .await?;
+    diesel::sql_query(
+        "UPDATE database_servers SET deregister_time = now(), password = NULL, update_time = now()
+         WHERE name = $1",
+    )
+    .bind::<Text, _>(name)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -158,12 +174,14 @@ pub async fn credentials(
         #[diesel(sql_type = Nullable<Bytea>)]
         password: Option<Vec<u8>>,
     }
-    let found: Option<Credentials> =
-        diesel::sql_query("SELECT url, password FROM database_servers WHERE name = $1")
-            .bind::<Text, _>(name)
-            .get_result(conn)
-            .await
-            .optional()?;
+    let found: Option<Credentials> = diesel::sql_query(
+        "SELECT url, password FROM database_servers
+             WHERE name = $1 AND deregister_time IS NULL",
+    )
+    .bind::<Text, _>(name)
+    .get_result(conn)
+    .await
+    .optional()?;
     Ok(found.map(|c| (c.url, c.password)))
 }
 
@@ -198,7 +216,7 @@ pub async fn candidates(conn: &mut AsyncPgConnection) -> Result<Vec<Candidate>> 
                 s.last_error,
                 (SELECT coalesce(sum(c.tenants), 0)::int8 FROM server_tenants c
                  WHERE c.server = s.name) AS tenants
-         FROM database_servers s ORDER BY s.name",
+         FROM database_servers s WHERE s.deregister_time IS NULL ORDER BY s.name",
     )
     .load(conn)
     .await?)
@@ -233,4 +251,22 @@ pub async fn record_check(
     .await
     .optional()?;
     Ok(was.is_some_and(|w| w.was != reachable))
+}
+
+/// Deleted tenants whose archived schema on `server` is not purged yet.
+pub async fn unpurged_deleted(conn: &mut AsyncPgConnection, server: &str) -> Result<i64> {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let c: Count = diesel::sql_query(
+        "SELECT count(*) AS n FROM tenants
+         WHERE database_server = $1 AND delete_time IS NOT NULL
+           AND outputs ? 'archived_schema' AND NOT outputs ? 'purged_at'",
+    )
+    .bind::<Text, _>(server)
+    .get_result(conn)
+    .await?;
+    Ok(c.n)
 }

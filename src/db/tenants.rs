@@ -31,7 +31,7 @@ macro_rules! place_sql {
     SELECT s.name FROM database_servers s
     CROSS JOIN LATERAL (SELECT coalesce(sum(c.tenants), 0) AS n
                         FROM server_tenants c WHERE c.server = s.name) c
-    WHERE NOT s.draining AND s.reachable
+    WHERE s.deregister_time IS NULL AND NOT s.draining AND s.reachable
       AND (s.max_tenants = 0 OR c.n < s.max_tenants)
       AND jsonb_strip_nulls(jsonb_build_object('region', nullif(s.region, ''))) || s.labels
           || jsonb_build_object('server', s.name) @> {bind}::jsonb

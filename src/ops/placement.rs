@@ -409,6 +409,12 @@ impl Ops {
                     row.tenant_count
                 )));
             }
+            let archived = db::servers::unpurged_deleted(conn, name).await?;
+            if archived > 0 {
+                return Err(Error::FailedPrecondition(format!(
+                    "database server {name} holds the archives of {archived} deleted tenant(s) until they are purged"
+                )));
+            }
             let moving = db::moves::touching(conn, name).await?;
             if moving > 0 {
                 return Err(Error::FailedPrecondition(format!(

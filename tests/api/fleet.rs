@@ -426,6 +426,50 @@ async fn a_tenant_on_a_registered_server_is_suspended_deprovisioned_and_restored
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
+
+    // Once the tenant is purged and deleted, the server may go, though the
+    // deleted tenant's record still names it; the name can come back.
+    app.client
+        .clone()
+        .deprovision(DeprovisionRequest {
+            tenant_id: t.id.clone(),
+            mode: DeprovisionMode::Purge as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    app.wait_for(&t.id, TenantState::Deprovisioned).await;
+    assert_eq!(other.count(&schema_exists(&schema)).await, 0);
+    app.client
+        .clone()
+        .delete_tenant(tenantd::proto::DeleteTenantRequest {
+            tenant_id: t.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    placement
+        .deregister_database_server(tenantd::proto::DeregisterDatabaseServerRequest {
+            name: "other".into(),
+        })
+        .await
+        .unwrap();
+    let e = placement
+        .get_database_server(GetDatabaseServerRequest {
+            name: "other".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = create(&app, "gone-server", "server=other")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    register(&mut placement, "other", &other, 1, &[]).await;
+    assert_eq!(server(&mut placement, "other").await.tenant_count, 0);
+    let again = create(&app, "returned", "server=other").await.unwrap();
+    assert_eq!(again.database_server, "other");
+    app.wait_for(&again.id, TenantState::Active).await;
     app.stop().await;
     other.stop().await;
 }

@@ -78,7 +78,7 @@ pub enum Cmd {
         labels: Vec<(String, String)>,
         /// Only tenants whose data lives on this database server.
         #[arg(long, default_value = "")]
-        server: String,
+        database_server: String,
         /// Follow next-page tokens and print every page.
         #[arg(long)]
         all: bool,
@@ -256,7 +256,7 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
             state,
             plan,
             labels,
-            server,
+            database_server,
             all,
         } => loop {
             let request = ListTenantsRequest {
@@ -265,7 +265,7 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 state: state.map_or(0, |s| s as i32),
                 plan: plan.clone(),
                 labels: labels.iter().cloned().collect(),
-                database_server: server.clone(),
+                database_server: database_server.clone(),
             };
             let page = client.list_tenants(request).await?.into_inner();
             match format {
