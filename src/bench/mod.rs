@@ -63,10 +63,30 @@ const NO_CONTRACT_PLAN: &str = "bench-no-contract";
 /// with `--json`.
 pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
     let scratch = Scratch::new(&args.server_url);
-    if let Some(BenchCommand::Soak(soak)) = args.command {
-        let result = soak::run(soak, &scratch).await;
-        scratch.drop_all().await;
-        return result;
+    match args.command {
+        Some(BenchCommand::Soak(soak)) => {
+            let result = soak::run(soak, &scratch).await;
+            scratch.drop_all().await;
+            return result;
+        }
+        Some(BenchCommand::Placement(placement)) => {
+            let result = placement::measure(
+                &scratch,
+                placement.concurrency,
+                Duration::from_secs(placement.duration_secs),
+                placement.move_mb,
+            )
+            .await;
+            scratch.drop_all().await;
+            let report = result?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
+        None => {}
     }
     let result = measure(&args, &scratch).await;
     scratch.drop_all().await;

@@ -38,6 +38,40 @@ pub struct PlacementReport {
     pub three_vs_one: f64,
 }
 
+impl PlacementReport {
+    /// The figures with their baselines and targets, for a person to read.
+    pub fn table(&self) -> String {
+        use super::targets::{MOVE_VS_DUMP_RESTORE, THREE_SERVERS_VS_ONE};
+        let mut out = format!("moved schema: {:.1} MB\n", self.move_mb);
+        for (figure, value, baseline, base, ratio_name, ratio, bound) in [
+            (
+                "placement.create_rps_three_servers",
+                self.create_rps_three_servers,
+                "create_rps_one_server",
+                self.create_rps_one_server,
+                "placement.three_vs_one",
+                self.three_vs_one,
+                THREE_SERVERS_VS_ONE,
+            ),
+            (
+                "placement.move_mb_per_sec",
+                self.move_mb_per_sec,
+                "dump_restore_mb_per_sec",
+                self.dump_restore_mb_per_sec,
+                "placement.move_vs_dump_restore",
+                self.move_vs_dump_restore,
+                MOVE_VS_DUMP_RESTORE,
+            ),
+        ] {
+            out.push_str(&format!(
+                "{figure} {value:.1}, {baseline} {base:.1}, {ratio_name} {ratio:.2} (target {bound}: {})\n",
+                if bound.met(ratio) { "met" } else { "not met" }
+            ));
+        }
+        out
+    }
+}
+
 /// Two extra clusters in a temporary directory, stopped when dropped.
 struct Clusters {
     a: EmbeddedPostgres,

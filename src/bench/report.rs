@@ -458,10 +458,10 @@ mod tests {
     fn a_run_that_meets_every_target_reads_so() {
         let report = report();
         let checks = report.checks();
-        assert_eq!(checks.len(), 15);
+        assert_eq!(checks.len(), 17);
         assert!(checks.iter().all(|c| c.met), "{checks:?}");
         let table = report.table();
-        assert!(table.contains("targets met: 15 of 15"), "{table}");
+        assert!(table.contains("targets met: 17 of 17"), "{table}");
         assert!(
             table.contains("no phase left sessions open on this run's databases"),
             "{table}"
@@ -504,7 +504,7 @@ mod tests {
             row(&report.table(), "wake_p99_ms"),
             ["wake_p99_ms", "12.5", "<=", "10", "no"]
         );
-        assert!(report.table().contains("targets met: 14 of 15"));
+        assert!(report.table().contains("targets met: 16 of 17"));
     }
 
     #[test]
@@ -541,7 +541,7 @@ mod tests {
     fn skipped_watchers_have_no_rows_and_no_targets() {
         let mut report = report();
         report.watch = None;
-        assert_eq!(report.checks().len(), 12);
+        assert_eq!(report.checks().len(), 14);
         let table = report.table();
         assert!(!table.contains("watch.delivery_p99_ms"));
         assert!(table.contains("watch: skipped"));

@@ -93,6 +93,24 @@ pub enum BenchCommand {
     /// delete) and long-lived watchers; prints one JSON line of latencies,
     /// table sizes and dead tuples per interval.
     Soak(SoakArgs),
+    /// Only the figures of several database servers (`placement.*` of the
+    /// full run): CreateTenant with three servers and with one, MoveTenant
+    /// next to `pg_dump | pg_restore`.
+    Placement(PlacementArgs),
+}
+
+/// Settings of `tenantd bench placement`.
+#[derive(Debug, Clone, Args)]
+pub struct PlacementArgs {
+    /// Concurrent CreateTenant clients.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Seconds each CreateTenant rate is measured.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
+    /// Size in MB of the moved tenant.
+    #[arg(long, default_value_t = 100)]
+    pub move_mb: u64,
 }
 
 /// Settings of `tenantd bench soak`.

@@ -383,10 +383,26 @@ impl Ops {
         Ok(unreachable)
     }
 
+    /// A new connection, not one of the server's pool: a check neither
+    /// keeps a quiet server's pool open nor trusts a connection from
+    /// before a restart.
     async fn ping(&self, server: &str) -> Result<()> {
-        let pool = self.tenant_db.fleet.pool(server).await?;
-        let mut conn = db::conn(&pool).await?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await?;
+        let target = self.tenant_db.fleet.target(server).await?;
+        let password = target
+            .password
+            .as_ref()
+            .map(|p| secrecy::ExposeSecret::expose_secret(p).to_owned());
+        let scrub = |text: String| match &password {
+            Some(p) if !p.is_empty() => text.replace(p.as_str(), "***"),
+            _ => text,
+        };
+        let mut conn = AsyncPgConnection::establish(&target.full_url()?)
+            .await
+            .map_err(|e| Error::Unavailable(scrub(e.to_string())))?;
+        diesel::sql_query("SELECT 1")
+            .execute(&mut conn)
+            .await
+            .map_err(|e| Error::Unavailable(scrub(e.to_string())))?;
         Ok(())
     }
 
