@@ -15,6 +15,7 @@ use crate::db::schema::{events, tenant_steps, tenants};
 use crate::db::{self};
 use crate::domain::{Caller, EventKind, NewEvent, StepStatus, Tenant, TenantState};
 use crate::error::{Error, Result};
+use crate::outbox::pipeline::MOVE_PHASE;
 
 /// What ResolveTenant does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +33,9 @@ enum Stopped {
     Saga { step: String },
     /// A teardown: this step gave up.
     Teardown { step: String },
+    /// A move: this step gave up after the switch (`forward`), or its
+    /// compensation gave up before it.
+    Move { step: String, forward: bool },
 }
 
 impl Ops {
@@ -130,6 +134,34 @@ impl Ops {
                             format!("{to}: resolved by hand by {}; left behind: {leftovers}{noted}", caller.subject),
                         )
                     }
+                    (ResolveAction::RetryCompensation, Stopped::Move { step, forward }) => {
+                        let (status, operation, what) = if *forward {
+                            (StepStatus::Pending, Operation::Move, "retrying")
+                        } else {
+                            (StepStatus::Succeeded, Operation::Compensate, "retrying the compensation of")
+                        };
+                        set_status(conn, id, step, status).await?;
+                        db::outbox::enqueue(conn, id, operation, step).await?;
+                        (
+                            TenantState::Active,
+                            Some(step.clone()),
+                            format!("ACTIVE: the move goes on, {what} {step}{noted}"),
+                        )
+                    }
+                    (ResolveAction::MarkResolved, Stopped::Move { forward, .. }) => {
+                        // Forward, the tenant lives on the target already;
+                        // back, on the source.
+                        let outcome = if *forward { "MOVED" } else { "ROLLED_BACK" };
+                        db::moves::finish(conn, id, outcome).await?;
+                        (
+                            TenantState::Active,
+                            None,
+                            format!(
+                                "ACTIVE: the move ({outcome}) resolved by hand by {}; left behind: {leftovers}{noted}",
+                                caller.subject
+                            ),
+                        )
+                    }
                     (ResolveAction::MarkResolved, Stopped::Teardown { .. }) => {
                         diesel::sql_query(
                             "UPDATE tenants SET purge_time = now() + make_interval(secs => coalesce(grace_period_secs, 0))
@@ -217,6 +249,15 @@ async fn stopped(conn: &mut AsyncPgConnection, id: Uuid, steps: &[StepRow]) -> R
             step: s.name.clone(),
         });
     }
+    if let Some(s) = steps
+        .iter()
+        .find(|s| s.phase == MOVE_PHASE && s.status == StepStatus::Failed.as_str())
+    {
+        return Ok(Stopped::Move {
+            step: s.name.clone(),
+            forward: true,
+        });
+    }
     let step: Option<Option<String>> = events::table
         .filter(events::tenant_id.eq(id))
         .filter(events::kind.eq(EventKind::CompensationFailed.as_str()))
@@ -225,8 +266,22 @@ async fn stopped(conn: &mut AsyncPgConnection, id: Uuid, steps: &[StepRow]) -> R
         .first(conn)
         .await
         .optional()?;
+    let moving = |name: &str| {
+        steps
+            .iter()
+            .any(|s| s.name == name && s.phase == MOVE_PHASE)
+    };
     step.flatten()
-        .map(|step| Stopped::Saga { step })
+        .map(|step| {
+            if moving(&step) {
+                Stopped::Move {
+                    step,
+                    forward: false,
+                }
+            } else {
+                Stopped::Saga { step }
+            }
+        })
         .ok_or_else(|| {
             Error::Internal(format!(
                 "tenant {id} is NEEDS_ATTENTION without a failed compensation or teardown step"

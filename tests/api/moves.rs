@@ -559,3 +559,80 @@ async fn a_move_killed_at_each_step_resumes_with_one_live_copy_and_every_row() {
     source.stop().await;
     target.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_stopped_after_its_switch_is_resolved_forward() {
+    let hold = HoldOnce::new("move_switch", "MOVE", Point::BeforeRecord);
+    let app = TestApp::start_with_hooks(
+        |c| {
+            c.webhooks.secret_key = Some(Arc::new(
+                SecretKey::from_base64(&SecretKey::generate_base64()).unwrap(),
+            ))
+        },
+        Registry::new(),
+        hold.hooks(),
+    )
+    .await;
+    let mut placement = PlacementServiceClient::new(app.channel().await);
+    let target = Cluster::start().await;
+    register(&mut placement, "target", &target.url()).await;
+    let t = create_on(&app.client, "stuck", "default").await;
+    let t = app.wait_for(&t.id, TenantState::Active).await;
+    let (schema, role) = (
+        t.outputs["schema_name"].clone(),
+        t.outputs["role_name"].clone(),
+    );
+    fill(app.db.url(), &t).await;
+    let before = contents(app.db.url(), &schema).await;
+
+    // The tenant's role goes missing on the target just before the switch:
+    // writes cannot return there, and every attempt says so.
+    move_to(&mut placement, &t.id, "target").await.unwrap();
+    hold.held().await;
+    target.exec(&format!("DROP ROLE {role}")).await;
+    hold.release();
+    let stuck = app.wait_for(&t.id, TenantState::NeedsAttention).await;
+    assert_eq!(stuck.database_server, "target", "past the switch");
+    assert!(
+        stuck.state_reason.contains("move_restore_writes"),
+        "{}",
+        stuck.state_reason
+    );
+    assert_eq!(contents(&target.url(), &schema).await, before);
+
+    // Put right by hand, then retried: the move finishes forward.
+    target.exec(&format!("CREATE ROLE {role} NOLOGIN")).await;
+    let resolved = app
+        .client
+        .clone()
+        .resolve_tenant(tenantd::proto::ResolveTenantRequest {
+            tenant_id: t.id.clone(),
+            action: tenantd::proto::ResolveAction::RetryCompensation as i32,
+            note: "role recreated".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(resolved.state(), TenantState::Active);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while move_steps(&app.get(&t.id).await)
+        .get("move_drop_source")
+        .map(String::as_str)
+        != Some("STEP_STATUS_SUCCEEDED")
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(writable(&target.url(), &t).await, Some(true));
+    assert!(contents(app.db.url(), &schema).await.is_empty());
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM tenant_moves WHERE outcome = 'MOVED'")
+            .await,
+        1
+    );
+    app.stop().await;
+    target.stop().await;
+}
