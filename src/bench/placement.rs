@@ -36,13 +36,19 @@ pub struct PlacementReport {
     pub create_rps_one_server: f64,
     pub create_rps_three_servers: f64,
     pub three_vs_one: f64,
+    /// Each move step's milliseconds, from its start to its finish.
+    pub move_steps_ms: std::collections::BTreeMap<String, f64>,
 }
 
 impl PlacementReport {
     /// The figures with their baselines and targets, for a person to read.
     pub fn table(&self) -> String {
         use super::targets::{MOVE_VS_DUMP_RESTORE, THREE_SERVERS_VS_ONE};
-        let mut out = format!("moved schema: {:.1} MB\n", self.move_mb);
+        let mut out = format!("moved schema: {:.1} MB; steps:", self.move_mb);
+        for (step, ms) in &self.move_steps_ms {
+            out.push_str(&format!(" {step} {ms:.0} ms"));
+        }
+        out.push('\n');
         for (figure, value, baseline, base, ratio_name, ratio, bound) in [
             (
                 "placement.create_rps_three_servers",
@@ -115,7 +121,8 @@ pub async fn measure(
     let result = async {
         let (create_rps_one_server, create_rps_three_servers) =
             create_rates(scratch, &clusters, clients, duration).await?;
-        let (mb, move_secs, dump_secs) = move_rates(scratch, &clusters, move_mb).await?;
+        let (mb, move_secs, dump_secs, move_steps_ms) =
+            move_rates(scratch, &clusters, move_mb).await?;
         Ok::<_, BoxError>(PlacementReport {
             move_mb: mb,
             move_mb_per_sec: mb / move_secs,
@@ -124,6 +131,7 @@ pub async fn measure(
             create_rps_one_server,
             create_rps_three_servers,
             three_vs_one: create_rps_three_servers / create_rps_one_server,
+            move_steps_ms,
         })
     }
     .await;
@@ -174,12 +182,13 @@ async fn create_rates(
     Ok((one_rps?, three_rps?))
 }
 
-/// The schema size in MB, the move's seconds and the by-hand copy's.
+/// The schema size in MB, the move's seconds and the by-hand copy's, and
+/// the move's steps' milliseconds.
 async fn move_rates(
     scratch: &Scratch,
     clusters: &Clusters,
     move_mb: u64,
-) -> Result<(f64, f64, f64), BoxError> {
+) -> Result<(f64, f64, f64, std::collections::BTreeMap<String, f64>), BoxError> {
     let server = BenchServer::start(scratch, |cfg| cfg.concurrency = 4, Registry::new()).await?;
     add_no_contract_plan(&server).await?;
     register(&server, "bench-a", &clusters.a.database_url()).await?;
@@ -217,10 +226,11 @@ async fn move_rates(
          INSERT INTO {schema}.documents (body, at)
              SELECT repeat(md5(i::text), 8), now() - i * interval '1 second'
              FROM generate_series(1, {rows}) i;
-         ALTER TABLE {schema}.documents OWNER TO {role};
-         VACUUM ANALYZE {schema}.documents;"
+         ALTER TABLE {schema}.documents OWNER TO {role};"
     ))
     .await?;
+    a.batch_execute(&format!("VACUUM ANALYZE {schema}.documents"))
+        .await?;
     let bytes = count(
         &mut a,
         &format!(
@@ -269,7 +279,18 @@ async fn move_rates(
     if moved.database_server != "bench-b" {
         return Err(format!("the move did not end on bench-b: {}", moved.state_reason).into());
     }
-    Ok((mb, move_secs, dump_secs))
+    let steps = moved
+        .steps
+        .iter()
+        .filter(|s| s.name.starts_with("move_"))
+        .filter_map(|s| {
+            let (start, finish) = (s.start_time.as_ref()?, s.finish_time.as_ref()?);
+            let ms = (finish.seconds - start.seconds) as f64 * 1e3
+                + f64::from(finish.nanos - start.nanos) / 1e6;
+            Some((s.name.clone(), ms))
+        })
+        .collect();
+    Ok((mb, move_secs, dump_secs, steps))
 }
 
 /// `pg_dump | pg_restore` of `schema`, as an operator would type it.

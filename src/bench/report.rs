@@ -424,6 +424,7 @@ mod tests {
                 create_rps_one_server: 2000.0,
                 create_rps_three_servers: 1980.0,
                 three_vs_one: 0.99,
+                move_steps_ms: Default::default(),
             },
             webhook_deliveries: 2000,
             webhook_deliveries_per_sec: 4000.0,

@@ -17,6 +17,7 @@ pub mod outbox;
 pub mod plans;
 pub mod prepared;
 pub mod schema;
+pub mod schemas;
 pub mod servers;
 pub mod soroban;
 pub mod stats;

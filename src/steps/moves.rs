@@ -16,12 +16,11 @@
 //! `tenant_moves`; each step reads it, since the claim names the server the
 //! tenant was on when the step was claimed.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 
 use super::{Output, Step, StepCtx, StepError, access};
 use crate::db::fleet::Fleet;
@@ -135,7 +134,10 @@ impl Step for MoveCopy {
         );
         let mut source = db::conn(&source_pool).await.map_err(retry)?;
         let mut target = db::conn(&target_pool).await.map_err(retry)?;
-        let (here, there) = (identity(&mut source).await?, identity(&mut target).await?);
+        let (here, there) = (
+            db::schemas::identity(&mut source).await.map_err(retry)?,
+            db::schemas::identity(&mut target).await.map_err(retry)?,
+        );
         if here == there {
             return Err(StepError::permanent(format!(
                 "database servers {} and {} are the same database; nothing to move",
@@ -143,7 +145,9 @@ impl Step for MoveCopy {
             )));
         }
         let schema = &ctx.names.schema;
-        let bytes = schema_bytes(&mut source, schema).await?;
+        let bytes = db::schemas::schema_bytes(&mut source, schema)
+            .await
+            .map_err(retry)?;
         // What an earlier attempt restored is not the tenant's yet (it
         // still lives on the source): it goes, and the copy is made anew.
         let role = &ctx.names.role;
@@ -268,10 +272,10 @@ impl Step for MoveVerify {
         let mut source = db::conn(&source_pool).await.map_err(retry)?;
         let mut target = db::conn(&target_pool).await.map_err(retry)?;
         let (here, there) = tokio::join!(
-            table_sums(&mut source, schema),
-            table_sums(&mut target, schema)
+            db::schemas::table_sums(&mut source, schema),
+            db::schemas::table_sums(&mut target, schema)
         );
-        let (here, there) = (here?, there?);
+        let (here, there) = (here.map_err(retry)?, there.map_err(retry)?);
         if here != there {
             let names: std::collections::BTreeSet<&String> =
                 here.keys().chain(there.keys()).collect();
@@ -414,101 +418,4 @@ impl Step for MoveDropSource {
     fn compensable(&self) -> bool {
         false
     }
-}
-
-/// Which database a connection reaches, as far as telling two apart goes:
-/// the cluster (its start time and port) and the database.
-async fn identity(conn: &mut AsyncPgConnection) -> Result<String, StepError> {
-    #[derive(diesel::QueryableByName)]
-    struct Identity {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        id: String,
-    }
-    let found: Identity = diesel::sql_query(
-        "SELECT pg_postmaster_start_time()::text || '/' || current_setting('port')
-                || '/' || current_database() AS id",
-    )
-    .get_result(conn)
-    .await
-    .map_err(retry)?;
-    Ok(found.id)
-}
-
-/// The schema's size, or `None` if it does not exist.
-async fn schema_bytes(
-    conn: &mut AsyncPgConnection,
-    schema: &str,
-) -> Result<Option<i64>, StepError> {
-    #[derive(diesel::QueryableByName)]
-    struct Size {
-        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
-        bytes: Option<i64>,
-    }
-    let size: Size = diesel::sql_query(
-        "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)
-                THEN coalesce((SELECT sum(pg_total_relation_size(c.oid))::int8 FROM pg_class c
-                               JOIN pg_namespace n ON n.oid = c.relnamespace
-                               WHERE n.nspname = $1 AND c.relkind IN ('r', 'm', 'p')), 0)
-                END AS bytes",
-    )
-    .bind::<diesel::sql_types::Text, _>(schema)
-    .get_result(conn)
-    .await
-    .map_err(retry)?;
-    Ok(size.bytes)
-}
-
-/// Per table of `schema`: its rows and the sum of a 60-bit hash of each
-/// row's text, read in one snapshot with the settings that fix how values
-/// print. Order-independent and streaming, so a table of any size needs
-/// no more memory than its scan.
-pub async fn table_sums(
-    conn: &mut AsyncPgConnection,
-    schema: &str,
-) -> Result<BTreeMap<String, (i64, String)>, StepError> {
-    #[derive(diesel::QueryableByName)]
-    struct Table {
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        name: String,
-    }
-    #[derive(diesel::QueryableByName)]
-    struct Sum {
-        #[diesel(sql_type = diesel::sql_types::BigInt)]
-        rows: i64,
-        #[diesel(sql_type = diesel::sql_types::Text)]
-        checksum: String,
-    }
-    conn.build_transaction()
-        .repeatable_read()
-        .read_only()
-        .run(async |conn| {
-            conn.batch_execute(
-                "SET LOCAL timezone = 'UTC'; SET LOCAL datestyle = 'ISO, YMD';
-                 SET LOCAL intervalstyle = 'postgres'; SET LOCAL extra_float_digits = 3;
-                 SET LOCAL bytea_output = 'hex'",
-            )
-            .await?;
-            let tables: Vec<Table> = diesel::sql_query(
-                "SELECT tablename::text AS name FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
-            )
-            .bind::<diesel::sql_types::Text, _>(schema)
-            .load(conn)
-            .await?;
-            let mut sums = BTreeMap::new();
-            for Table { name } in tables {
-                let sum: Sum = diesel::sql_query(format!(
-                    "SELECT count(*)::int8 AS rows,
-                            coalesce(sum(('x' || substr(md5(t::text), 1, 15))::bit(60)::int8::numeric), 0)::text
-                                AS checksum
-                     FROM \"{schema}\".\"{}\" t",
-                    name.replace('"', "\"\"")
-                ))
-                .get_result(conn)
-                .await?;
-                sums.insert(name, (sum.rows, sum.checksum));
-            }
-            Ok::<_, diesel::result::Error>(sums)
-        })
-        .await
-        .map_err(retry)
 }

@@ -69,7 +69,12 @@ async fn fill(url: &str, t: &Tenant) {
          INSERT INTO {schema}.documents (body, at, score)
              SELECT md5(i::text), timestamptz '2026-01-01' + i * interval '1 minute', i / 7.0
              FROM generate_series(1, {ROWS}) i;
-         ALTER TABLE {schema}.documents OWNER TO {role};"
+         ALTER TABLE {schema}.documents OWNER TO {role};
+         CREATE TABLE {schema}.places (id int PRIMARY KEY, spot point, seen timestamptz);
+         INSERT INTO {schema}.places
+             SELECT i, point(i, -i), timestamptz '2026-06-01' + i * interval '1 hour'
+             FROM generate_series(1, 100) i;
+         ALTER TABLE {schema}.places OWNER TO {role};"
     ))
     .await
     .unwrap();
@@ -295,7 +300,9 @@ async fn a_tenant_moves_with_its_rows_verified_and_writes_refused_only_during_th
         app.db
             .count(&format!(
                 "SELECT count(*) FROM tenant_moves WHERE tenant_id = '{}' AND outcome = 'MOVED'
-                   AND (tables -> 'documents' ->> 'rows')::int8 = {ROWS} AND bytes > 0",
+                   AND (tables -> 'documents' ->> 'rows')::int8 = {ROWS} AND bytes > 0
+                   AND tables -> 'documents' ->> 'checksum' LIKE 'h:%'
+                   AND tables -> 'places' ->> 'checksum' LIKE 'm:%'",
                 t.id
             ))
             .await,
