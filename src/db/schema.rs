@@ -113,6 +113,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         create_time -> Timestamptz,
         lease_token -> Nullable<Int8>,
+        waiting_since -> Nullable<Timestamptz>,
     }
 }
 

@@ -267,6 +267,7 @@ async fn record(
                         webhook_endpoint: outcome.next_webhook_endpoint,
                         webhook_compensate: outcome.next_webhook_compensate.unwrap_or(false),
                         outputs,
+                        waiting_since: None,
                         ..claim.clone()
                     }))
                 }
@@ -367,7 +368,7 @@ WITH input AS (
     FROM nxt n WHERE s.tenant_id = n.tenant_id AND s.name = n.next_step
 ), moved AS (
     UPDATE outbox o
-    SET step = n.next_step, attempt = 1, last_error = NULL, {continue_lease}
+    SET step = n.next_step, attempt = 1, last_error = NULL, waiting_since = NULL, {continue_lease}
     FROM nxt n, p WHERE o.id = n.outbox_id AND n.next_step IS NOT NULL
     RETURNING o.id, o.lease_token
 ), removed AS (

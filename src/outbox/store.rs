@@ -87,6 +87,10 @@ pub struct Claim {
     /// The server the tenant's data lives on.
     #[diesel(sql_type = Text)]
     pub database_server: String,
+    /// When this attempt began waiting (it answered "not yet" before);
+    /// `None` for a fresh attempt.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub waiting_since: Option<DateTime<Utc>>,
 }
 
 impl Claim {
@@ -183,7 +187,8 @@ pub async fn claim(
                  available_at = now() + make_interval(secs => $3),
                  attempt = o.attempt + 1
              FROM due WHERE o.id = due.id
-             RETURNING o.id, o.lease_token, o.tenant_id, o.operation, o.step, o.attempt
+             RETURNING o.id, o.lease_token, o.tenant_id, o.operation, o.step, o.attempt,
+                       o.waiting_since
          ), locked AS (
              SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs,
                     t.deprovision_mode, t.plan, t.create_time,
@@ -210,12 +215,14 @@ pub async fn claim(
                         || ', attempt ' || c.attempt,
                     'system'
              FROM claimed c JOIN locked l ON l.id = c.tenant_id
+             -- A step looking again after its 'not yet' goes on with its attempt.
+             WHERE c.waiting_since IS NULL
          )
          SELECT c.id, c.lease_token, c.tenant_id, c.operation, c.step, c.attempt, coalesce(st.max_attempts, 1) AS max_attempts,
                 l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode,
                 l.plan, l.create_time, st.retry_base_ms, st.retry_cap_ms, st.timeout_ms,
                 st.webhook_endpoint, coalesce(st.webhook_compensate, false) AS webhook_compensate,
-                l.plan_initial_data, l.plan_limits, l.database_server
+                l.plan_initial_data, l.plan_limits, l.database_server, c.waiting_since
          FROM claimed c JOIN locked l ON l.id = c.tenant_id
          LEFT JOIN started st ON st.tenant_id = c.tenant_id",
     )
@@ -273,26 +280,30 @@ pub async fn release(conn: &mut AsyncPgConnection, claim: &Claim) -> Result<bool
     Ok(n == 1)
 }
 
-/// Gives a claimed row back for `delay` without counting the attempt (the
-/// tenant's database server does not answer: not the step's failure), with
-/// why in its `last_error`. `false` if the claim is stale.
+/// Gives a claimed row back for `delay` without counting the attempt, with
+/// why in its `last_error`: the tenant's database server does not answer
+/// (not the step's failure), or with `waiting` the step answered "not yet"
+/// (its wait's start is kept, or set now). `false` if the claim is stale.
 pub async fn postpone(
     conn: &mut AsyncPgConnection,
     claim: &Claim,
     delay: Duration,
     why: &str,
+    waiting: bool,
 ) -> Result<bool> {
     let n = diesel::sql_query(
         "UPDATE outbox
          SET lease_owner = NULL, lease_token = NULL, locked_until = NULL,
              available_at = now() + make_interval(secs => $3), attempt = attempt - 1,
-             last_error = $4
+             last_error = $4,
+             waiting_since = CASE WHEN $5 THEN coalesce(waiting_since, now()) ELSE waiting_since END
          WHERE id = $1 AND lease_token = $2",
     )
     .bind::<BigInt, _>(claim.id)
     .bind::<BigInt, _>(claim.lease_token)
     .bind::<Double, _>(delay.as_secs_f64())
     .bind::<Text, _>(why)
+    .bind::<Bool, _>(waiting)
     .execute(conn)
     .await?;
     Ok(n == 1)

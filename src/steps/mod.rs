@@ -62,6 +62,11 @@ pub struct StepError {
     /// The other side asked to be left alone this long; the next attempt
     /// waits at least this, even if the backoff is shorter.
     pub retry_after: Option<Duration>,
+    /// Not a failure: "not yet, look again after `retry_after`" (a
+    /// confirmation, a ledger close, a free channel). The row waits without
+    /// a worker and its attempt is not counted; the step's timeout bounds
+    /// the whole wait, after which it is an ordinary failure.
+    pub not_yet: bool,
 }
 
 impl StepError {
@@ -71,6 +76,17 @@ impl StepError {
             message: message.into(),
             permanent: false,
             retry_after: None,
+            not_yet: false,
+        }
+    }
+
+    /// Not done yet: look again after `after`, without counting an attempt
+    /// or holding a worker meanwhile (see [`StepError::not_yet`]).
+    pub fn not_yet(why: impl Into<String>, after: Duration) -> Self {
+        Self {
+            not_yet: true,
+            retry_after: Some(after),
+            ..Self::new(why)
         }
     }
 

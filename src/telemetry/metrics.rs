@@ -64,6 +64,10 @@ fn describe() {
         RETRIES,
         "Failed attempts that were scheduled to run again after a backoff, by step and operation."
     );
+    describe_counter!(
+        WAITS,
+        "Steps that answered \"not yet\" and wait without a worker to be looked at again (a confirmation, a ledger close), by step and operation."
+    );
     describe_histogram!(
         STEP_SECONDS,
         Unit::Seconds,
@@ -137,6 +141,7 @@ const RPC_SECONDS: &str = "tenantd_rpc_duration_seconds";
 const CLAIMS: &str = "tenantd_step_claims_total";
 const ATTEMPTS: &str = "tenantd_step_attempts_total";
 const RETRIES: &str = "tenantd_step_retries_total";
+const WAITS: &str = "tenantd_step_waits_total";
 const STALE: &str = "tenantd_stale_outcomes_total";
 const STEP_SECONDS: &str = "tenantd_step_duration_seconds";
 const SETTLED: &str = "tenantd_pipelines_settled_total";
@@ -192,6 +197,10 @@ pub fn stale_outcome(step: &str, operation: &'static str, action: &'static str) 
 
 pub fn step_retry(step: &str, operation: &'static str) {
     counter!(RETRIES, "step" => step.to_owned(), "operation" => operation).increment(1);
+}
+
+pub fn step_waiting(step: &str, operation: &'static str) {
+    counter!(WAITS, "step" => step.to_owned(), "operation" => operation).increment(1);
 }
 
 pub fn step_duration(step: &str, operation: &'static str, elapsed: Duration) {

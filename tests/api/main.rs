@@ -39,5 +39,6 @@ mod tenantctl;
 mod tls;
 mod traces;
 mod usage;
+mod waits;
 mod webhook_steps;
 mod webhooks;

@@ -32,6 +32,12 @@ pub struct Scripted {
     /// into `step_effects (tenant_id uuid, step text, action text)`, which
     /// the test creates.
     pub in_db: bool,
+    /// The first this-many attempts answer "not yet, look again in
+    /// `wait`".
+    pub not_yet_first: usize,
+    /// Every attempt answers "not yet" while this is set.
+    pub waiting: Arc<AtomicBool>,
+    pub wait: std::time::Duration,
 }
 
 impl Scripted {
@@ -47,6 +53,9 @@ impl Scripted {
             undo_gate: None,
             undo_failing: Arc::new(AtomicBool::new(false)),
             in_db: false,
+            not_yet_first: 0,
+            waiting: Arc::new(AtomicBool::new(false)),
+            wait: std::time::Duration::from_millis(200),
         }
     }
 
@@ -114,6 +123,12 @@ impl Step for Scripted {
         }
         if call <= self.fail_first || self.failing.load(Ordering::SeqCst) {
             return Err(StepError::new(format!("scripted failure of call {call}")));
+        }
+        if call <= self.not_yet_first || self.waiting.load(Ordering::SeqCst) {
+            return Err(StepError::not_yet(
+                format!("call {call}: not yet"),
+                self.wait,
+            ));
         }
         Ok(Output::new())
     }

@@ -31,6 +31,10 @@ const APPLY_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// tenant's work resumes once the server is back, however long that takes.
 const SERVER_DOWN_RETRY: Duration = Duration::from_secs(3);
 
+/// When a step that answers "not yet" names no time, it is looked at again
+/// after this.
+const DEFAULT_LOOK_AGAIN: Duration = Duration::from_secs(1);
+
 /// One attempt; returns the tenant's next step if this worker keeps going.
 pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Claim>> {
     let operation = claim.operation()?;
@@ -80,7 +84,7 @@ pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Cla
         );
         tracing::warn!(server = %claim.database_server, error = %e, "step postponed: its database server does not answer");
         let mut conn = db::conn(&shared.pool).await?;
-        if !store::postpone(&mut conn, claim, SERVER_DOWN_RETRY, &why).await? {
+        if !store::postpone(&mut conn, claim, SERVER_DOWN_RETRY, &why, false).await? {
             store::refused_stale(claim, "postpone");
         }
         return Ok(None);
@@ -93,6 +97,10 @@ pub(super) async fn attempt(shared: &Shared, claim: &Claim) -> Result<Option<Cla
     let mut outcome = match guarded(shared, claim, work).await {
         Err(Stop::Interrupted) => return release(shared, claim).await.map(|()| None),
         Err(Stop::Stale) => return Ok(None),
+        Err(Stop::Failed(error)) if error.not_yet => match wait(shared, claim, &error).await? {
+            Some(gave_up) => Err(gave_up),
+            None => return Ok(None),
+        },
         Err(Stop::Failed(error)) => Err(error),
         Ok(output) => Ok(output),
     };
@@ -368,6 +376,35 @@ async fn chain(
         }
         ran.push(next);
     }
+}
+
+/// The step answered "not yet": the row waits without this worker, its
+/// attempt not counted, and is due again when the step asked (at most
+/// when the step's timeout, counted from the wait's start, runs out). Past
+/// that timeout the answer is a failure, returned to be recorded.
+async fn wait(shared: &Shared, claim: &Claim, answer: &StepError) -> Result<Option<StepError>> {
+    let timeout = claim.timeout(shared.config.step_timeout);
+    let waited = claim
+        .waiting_since
+        .and_then(|since| (chrono::Utc::now() - since).to_std().ok())
+        .unwrap_or_default();
+    if waited >= timeout {
+        return Ok(Some(StepError::new(format!(
+            "still not done after waiting {timeout:?}: {}",
+            answer.message()
+        ))));
+    }
+    let delay = answer
+        .retry_after
+        .unwrap_or(DEFAULT_LOOK_AGAIN)
+        .min(timeout - waited);
+    metrics::step_waiting(&claim.step, claim.operation_label());
+    tracing::debug!(why = %answer.message(), ?delay, "not yet; looking again later");
+    let mut conn = db::conn(&shared.pool).await?;
+    if !store::postpone(&mut conn, claim, delay, answer.message(), true).await? {
+        store::refused_stale(claim, "wait");
+    }
+    Ok(None)
 }
 
 /// Gives an interrupted row back: due now, for any replica.

@@ -128,7 +128,7 @@ impl Transition<'_> {
         let claim = self.claim;
         let (lease, keep) = store::lease_params(self.lease);
         let Token { lease_token } = diesel::sql_query(format!(
-            "UPDATE outbox SET step = $2, attempt = 1, last_error = NULL, {}
+            "UPDATE outbox SET step = $2, attempt = 1, last_error = NULL, waiting_since = NULL, {}
              WHERE id = $1
              RETURNING lease_token",
             store::continue_lease_sql("$3", "$4")
@@ -177,6 +177,7 @@ impl Transition<'_> {
             plan_initial_data: claim.plan_initial_data.clone(),
             plan_limits: claim.plan_limits.clone(),
             database_server: locked.tenant.database_server.clone(),
+            waiting_since: None,
         };
         let state = locked.state()?;
         event(

@@ -36,6 +36,7 @@ pub(super) async fn requeue(
             outbox::lease_token.eq(None::<i64>),
             outbox::locked_until.eq(None::<chrono::DateTime<chrono::Utc>>),
             outbox::last_error.eq(None::<String>),
+            outbox::waiting_since.eq(None::<chrono::DateTime<chrono::Utc>>),
         ))
         .execute(conn)
         .await?;
@@ -50,7 +51,7 @@ pub(super) async fn retry_later(
 ) -> Result<()> {
     diesel::sql_query(
         "UPDATE outbox SET available_at = now() + make_interval(secs => $2), lease_owner = NULL,
-             lease_token = NULL, locked_until = NULL, last_error = $3
+             lease_token = NULL, locked_until = NULL, last_error = $3, waiting_since = NULL
          WHERE id = $1",
     )
     .bind::<BigInt, _>(claim.id)
