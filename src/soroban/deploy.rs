@@ -144,6 +144,10 @@ pub enum DeployError {
         "deployer {0} stayed busy with other replicas' transactions; the next attempt tries again"
     )]
     Busy(String),
+    /// Not a failure: the deployer's one transaction in flight is another
+    /// deployment's; this one waits its turn without holding a worker.
+    #[error("deployer {0} is sending another deployment's transaction; waiting for its turn")]
+    InUse(String),
     #[error("{MAX_ROUNDS} transactions expired unapplied; the network is not including them")]
     Expiring,
     #[error("XDR: {0}")]
@@ -249,6 +253,12 @@ impl Deployer {
         &self.account_text
     }
 
+    /// How often a transaction's status is polled: how soon a deployment
+    /// waiting for its turn looks again.
+    pub fn poll_interval(&self) -> Duration {
+        self.config.poll_interval
+    }
+
     pub fn network_passphrase(&self) -> &str {
         &self.config.network_passphrase
     }
@@ -284,7 +294,11 @@ impl Deployer {
             .await
             .map_err(crate::error::Error::from)?;
         }
-        let _slot = self.in_flight.lock().await;
+        // Another deployment of this process holds the slot: come back
+        // rather than hold a worker while it confirms.
+        let Ok(_slot) = self.in_flight.try_lock() else {
+            return Err(DeployError::InUse(self.account_text.clone()));
+        };
         self.finish_in_flight().await?;
         let mut transaction = None;
         let mut slot_waits = 0;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{Output, Step, StepCtx, StepError};
 use crate::db::soroban::CONTRACT_ADDRESS;
-use crate::soroban::deploy::Deployer;
+use crate::soroban::deploy::{DeployError, Deployer};
 
 /// The output key of a contract left on chain by an undone provisioning.
 pub const CONTRACT_ORPHANED: &str = "contract_orphaned";
@@ -31,11 +31,13 @@ impl Step for DeployContract {
     }
 
     async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
-        let deployed = self
-            .deployer
-            .deploy(ctx.tenant_id)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))?;
+        let deployed = self.deployer.deploy(ctx.tenant_id).await.map_err(|e| {
+            if matches!(e, DeployError::InUse(_)) {
+                StepError::not_yet(e.to_string(), self.deployer.poll_interval())
+            } else {
+                StepError::new(e.to_string())
+            }
+        })?;
         let mut output = Output::from([
             (CONTRACT_ADDRESS.to_owned(), deployed.address),
             ("contract_wasm_hash".to_owned(), deployed.wasm_hash),

@@ -513,3 +513,60 @@ async fn an_independent_xdr_implementation_reads_what_the_server_signed() {
     assert_eq!(report["signatures"][0]["hint_matches"], true, "{report}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_waiting_their_turn_leave_the_workers_to_other_tenants() {
+    tenantd::telemetry::metrics::handle();
+    let net = Net::start().await;
+    let quick = Scripted::new("quick");
+    let mut steps = Registry::new();
+    steps.register(quick.clone());
+    // Two workers, six deployments that take a ledger each from one
+    // deployer: those waiting their turn must not hold a worker.
+    let app = TestApp::start_with(
+        |c| {
+            net.configure(c);
+            c.concurrency = 2;
+        },
+        steps,
+    )
+    .await;
+    app.add_plan("quick", &[("quick", true, 1)]).await;
+    let mut deploying = Vec::new();
+    for i in 0..6 {
+        deploying.push(app.create(&format!("burst-{i}"), "").await);
+    }
+    let mut others = Vec::new();
+    for i in 0..3 {
+        others.push(app.create(&format!("other-{i}"), "quick").await);
+    }
+    for t in &others {
+        app.wait_for(&t.id, TenantState::Active).await;
+    }
+    let mut still = 0;
+    for t in &deploying {
+        if app.get(&t.id).await.state() == TenantState::Provisioning {
+            still += 1;
+        }
+    }
+    assert!(still > 0, "the others waited for every deployment");
+    for t in &deploying {
+        let t = app.wait_for(&t.id, TenantState::Active).await;
+        let address = &t.outputs["contract_address"];
+        assert_eq!(net.creations_of(address).len(), 1, "{address}");
+        assert!(
+            step(&t, "deploy_contract").attempts <= 2,
+            "{:?}",
+            step(&t, "deploy_contract")
+        );
+    }
+    let metrics = tenantd::telemetry::metrics::handle().render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tenantd_step_waits_total")
+                && l.contains("step=\"deploy_contract\"")),
+        "{metrics}"
+    );
+    app.stop().await;
+}
