@@ -20,6 +20,8 @@
 //! that finds one recorded re-sends those bytes and waits for their fate
 //! instead of building another, and builds a new one only once the old one
 //! is provably dead: not found after a ledger closed past its time bound.
+//! Replicas share the deployer's one slot through the database, so they
+//! must deploy to the same network.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -341,17 +343,24 @@ impl Deployer {
                 };
                 match self
                     .submit(tenant_id, Purpose::UploadWasm, upload, &allowed)
-                    .await?
+                    .await
                 {
-                    Submitted::Applied(_) => {}
-                    Submitted::Expired => {
+                    Ok(Submitted::Applied(_)) => {}
+                    Ok(Submitted::Expired) => {
                         round += 1;
                         continue;
                     }
-                    Submitted::SlotTaken => {
+                    Ok(Submitted::SlotTaken) => {
                         self.wait_for_slot(&mut slot_waits).await?;
                         continue;
                     }
+                    // Another replica's upload landed since the look: the
+                    // simulation no longer writes the code. Look again.
+                    Err(DeployError::Assembly { .. }) if self.look_up(address.0).await?.code => {
+                        round += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             let create = tx::create_contract(&self.account, salt, self.wasm_hash);

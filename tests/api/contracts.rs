@@ -5,154 +5,16 @@
 
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use stellar_xdr::{
-    ContractExecutable, Hash, LedgerEntryData, Limits, ScVal, TransactionEnvelope, WriteXdr,
-};
-use tenantd::config::Config;
+use stellar_xdr::{Limits, WriteXdr};
 use tenantd::proto::{StepStatus, TenantState};
-use tenantd::soroban::localnet::{Fault, LocalNet, LocalNetConfig};
-use tenantd::soroban::{rpc, tx, wasm};
+use tenantd::soroban::localnet::Fault;
+use tenantd::soroban::{rpc, wasm};
 use tenantd::steps::Registry;
-use tokio_util::sync::CancellationToken;
 
 use crate::common::process::ServerProcess;
+use crate::common::soroban::{Net, PASSPHRASE};
 use crate::common::steps::Scripted;
 use crate::common::{TestApp, TestDb};
-
-const PASSPHRASE: &str = "Standalone Network ; February 2017";
-
-/// The test's own Soroban network and a funded deployer.
-struct Net {
-    net: LocalNet,
-    secret: String,
-    _shutdown: tokio_util::sync::DropGuard,
-}
-
-impl Net {
-    async fn start() -> Self {
-        let key = SigningKey::from_bytes(&rand::random());
-        let shutdown = CancellationToken::new();
-        let net = LocalNet::start(
-            LocalNetConfig {
-                network_passphrase: PASSPHRASE.to_owned(),
-                ledger_interval: Duration::from_millis(50),
-                accounts: vec![(
-                    stellar_strkey::ed25519::PublicKey(key.verifying_key().to_bytes()),
-                    100_000_000_000,
-                )],
-                state_file: None,
-            },
-            "127.0.0.1:0".parse().unwrap(),
-            shutdown.clone(),
-        )
-        .await
-        .expect("local network");
-        let secret = format!(
-            "{}",
-            stellar_strkey::ed25519::PrivateKey(key.to_bytes()).as_unredacted()
-        );
-        Net {
-            net,
-            secret,
-            _shutdown: shutdown.drop_guard(),
-        }
-    }
-
-    /// Points a server's configuration at this network.
-    fn configure(&self, config: &mut Config) {
-        let soroban = &mut config.soroban;
-        soroban.soroban_rpc_url = Some(self.net.url());
-        soroban.soroban_network_passphrase = Some(PASSPHRASE.to_owned());
-        soroban.soroban_deployer_secret = Some(self.secret.clone());
-        soroban.soroban_poll_ms = 25;
-        soroban.soroban_confirm_timeout_secs = 5;
-        soroban.soroban_request_timeout_ms = 1_000;
-    }
-
-    /// The same, as a server process's environment.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("TENANTD_SOROBAN_RPC_URL", self.net.url()),
-            ("TENANTD_SOROBAN_NETWORK_PASSPHRASE", PASSPHRASE.to_owned()),
-            ("TENANTD_SOROBAN_DEPLOYER_SECRET", self.secret.clone()),
-            ("TENANTD_SOROBAN_POLL_MS", "25".to_owned()),
-            ("TENANTD_SOROBAN_CONFIRM_TIMEOUT_SECS", "5".to_owned()),
-        ]
-    }
-
-    /// The Wasm hash of the contract instance at `address`, if it exists.
-    async fn instance(&self, address: &str) -> Option<[u8; 32]> {
-        let contract = stellar_strkey::Contract::from_string(address).expect("a C... address");
-        let entry = self.net.entry(&tx::instance_key(contract.0)).await?;
-        match entry.data {
-            LedgerEntryData::ContractData(data) => match data.val {
-                ScVal::ContractInstance(instance) => match instance.executable {
-                    ContractExecutable::Wasm(Hash(hash)) => Some(hash),
-                    _ => None,
-                },
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
-    /// Applied transactions that created `address`, successful or not.
-    fn creations_of(&self, address: &str) -> Vec<tenantd::soroban::localnet::AppliedTransaction> {
-        let contract = stellar_strkey::Contract::from_string(address).unwrap();
-        self.net
-            .applied()
-            .into_iter()
-            .filter(|applied| creates(&applied.envelope) == Some(contract.0))
-            .collect()
-    }
-
-    /// Applied Wasm uploads.
-    fn uploads(&self) -> usize {
-        self.net
-            .applied()
-            .iter()
-            .filter(|applied| {
-                matches!(
-                    host_function(&applied.envelope),
-                    Some(stellar_xdr::HostFunction::UploadContractWasm(_))
-                )
-            })
-            .count()
-    }
-}
-
-fn host_function(envelope: &TransactionEnvelope) -> Option<stellar_xdr::HostFunction> {
-    let TransactionEnvelope::Tx(v1) = envelope else {
-        return None;
-    };
-    match &v1.tx.operations.first()?.body {
-        stellar_xdr::OperationBody::InvokeHostFunction(op) => Some(op.host_function.clone()),
-        _ => None,
-    }
-}
-
-/// The contract a CreateContractV2 transaction creates, by its address bytes.
-fn creates(envelope: &TransactionEnvelope) -> Option<[u8; 32]> {
-    let stellar_xdr::HostFunction::CreateContractV2(args) = host_function(envelope)? else {
-        return None;
-    };
-    let stellar_xdr::ContractIdPreimage::Address(from) = args.contract_id_preimage else {
-        return None;
-    };
-    let stellar_xdr::ScAddress::Account(stellar_xdr::AccountId(
-        stellar_xdr::PublicKey::PublicKeyTypeEd25519(deployer),
-    )) = from.address
-    else {
-        return None;
-    };
-    let address = tenantd::soroban::contract_id(
-        PASSPHRASE,
-        &stellar_strkey::ed25519::PublicKey(deployer.0),
-        from.salt.0,
-    );
-    Some(address.0)
-}
 
 fn step<'a>(tenant: &'a tenantd::proto::Tenant, name: &str) -> &'a tenantd::proto::Step {
     tenant

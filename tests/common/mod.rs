@@ -53,6 +53,7 @@ pub mod oidc;
 pub mod process;
 pub mod receiver;
 pub mod scrape;
+pub mod soroban;
 pub mod steps;
 
 /// A database of its own, migrated, dropped when the value is dropped, with
