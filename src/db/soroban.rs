@@ -122,9 +122,7 @@ pub struct PendingTransaction {
 }
 
 /// Records `tx` as the deployer's transaction in flight. False if another
-/// is in flight already (the partial unique index says so), or if one of
-/// the deployer's recorded transactions used its sequence number since it
-/// was read (the caller builds it again later).
+/// is in flight already (the partial unique index says so).
 ///
 /// The same transaction may be recorded again after it was rejected: built
 /// from the same sequence number within the same second it has the same
@@ -137,13 +135,7 @@ pub async fn insert_pending(
     let inserted = diesel::sql_query(
         "INSERT INTO soroban_transactions
              (hash, tenant_id, deployer, purpose, sequence, max_time, envelope_xdr, status)
-         SELECT $1, $2, $3, $4, $5, $6, $7, 'pending'
-         -- Built on a sequence number read before another of the deployer's
-         -- transactions used it: it could only be rejected.
-         WHERE NOT EXISTS (
-             SELECT 1 FROM soroban_transactions u
-             WHERE u.deployer = $3 AND u.sequence >= $5
-               AND (u.status = 'succeeded' OR (u.status = 'failed' AND u.ledger IS NOT NULL)))
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
          ON CONFLICT (hash) DO UPDATE
              SET status = 'pending', ledger = NULL, error = NULL, settle_time = NULL
              WHERE soroban_transactions.status = 'failed'",

@@ -14,7 +14,6 @@ use tenantd::proto::{CreateTenantRequest, ListTenantsRequest, TenantState};
 use tonic::transport::Channel;
 
 use crate::common::process::ServerProcess;
-use crate::common::soroban::Net;
 use crate::common::{TestDb, tenant};
 
 /// Steps whose effect is in the database: exactly once, even across kills.
@@ -153,11 +152,7 @@ async fn a_killed_server_loses_nothing_and_runs_nothing_twice() {
     let db = TestDb::new().await;
     let mail = tempfile::tempdir().unwrap();
     let lease_ms = 1500;
-    // Replicas of one control plane deploy to one network.
-    let net = Net::start().await;
-    let env = net.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let first = ServerProcess::spawn_full(&db, mail.path(), lease_ms, 8, &env, None).await;
+    let first = ServerProcess::spawn(&db, mail.path(), lease_ms).await;
     let mut client = first.client().await;
     let ids = create_many(&mut client, "crash", 50).await;
     // Let it get going, then pull the plug mid-run.
@@ -177,7 +172,7 @@ async fn a_killed_server_loses_nothing_and_runs_nothing_twice() {
         .await;
     eprintln!("at kill: {active_at_kill} of 50 active, {leased_at_kill} rows leased");
 
-    let second = ServerProcess::spawn_full(&db, mail.path(), lease_ms, 8, &env, None).await;
+    let second = ServerProcess::spawn(&db, mail.path(), lease_ms).await;
     let mut client = second.client().await;
     wait_all_active(&mut client, ids.len()).await;
     assert_exactly_once(&db, 50).await;
@@ -188,11 +183,8 @@ async fn a_killed_server_loses_nothing_and_runs_nothing_twice() {
 async fn two_servers_share_the_work_and_each_step_runs_once() {
     let db = TestDb::new().await;
     let mail = tempfile::tempdir().unwrap();
-    let net = Net::start().await;
-    let env = net.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let a = ServerProcess::spawn_full(&db, mail.path(), 5000, 8, &env, None).await;
-    let b = ServerProcess::spawn_full(&db, mail.path(), 5000, 8, &env, None).await;
+    let a = ServerProcess::spawn(&db, mail.path(), 5000).await;
+    let b = ServerProcess::spawn(&db, mail.path(), 5000).await;
     let (mut ca, mut cb) = (a.client().await, b.client().await);
     let (left, right) = tokio::join!(
         create_many(&mut ca, "left", 50),
