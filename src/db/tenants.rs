@@ -190,6 +190,42 @@ WITH current_plan AS (
 SELECT * FROM tenant"
 );
 
+/// Appends a lifecycle pipeline's steps (PENDING, in `phase`) after the
+/// tenant's last step.
+pub async fn append_steps(
+    conn: &mut AsyncPgConnection,
+    tenant: Uuid,
+    steps: &[PlanStep],
+    phase: &str,
+) -> QueryResult<()> {
+    let last: Option<i32> = tenant_steps::table
+        .filter(tenant_steps::tenant_id.eq(tenant))
+        .select(diesel::dsl::max(tenant_steps::position))
+        .first(conn)
+        .await?;
+    let rows: Vec<_> = steps
+        .iter()
+        .zip(last.unwrap_or(-1) + 1..)
+        .map(|(step, position)| {
+            (
+                tenant_steps::tenant_id.eq(tenant),
+                tenant_steps::position.eq(position),
+                tenant_steps::name.eq(step.name.clone()),
+                tenant_steps::critical.eq(step.critical),
+                tenant_steps::max_attempts.eq(step.max_attempts),
+                tenant_steps::status.eq(StepStatus::Pending.as_str()),
+                tenant_steps::phase.eq(phase),
+                tenant_steps::timeout_ms.eq(step.timeout_ms),
+            )
+        })
+        .collect();
+    diesel::insert_into(tenant_steps::table)
+        .values(&rows)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// The step rows [`create`] writes for `steps`, as they are right after.
 pub fn planned_steps(tenant_id: Uuid, steps: &[PlanStep]) -> Vec<StepRow> {
     steps

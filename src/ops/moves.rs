@@ -11,7 +11,7 @@ use super::lifecycle::{load, refuse_if_running};
 use crate::db::outbox::Operation;
 use crate::db::schema::{tenant_steps, tenants};
 use crate::db::{self};
-use crate::domain::{Caller, EventKind, NewEvent, Placement, StepStatus, Tenant, TenantState};
+use crate::domain::{Caller, EventKind, NewEvent, Placement, Tenant, TenantState};
 use crate::error::{Error, Result};
 use crate::outbox::pipeline::MOVE_PHASE;
 
@@ -68,32 +68,8 @@ impl Ops {
                 )
                 .execute(conn)
                 .await?;
-                let last: Option<i32> = tenant_steps::table
-                    .filter(tenant_steps::tenant_id.eq(id))
-                    .select(diesel::dsl::max(tenant_steps::position))
-                    .first(conn)
-                    .await?;
                 let steps = crate::domain::move_steps();
-                let rows: Vec<_> = steps
-                    .iter()
-                    .zip(last.unwrap_or(-1) + 1..)
-                    .map(|(step, position)| {
-                        (
-                            tenant_steps::tenant_id.eq(id),
-                            tenant_steps::position.eq(position),
-                            tenant_steps::name.eq(step.name.clone()),
-                            tenant_steps::critical.eq(step.critical),
-                            tenant_steps::max_attempts.eq(step.max_attempts),
-                            tenant_steps::status.eq(StepStatus::Pending.as_str()),
-                            tenant_steps::phase.eq(MOVE_PHASE),
-                            tenant_steps::timeout_ms.eq(step.timeout_ms),
-                        )
-                    })
-                    .collect();
-                diesel::insert_into(tenant_steps::table)
-                    .values(&rows)
-                    .execute(conn)
-                    .await?;
+                db::tenants::append_steps(conn, id, &steps, MOVE_PHASE).await?;
                 db::outbox::enqueue(conn, id, Operation::Move, &steps[0].name).await?;
                 diesel::update(tenants::table.find(id))
                     .set((

@@ -10,12 +10,10 @@ use super::Ops;
 use super::lifecycle::{check_reason, load, refuse_if_running};
 use crate::db::models::TenantRow;
 use crate::db::outbox::Operation;
-use crate::db::schema::{tenant_steps, tenants};
+use crate::db::schema::tenants;
 use crate::db::{self};
 use crate::domain::usage::Figure;
-use crate::domain::{
-    Caller, EventKind, NewEvent, StepStatus, Tenant, TenantState, deprovision_steps,
-};
+use crate::domain::{Caller, EventKind, NewEvent, Tenant, TenantState, deprovision_steps};
 use crate::error::{Error, Result};
 use crate::steps::{TenantNames, access};
 
@@ -202,28 +200,8 @@ impl Ops {
                     ))
                     .execute(conn)
                     .await?;
-                let last: Option<i32> = tenant_steps::table
-                    .filter(tenant_steps::tenant_id.eq(id))
-                    .select(diesel::dsl::max(tenant_steps::position))
-                    .first(conn)
-                    .await?;
                 let steps = deprovision_steps();
-                let rows: Vec<_> = steps
-                    .iter()
-                    .zip(last.unwrap_or(-1) + 1..)
-                    .map(|(step, position)| {
-                        (
-                            tenant_steps::tenant_id.eq(id),
-                            tenant_steps::position.eq(position),
-                            tenant_steps::name.eq(step.name.clone()),
-                            tenant_steps::critical.eq(step.critical),
-                            tenant_steps::max_attempts.eq(step.max_attempts),
-                            tenant_steps::status.eq(StepStatus::Pending.as_str()),
-                            tenant_steps::phase.eq("DEPROVISION"),
-                        )
-                    })
-                    .collect();
-                diesel::insert_into(tenant_steps::table).values(&rows).execute(conn).await?;
+                db::tenants::append_steps(conn, id, &steps, "DEPROVISION").await?;
                 db::outbox::enqueue(conn, id, Operation::Deprovision, &steps[0].name).await?;
                 let message = format!("{reason} ({mode_name}, grace period {grace} s)");
                 set_state(conn, &row, TenantState::Deprovisioning, &message, caller).await?;

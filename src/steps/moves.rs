@@ -27,6 +27,9 @@ use crate::db::fleet::Fleet;
 use crate::db::moves::Move;
 use crate::db::{self, DbPool};
 
+/// How long a move step waits for a lock on the tenant's objects.
+const LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What the move steps share: the control plane, where the move is
 /// recorded, and the servers.
 pub struct Mover {
@@ -58,10 +61,18 @@ impl Mover {
         Ok(row.database_server)
     }
 
+    /// Runs `sql` in one transaction on `server`, waiting at most
+    /// [`LOCK_TIMEOUT`] for each lock: a session of the tenant's that
+    /// holds its tables fails the attempt, which is retried, rather than
+    /// holding the step until its timeout.
     async fn run_sql(&self, server: &str, sql: &str) -> Result<(), StepError> {
         let pool = self.fleet.pool(server).await.map_err(retry)?;
         let mut conn = db::conn(&pool).await.map_err(retry)?;
-        conn.transaction(async |c| c.batch_execute(sql).await)
+        let sql = format!(
+            "SET LOCAL lock_timeout = '{}ms';\n{sql}",
+            LOCK_TIMEOUT.as_millis()
+        );
+        conn.transaction(async |c| c.batch_execute(&sql).await)
             .await
             .map_err(retry)
     }

@@ -482,12 +482,22 @@ async fn a_move_killed_at_each_step_resumes_with_one_live_copy_and_every_row() {
             move_to(&mut placement, &t.id, "target").await.unwrap();
             started = true;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         while !marker.exists() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never parked at {step}"
-            );
+            if tokio::time::Instant::now() > deadline {
+                let running = db
+                    .count(&format!(
+                        "SELECT count(*) FROM tenant_steps WHERE tenant_id = '{}' AND status = 'RUNNING'",
+                        t.id
+                    ))
+                    .await;
+                let waiting = source
+                    .count("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    .await;
+                panic!(
+                    "never parked at {step}: {running} step(s) running, {waiting} lock(s) waited for on the source"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         server.kill_9().await;
