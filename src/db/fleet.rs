@@ -139,7 +139,7 @@ impl Fleet {
         if let Some(pool) = self.touch(server) {
             return Ok(pool);
         }
-        let pool = super::pool(
+        let pool = super::verified_pool(
             &self.target(server).await?.full_url()?,
             self.inner.pool_size,
         )?;

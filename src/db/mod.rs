@@ -60,8 +60,24 @@ pub const POOL_TIMEOUT: Duration = Duration::from_secs(5);
 /// checkout would add a round trip to every RPC, and a connection that died
 /// meanwhile fails its first query as UNAVAILABLE, which clients retry.
 pub fn pool(database_url: &str, max_size: usize) -> Result<DbPool> {
+    build_pool(database_url, max_size, RecyclingMethod::Fast)
+}
+
+/// A pool whose connections are checked with a query at each checkout: for
+/// a registered tenant database server, where a step's handful of queries
+/// is worth the round trip, so that after that server restarts no step
+/// spends an attempt on a connection from before.
+pub fn verified_pool(database_url: &str, max_size: usize) -> Result<DbPool> {
+    build_pool(database_url, max_size, RecyclingMethod::Verified)
+}
+
+fn build_pool(
+    database_url: &str,
+    max_size: usize,
+    recycling: RecyclingMethod<AsyncPgConnection>,
+) -> Result<DbPool> {
     let mut config = ManagerConfig::default();
-    config.recycling_method = RecyclingMethod::Fast;
+    config.recycling_method = recycling;
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder(manager)

@@ -318,6 +318,13 @@ async fn new_tenants_spread_by_weight_and_pass_over_draining_full_and_stopped_se
     );
     c.restart().await;
     let gone = app.wait_for(&on_c.id, TenantState::Deprovisioned).await;
+    // Connections from before the restart are checked, not used: no
+    // attempt was spent on the outage.
+    for s in gone.steps.iter().filter(|s| {
+        ["revoke_access", "archive_schema", "export_archive"].contains(&s.name.as_str())
+    }) {
+        assert_eq!(s.attempts, 1, "{s:?}");
+    }
     let archived = gone.outputs["archived_schema"].clone();
     assert_eq!(c.count(&schema_exists(&archived)).await, 1);
     until("db-c answers again", async || {
