@@ -47,13 +47,27 @@ impl std::fmt::Debug for Target {
 
 impl Target {
     /// Splits a configured URL.
+    /// Splits a configured URL. The userinfo is read as text, not by a URL
+    /// parser, so libpq's multi-host form (`postgres://u:p@h1:5432,h2:5432/db
+    /// ?target_session_attrs=read-write`) is kept whole.
     pub fn parse(url: &str) -> Result<Self> {
-        let mut parsed = url::Url::parse(url)
-            .map_err(|_| Error::Internal("a tenant database URL is not a URL".into()))?;
-        let password = super::take_password(&mut parsed).map(SecretString::from);
+        let Some((head, user, password, tail)) = split_userinfo(url) else {
+            return Err(Error::Internal(
+                "a tenant database URL is not postgres://...".into(),
+            ));
+        };
         Ok(Target {
-            url: parsed.to_string(),
-            password,
+            url: match user {
+                Some(user) => format!("{head}{user}@{tail}"),
+                None => format!("{head}{tail}"),
+            },
+            password: password.map(|p| {
+                SecretString::from(
+                    percent_encoding::percent_decode_str(p)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                )
+            }),
         })
     }
 
@@ -247,18 +261,34 @@ impl Fleet {
     }
 }
 
+/// `scheme://`, the user (if any), the password as written (if any), and
+/// what follows the userinfo (hosts, database, parameters).
+fn split_userinfo(url: &str) -> Option<(&str, Option<&str>, Option<&str>, &str)> {
+    let start = url.find("://")? + 3;
+    let (head, rest) = url.split_at(start);
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return Some((head, None, None, rest));
+    };
+    let (userinfo, tail) = (&rest[..at], &rest[at + 1..]);
+    Some(match userinfo.split_once(':') {
+        Some((user, password)) => (head, Some(user), Some(password), tail),
+        None => (head, Some(userinfo), None, tail),
+    })
+}
+
 /// `url` with `password` put back in its userinfo (percent-encoded).
 fn with_password(url: &str, password: &[u8]) -> Result<String> {
-    let mut parsed =
-        url::Url::parse(url).map_err(|e| Error::Internal(format!("a stored URL: {e}")))?;
+    let (head, user, _, tail) = split_userinfo(url)
+        .ok_or_else(|| Error::Internal("a stored URL is not postgres://...".into()))?;
     let password = String::from_utf8_lossy(password);
     let encoded: String =
         percent_encoding::utf8_percent_encode(&password, percent_encoding::NON_ALPHANUMERIC)
             .collect();
-    parsed
-        .set_password(Some(&encoded))
-        .map_err(|()| Error::Internal("a stored URL cannot hold a password".into()))?;
-    Ok(parsed.to_string())
+    Ok(format!(
+        "{head}{}:{encoded}@{tail}",
+        user.unwrap_or_default()
+    ))
 }
 
 #[cfg(test)]
@@ -276,6 +306,31 @@ mod tests {
         assert!(!format!("{t:?}").contains("cret"));
         let full = url::Url::parse(&t.full_url().unwrap()).unwrap();
         assert_eq!(full.password(), Some("s%40c%2Bret"));
+    }
+
+    #[test]
+    fn a_multi_host_url_keeps_its_hosts_and_loses_only_its_password() {
+        let text =
+            "postgres://app:p%40ss@db1:5432,db2:5433/tenants?target_session_attrs=read-write";
+        let t = Target::parse(text).unwrap();
+        assert_eq!(
+            t.url,
+            "postgres://app@db1:5432,db2:5433/tenants?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            t.password.as_ref().map(|p| p.expose_secret().to_owned()),
+            Some("p@ss".to_owned())
+        );
+        assert_eq!(
+            t.full_url().unwrap(),
+            "postgres://app:p%40ss@db1:5432,db2:5433/tenants?target_session_attrs=read-write"
+        );
+        let bare = Target::parse("postgres://db1,db2/tenants").unwrap();
+        assert_eq!(
+            (bare.url.as_str(), bare.password.is_none()),
+            ("postgres://db1,db2/tenants", true)
+        );
+        assert!(Target::parse("db1:5432").is_err());
     }
 
     #[test]
