@@ -141,6 +141,46 @@ async fn tokens_authenticate_and_scopes_authorize() {
         "deprovisioning needs tenants.admin"
     );
 
+    // A label selector is anyone's; naming a server outright is an
+    // operator's, and a refusal writes nothing.
+    let placed = |slug: &str, placement: &str| CreateTenantRequest {
+        tenant: Some(tenantd::proto::Tenant {
+            placement: placement.into(),
+            ..tenant(slug)
+        }),
+        ..Default::default()
+    };
+    let err = client
+        .create_tenant(with_token(placed("named", "server=default"), &writer))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("tenants.admin"), "{}", err.message());
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM tenants WHERE slug = 'named'")
+            .await,
+        0
+    );
+    let err = client
+        .create_tenant(with_token(placed("labelled", "region=eu"), &writer))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::FailedPrecondition,
+        "a selector no server matches: {err:?}"
+    );
+    let admin = token("ops", "tenants.admin", 600, SECRET);
+    let named = client
+        .create_tenant(with_token(placed("named", "server=default"), &admin))
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    assert_eq!(named.database_server, "default");
+
     // Health stays open.
     let mut health = HealthClient::new(app.channel().await);
     assert!(
