@@ -71,6 +71,15 @@ impl Target {
         })
     }
 
+    /// The hosts (`h1:5432,h2:5432`) and the database a URL names, if it
+    /// is a `scheme://` URL.
+    pub fn hosts_and_database(url: &str) -> Option<(&str, &str)> {
+        let (_, _, _, tail) = split_userinfo(url)?;
+        let (hosts, rest) = tail.split_once('/').unwrap_or((tail, ""));
+        let hosts = hosts.split('?').next().unwrap_or_default();
+        Some((hosts, rest.split('?').next().unwrap_or_default()))
+    }
+
     /// The URL with its password, for a connection.
     pub fn full_url(&self) -> Result<String> {
         match &self.password {
@@ -336,11 +345,23 @@ mod tests {
     #[test]
     fn a_password_goes_back_in_as_it_came_out() {
         let url = with_password("postgres://u@h:5/db", b"s@c+r et/").unwrap();
-        let mut parsed = url::Url::parse(&url).unwrap();
+        let parsed = url::Url::parse(&url).unwrap();
+        assert_eq!(parsed.password(), Some("s%40c%2Br%20et%2F"));
+        let back = Target::parse(&url).unwrap();
+        assert_eq!(back.url, "postgres://u@h:5/db");
         assert_eq!(
-            super::super::take_password(&mut parsed).as_deref(),
-            Some("s@c+r et/")
+            back.password.map(|p| p.expose_secret().to_owned()),
+            Some("s@c+r et/".to_owned())
         );
-        assert_eq!(parsed.as_str(), "postgres://u@h:5/db");
+    }
+
+    #[test]
+    fn hosts_and_database_are_read_from_either_form() {
+        assert_eq!(
+            Target::hosts_and_database("postgres://u:p@h1:5,h2:6/db?sslmode=require"),
+            Some(("h1:5,h2:6", "db"))
+        );
+        assert_eq!(Target::hosts_and_database("postgres://h/"), Some(("h", "")));
+        assert_eq!(Target::hosts_and_database("h/db"), None);
     }
 }

@@ -129,15 +129,3 @@ pub async fn ping(conn: &mut AsyncPgConnection) -> Result<()> {
     diesel::sql_query("SELECT 1").execute(conn).await?;
     Ok(())
 }
-
-/// Takes the password out of a database URL, decoded (userinfo is
-/// percent-encoded; `+` stays `+`), leaving the URL without it.
-pub fn take_password(url: &mut url::Url) -> Option<String> {
-    let password = url.password().map(|p| {
-        percent_encoding::percent_decode_str(p)
-            .decode_utf8_lossy()
-            .into_owned()
-    });
-    let _ = url.set_password(None);
-    password
-}

@@ -9,6 +9,7 @@ use std::time::Duration;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::Ops;
+use crate::db::fleet::Target;
 use crate::db::{self, servers::ServerRow};
 use crate::domain::{FieldViolation, check_labels, check_plan_name};
 use crate::error::{Error, Result};
@@ -108,7 +109,9 @@ fn check(input: &mut ServerInput, out: &mut Vec<FieldViolation>) {
     check_labels("server.labels", &input.labels, out);
 }
 
-/// The URL split into what is stored in clear and its password.
+/// The URL split into what is stored in clear and its password: a
+/// `postgres://` URL naming at least one host and a database (libpq's
+/// multi-host form included).
 fn split_url(text: &str) -> std::result::Result<(String, Option<String>), FieldViolation> {
     let invalid = || {
         FieldViolation::new(
@@ -116,15 +119,18 @@ fn split_url(text: &str) -> std::result::Result<(String, Option<String>), FieldV
             "must be a postgres://user:password@host:port/database URL",
         )
     };
-    let mut url = url::Url::parse(text).map_err(|_| invalid())?;
-    if !matches!(url.scheme(), "postgres" | "postgresql")
-        || url.host_str().is_none_or(str::is_empty)
-        || url.path().trim_start_matches('/').is_empty()
-    {
+    if !(text.starts_with("postgres://") || text.starts_with("postgresql://")) {
         return Err(invalid());
     }
-    let password = db::take_password(&mut url);
-    Ok((url.to_string(), password))
+    let (hosts, database) = Target::hosts_and_database(text).ok_or_else(invalid)?;
+    if hosts.is_empty() || database.is_empty() {
+        return Err(invalid());
+    }
+    let target = Target::parse(text).map_err(|_| invalid())?;
+    let password = target
+        .password
+        .map(|p| secrecy::ExposeSecret::expose_secret(&p).to_owned());
+    Ok((target.url, password))
 }
 
 impl Ops {
