@@ -231,6 +231,27 @@ pub struct NewEvent {
     pub actor: String,
 }
 
+impl NewEvent {
+    /// An event about the tenant as a whole (no step, no attempt).
+    pub fn about(
+        tenant_id: Uuid,
+        kind: EventKind,
+        state: TenantState,
+        message: impl Into<String>,
+        actor: impl Into<String>,
+    ) -> Self {
+        NewEvent {
+            tenant_id,
+            kind,
+            step: None,
+            attempt: None,
+            state,
+            message: message.into(),
+            actor: actor.into(),
+        }
+    }
+}
+
 /// A validated change to a tenant's mutable fields.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TenantPatch {

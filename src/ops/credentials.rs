@@ -61,18 +61,10 @@ impl Ops {
             db::oidc::mark_secret_fetched(conn, id, &caller.subject).await?;
             db::events::append(
                 conn,
-                &NewEvent {
-                    tenant_id: id,
-                    kind: EventKind::CredentialsFetched,
-                    step: None,
-                    attempt: None,
-                    state: db::models::parse_state(&tenant.state)?,
-                    message: format!(
+                &NewEvent::about(id, EventKind::CredentialsFetched, db::models::parse_state(&tenant.state)?, format!(
                         "the client secret of OpenID client {} was fetched by {}; the server no longer holds it",
                         credentials.client_id, caller.subject
-                    ),
-                    actor: caller.subject.clone(),
-                },
+                    ), caller.subject.clone()),
             )
             .await?;
             credentials.client_secret = Some(secret);

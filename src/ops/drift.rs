@@ -244,19 +244,17 @@ impl Ops {
                     .ok_or_else(|| Error::tenant_not_found(id))?;
                 db::events::append(
                     conn,
-                    &NewEvent {
-                        tenant_id: id,
-                        kind: EventKind::TenantUpdated,
-                        step: None,
-                        attempt: None,
-                        state: db::models::parse_state(&row.state)?,
-                        message: format!(
+                    &NewEvent::about(
+                        id,
+                        EventKind::TenantUpdated,
+                        db::models::parse_state(&row.state)?,
+                        format!(
                             "reconciled: repaired {}; {} difference(s) left",
                             repaired.join("; "),
                             remaining.len()
                         ),
-                        actor: caller.subject.clone(),
-                    },
+                        caller.subject.clone(),
+                    ),
                 )
                 .await?;
                 Ok::<_, Error>(())

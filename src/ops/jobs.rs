@@ -142,16 +142,14 @@ impl Ops {
                     .bind::<SqlUuid, _>(id)
                     .execute(conn)
                     .await?;
-                    db::events::append(conn, &NewEvent {
-                        tenant_id: id,
-                        kind: EventKind::StateChanged,
-                        step: None,
-                        attempt: None,
-                        state: TenantState::Deprovisioned,
-                        message: "DEPROVISIONED: grace period over, data purged".into(),
-                        actor: SYSTEM_ACTOR.into(),
-                    })
-                    .await?;
+                    let purged = NewEvent::about(
+                        id,
+                        EventKind::StateChanged,
+                        TenantState::Deprovisioned,
+                        "DEPROVISIONED: grace period over, data purged",
+                        SYSTEM_ACTOR,
+                    );
+                    db::events::append(conn, &purged).await?;
                     Ok::<_, Error>(true)
                 })
                 .await?;
@@ -260,15 +258,7 @@ impl Ops {
                 .await?;
                 db::events::append(
                     conn,
-                    &NewEvent {
-                        tenant_id: id,
-                        kind: EventKind::TenantUpdated,
-                        step: None,
-                        attempt: None,
-                        state: TenantState::Deprovisioned,
-                        message,
-                        actor: SYSTEM_ACTOR.into(),
-                    },
+                    &NewEvent::about(id, EventKind::TenantUpdated, TenantState::Deprovisioned, message, SYSTEM_ACTOR),
                 )
                 .await?;
                 Ok::<_, Error>(true)

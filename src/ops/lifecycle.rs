@@ -64,16 +64,10 @@ impl Ops {
                     .set(outbox::available_at.eq(diesel::dsl::now))
                     .execute(conn)
                     .await?;
-                db::events::append(conn, &NewEvent {
-                    tenant_id: id,
-                    kind: EventKind::CancelRequested,
-                    step: None,
-                    attempt: None,
-                    state,
-                    message: format!("cancel requested: {reason}"),
-                    actor: caller.subject.clone(),
-                })
-                .await?;
+                let message = format!("cancel requested: {reason}");
+                let event =
+                    NewEvent::about(id, EventKind::CancelRequested, state, message, &caller.subject);
+                db::events::append(conn, &event).await?;
                 load(conn, id).await
             })
             .await?;

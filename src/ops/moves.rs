@@ -80,18 +80,16 @@ impl Ops {
                     .await?;
                 db::events::append(
                     conn,
-                    &NewEvent {
-                        tenant_id: id,
-                        kind: EventKind::TenantUpdated,
-                        step: None,
-                        attempt: None,
+                    &NewEvent::about(
+                        id,
+                        EventKind::TenantUpdated,
                         state,
-                        message: format!(
+                        format!(
                             "moving from database server {} to {target}",
                             row.database_server
                         ),
-                        actor: caller.subject.clone(),
-                    },
+                        caller.subject.clone(),
+                    ),
                 )
                 .await?;
                 load(conn, id).await

@@ -156,13 +156,7 @@ impl Ops {
                 .await?;
                 db::events::append(
                     conn,
-                    &NewEvent {
-                        tenant_id: id,
-                        kind: EventKind::StateChanged,
-                        step: None,
-                        attempt: None,
-                        state: target,
-                        message: format!(
+                    &NewEvent::about(id, EventKind::StateChanged, target, format!(
                             "{target}: {reason}; schema {} and role {} are back{}",
                             names.schema,
                             names.role,
@@ -171,9 +165,7 @@ impl Ops {
                             } else {
                                 ", the role without access"
                             }
-                        ),
-                        actor: caller.subject.clone(),
-                    },
+                        ), caller.subject.clone()),
                 )
                 .await?;
                 load(conn, id).await
@@ -193,15 +185,13 @@ impl Ops {
                 .ok_or_else(|| Error::tenant_not_found(id))?;
             db::events::append(
                 conn,
-                &NewEvent {
-                    tenant_id: id,
-                    kind: EventKind::TenantUpdated,
-                    step: None,
-                    attempt: None,
-                    state: TenantState::Deprovisioned,
+                &NewEvent::about(
+                    id,
+                    EventKind::TenantUpdated,
+                    TenantState::Deprovisioned,
                     message,
-                    actor: caller.subject.clone(),
-                },
+                    caller.subject.clone(),
+                ),
             )
             .await?;
             Ok::<_, Error>(())

@@ -251,15 +251,13 @@ async fn extend_grace(
     .await?;
     db::events::append(
         conn,
-        &NewEvent {
-            tenant_id: id,
-            kind: EventKind::TenantUpdated,
-            step: None,
-            attempt: None,
-            state: TenantState::Deprovisioned,
-            message: format!("grace period extended from {current} s to {wanted} s"),
-            actor: caller.subject.clone(),
-        },
+        &NewEvent::about(
+            id,
+            EventKind::TenantUpdated,
+            TenantState::Deprovisioned,
+            format!("grace period extended from {current} s to {wanted} s"),
+            caller.subject.clone(),
+        ),
     )
     .await?;
     Ok(())
@@ -283,15 +281,13 @@ async fn set_state(
         .await?;
     db::events::append(
         conn,
-        &NewEvent {
-            tenant_id: row.id,
-            kind: EventKind::StateChanged,
-            step: None,
-            attempt: None,
-            state: to,
-            message: format!("{to}: {reason}"),
-            actor: caller.subject.clone(),
-        },
+        &NewEvent::about(
+            row.id,
+            EventKind::StateChanged,
+            to,
+            format!("{to}: {reason}"),
+            caller.subject.clone(),
+        ),
     )
     .await?;
     Ok(())

@@ -242,15 +242,7 @@ impl Ops {
                 };
                 db::events::append(
                     conn,
-                    &NewEvent {
-                        tenant_id: id,
-                        kind: EventKind::TenantUpdated,
-                        step: None,
-                        attempt: None,
-                        state,
-                        message,
-                        actor: caller.subject.clone(),
-                    },
+                    &NewEvent::about(id, EventKind::TenantUpdated, state, message, caller.subject.clone()),
                 )
                 .await?;
                 db::tenants::load(conn, id)
@@ -287,16 +279,10 @@ impl Ops {
                     )));
                 }
                 let deleted = db::tenants::mark_deleted(conn, id).await?;
-                db::events::append(conn, &NewEvent {
-                    tenant_id: id,
-                    kind: EventKind::TenantDeleted,
-                    step: None,
-                    attempt: None,
-                    state,
-                    message: format!("tenant {} deleted", row.slug),
-                    actor: caller.subject.clone(),
-                })
-                .await?;
+                let message = format!("tenant {} deleted", row.slug);
+                let event =
+                    NewEvent::about(id, EventKind::TenantDeleted, state, message, &caller.subject);
+                db::events::append(conn, &event).await?;
                 let mut tenants = db::tenants::with_steps(conn, vec![deleted]).await?;
                 tenants.pop().ok_or_else(|| Error::Internal("deleted tenant not loaded".into()))
             })
