@@ -147,14 +147,19 @@ async fn writable(url: &str, t: &Tenant) -> Option<bool> {
         assert!(e.to_string().contains("permission denied"), "{e}");
         conn.batch_execute("ROLLBACK").await.ok();
     }
-    let read = conn
-        .batch_execute(&format!("SELECT count(*) FROM {schema}.documents"))
-        .await;
-    assert!(
-        read.is_ok() || wrote.is_err(),
-        "reads refused while writes pass"
-    );
     Some(wrote.is_ok())
+}
+
+/// Whether the tenant's role may read its table on `url`.
+async fn readable(url: &str, t: &Tenant) -> bool {
+    let (schema, role) = (&t.outputs["schema_name"], &t.outputs["role_name"]);
+    let mut conn = AsyncPgConnection::establish(url).await.unwrap();
+    conn.batch_execute(&format!("SET ROLE {role}"))
+        .await
+        .unwrap();
+    conn.batch_execute(&format!("SELECT count(*) FROM {schema}.documents"))
+        .await
+        .is_ok()
 }
 
 /// A tenant placed on `server`.
@@ -249,6 +254,10 @@ async fn a_tenant_moves_with_its_rows_verified_and_writes_refused_only_during_th
     assert_eq!(moving.database_server, "default");
     hold.held().await;
     assert_eq!(writable(app.db.url(), &t).await, Some(false));
+    assert!(
+        readable(app.db.url(), &t).await,
+        "reads go on during the move"
+    );
     assert_eq!(app.get(&t.id).await.database_server, "default");
     let e = move_to(&mut placement, &t.id, "target").await.unwrap_err();
     assert_eq!(e.code(), Code::Aborted, "{e:?}");
@@ -296,6 +305,7 @@ async fn a_tenant_moves_with_its_rows_verified_and_writes_refused_only_during_th
         "the source copy is gone"
     );
     assert_eq!(writable(&target.url(), &t).await, Some(true));
+    assert!(readable(&target.url(), &t).await);
     assert_eq!(
         app.db
             .count(&format!(
