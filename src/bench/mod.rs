@@ -15,13 +15,15 @@
 //! (wake-up latency), [`watchers`], [`stats`], [`list`] (ListTenants pages
 //! at 1k and 100k tenants), [`webhooks`] (the webhook sender's throughput
 //! and latency), [`placement`] (MoveTenant against `pg_dump | pg_restore`,
-//! CreateTenant with three servers against one), and the long-running
+//! CreateTenant with three servers against one), [`channels`] (Soroban
+//! deployments through channel accounts), and the long-running
 //! [`soak`]. [`connections`] counts the
 //! server's sessions through every phase. [`report`] turns the figures into
 //! the table (or JSON) and [`targets`] holds what each should reach. What
 //! the figures share lives here: scratch databases, the in-process server,
 //! the no-contract plan, quantiles.
 
+mod channels;
 mod connections;
 mod contract;
 mod create;
@@ -77,6 +79,17 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
                 placement.move_mb,
             )
             .await;
+            scratch.drop_all().await;
+            let report = result?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            return Ok(());
+        }
+        Some(BenchCommand::Contracts(contracts)) => {
+            let result = channels::measure(&scratch, &contracts).await;
             scratch.drop_all().await;
             let report = result?;
             if args.json {

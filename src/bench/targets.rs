@@ -90,6 +90,14 @@ pub const MOVE_VS_DUMP_RESTORE: Bound = Bound::AtLeast(0.8);
 /// at most a twentieth of its rate.
 pub const THREE_SERVERS_VS_ONE: Bound = Bound::AtLeast(0.95);
 
+/// `contracts.deploys_per_channel`: deployments per second per channel on
+/// a network with one-second ledgers; each channel can land one
+/// transaction per ledger, and the pipeline may lose a fifth of that.
+pub const DEPLOYS_PER_CHANNEL_PER_SEC: Bound = Bound::AtLeast(0.8);
+/// `contracts.wake_during_vs_idle`: other tenants' steps start at most
+/// twice as late while contract deployments queue as on an idle server.
+pub const WAKE_DURING_DEPLOYS_VS_IDLE: Bound = Bound::AtMost(2.0);
+
 #[cfg(test)]
 mod tests {
     use super::Bound;

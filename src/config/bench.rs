@@ -97,6 +97,28 @@ pub enum BenchCommand {
     /// full run): CreateTenant with three servers and with one, MoveTenant
     /// next to `pg_dump | pg_restore`.
     Placement(PlacementArgs),
+    /// Soroban deployments through channel accounts on a local network
+    /// with one-second ledgers: `contract_deploys_per_sec` with 1, 4 and 16
+    /// channels, and other tenants' wake-up while deployments queue.
+    Contracts(ContractsArgs),
+}
+
+/// Settings of `tenantd bench contracts`.
+#[derive(Debug, Clone, Args)]
+pub struct ContractsArgs {
+    /// Channel counts measured, one run each.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
+    pub channels: Vec<usize>,
+    /// Ledgers' worth of deployments each run times: this many times the
+    /// channel count, plus one warm-up deployment that uploads the code.
+    #[arg(long, default_value_t = 10)]
+    pub ledgers: usize,
+    /// Deployments queued while other tenants' wake-up is sampled.
+    #[arg(long, default_value_t = 200)]
+    pub queued: usize,
+    /// Wake-up samples, idle and during the deployments.
+    #[arg(long, default_value_t = 50)]
+    pub wake_samples: usize,
 }
 
 /// Settings of `tenantd bench placement`.

@@ -32,6 +32,12 @@ pub const SOROBAN_INCLUSION_FEE: u32 = 100;
 pub const SOROBAN_CONFIRM_TIMEOUT_SECS: u64 = 60;
 /// A fifth of a ledger.
 pub const SOROBAN_POLL_MS: u64 = 1_000;
+/// A hundred XLM: a few hundred deployments' fees.
+pub const SOROBAN_CHANNEL_BALANCE: i64 = 1_000_000_000;
+/// Eleven XLM: the default fee cap plus an account's minimum balance (two
+/// base reserves), so a channel above it can pay one more transaction at
+/// the cap.
+pub const SOROBAN_CHANNEL_MIN_BALANCE: i64 = 110_000_000;
 /// Each RPC call; stellar-rpc answers in milliseconds.
 pub const SOROBAN_REQUEST_TIMEOUT_MS: u64 = 10_000;
 /// A week: a gateway that was down over a weekend can still report, and a

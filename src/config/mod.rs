@@ -15,7 +15,7 @@ mod usage;
 mod webhooks;
 
 pub use auth::{AuthArgs, TokenArgs};
-pub use bench::{BenchArgs, BenchCommand, ContractIdArgs, SoakArgs};
+pub use bench::{BenchArgs, BenchCommand, ContractIdArgs, ContractsArgs, SoakArgs};
 pub use database::DatabaseArgs;
 pub use soroban::SorobanArgs;
 pub use usage::UsageArgs;

@@ -65,6 +65,35 @@ pub struct SorobanArgs {
     /// sent again, never a second transaction.
     #[arg(long, env = "TENANTD_SOROBAN_REQUEST_TIMEOUT_MS", default_value_t = defaults::SOROBAN_REQUEST_TIMEOUT_MS)]
     pub soroban_request_timeout_ms: u64,
+    /// A file of channel accounts' secret keys (`S...`, one per line; `#`
+    /// starts a comment): the source accounts of deployment transactions,
+    /// each with one transaction in flight, so deployments are not one per
+    /// ledger. The deployer still authorises every creation (contract
+    /// addresses do not change). Unset (and no --soroban-channels): the
+    /// deployer sends its transactions itself.
+    #[arg(
+        long,
+        env = "TENANTD_SOROBAN_CHANNEL_SECRETS",
+        conflicts_with = "soroban_channels"
+    )]
+    pub soroban_channel_secrets: Option<PathBuf>,
+    /// Channel accounts generated from the deployer's key (the same key
+    /// always gives the same channels) and created by the deployer with
+    /// --soroban-channel-balance each when missing. 0: none.
+    #[arg(long, env = "TENANTD_SOROBAN_CHANNELS", default_value_t = 0)]
+    pub soroban_channels: usize,
+    /// Stroops a generated channel is created with, and a low one topped up
+    /// to (with --soroban-channel-top-up).
+    #[arg(long, env = "TENANTD_SOROBAN_CHANNEL_BALANCE", default_value_t = defaults::SOROBAN_CHANNEL_BALANCE)]
+    pub soroban_channel_balance: i64,
+    /// Below this many stroops a channel is passed over, with a warning
+    /// event and the metric tenantd_soroban_channel_skips_total.
+    #[arg(long, env = "TENANTD_SOROBAN_CHANNEL_MIN_BALANCE", default_value_t = defaults::SOROBAN_CHANNEL_MIN_BALANCE)]
+    pub soroban_channel_min_balance: i64,
+    /// The deployer tops up a channel found below
+    /// --soroban-channel-min-balance to --soroban-channel-balance.
+    #[arg(long, env = "TENANTD_SOROBAN_CHANNEL_TOP_UP")]
+    pub soroban_channel_top_up: bool,
     /// The local network's ledger file (default
     /// `<data-dir>/soroban-ledger.xdr`); ignored with --soroban-rpc-url.
     #[arg(long, env = "TENANTD_SOROBAN_LOCAL_LEDGER")]
@@ -85,6 +114,11 @@ impl Default for SorobanArgs {
             soroban_poll_ms: defaults::SOROBAN_POLL_MS,
             soroban_request_timeout_ms: defaults::SOROBAN_REQUEST_TIMEOUT_MS,
             soroban_local_ledger: None,
+            soroban_channel_secrets: None,
+            soroban_channels: 0,
+            soroban_channel_balance: defaults::SOROBAN_CHANNEL_BALANCE,
+            soroban_channel_min_balance: defaults::SOROBAN_CHANNEL_MIN_BALANCE,
+            soroban_channel_top_up: false,
         }
     }
 }
@@ -108,6 +142,9 @@ impl fmt::Debug for SorobanArgs {
             .field("soroban_contract_wasm", &self.soroban_contract_wasm)
             .field("soroban_wasm_hash", &self.soroban_wasm_hash)
             .field("soroban_fee_cap", &self.soroban_fee_cap)
+            .field("soroban_channel_secrets", &self.soroban_channel_secrets)
+            .field("soroban_channels", &self.soroban_channels)
+            .field("soroban_channel_top_up", &self.soroban_channel_top_up)
             .finish_non_exhaustive()
     }
 }

@@ -1,13 +1,11 @@
 //! Queries on `contract_deployments` and `soroban_transactions`: the
 //! `deploy_contract` step's memory across attempts, crashes and replicas.
 
-use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Uuid as SqlUuid};
+use chrono::{DateTime, Utc};
+use diesel::sql_types::{BigInt, Integer, Jsonb, Nullable, Text, Timestamptz, Uuid as SqlUuid};
 use diesel::{QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use uuid::Uuid;
-
-/// The index that allows one pending transaction per deployer.
-const ONE_PENDING: &str = "soroban_transactions_one_pending";
 
 /// The output key under which a tenant's contract address is recorded.
 pub const CONTRACT_ADDRESS: &str = "contract_address";
@@ -109,20 +107,50 @@ pub async fn set_deployment_status(
 pub struct PendingTransaction {
     #[diesel(sql_type = Text)]
     pub hash: String,
-    #[diesel(sql_type = SqlUuid)]
-    pub tenant_id: Uuid,
+    /// `None` for the deployer's own transactions (funding channels).
+    #[diesel(sql_type = Nullable<SqlUuid>)]
+    pub tenant_id: Option<Uuid>,
     #[diesel(sql_type = Text)]
     pub purpose: String,
+    /// The account whose sequence number it uses (`G...`).
+    #[diesel(sql_type = Text)]
+    pub source: String,
     #[diesel(sql_type = BigInt)]
     pub sequence: i64,
     #[diesel(sql_type = BigInt)]
     pub max_time: i64,
     #[diesel(sql_type = Text)]
     pub envelope_xdr: String,
+    /// When it was last handed to the RPC server.
+    #[diesel(sql_type = Nullable<Timestamptz>)]
+    pub send_time: Option<DateTime<Utc>>,
 }
 
-/// Records `tx` as the deployer's transaction in flight. False if another
-/// is in flight already (the partial unique index says so).
+/// What became of recording a transaction as in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded: it may be sent.
+    Yes,
+    /// Its source account has a transaction in flight already.
+    SourceBusy,
+    /// Its tenant has a transaction in flight already.
+    TenantBusy,
+    /// The deployer's code is being uploaded by another transaction.
+    UploadBusy,
+    /// A transaction recorded since applied with this sequence number or a
+    /// later one: the number was read before that one landed.
+    SequenceUsed,
+}
+
+const ONE_PER_SOURCE: &str = "soroban_transactions_one_per_source";
+const ONE_PER_TENANT: &str = "soroban_transactions_one_per_tenant";
+const ONE_UPLOAD: &str = "soroban_transactions_one_upload";
+
+/// Records `tx` as in flight, unless its source, its tenant or (for an
+/// upload) the deployer's upload has one in flight already (the partial
+/// unique indexes say so), or its sequence number was used since it was
+/// read: a transaction of the same source recorded as applied (succeeded,
+/// or failed in a ledger) with that number or a later one.
 ///
 /// The same transaction may be recorded again after it was rejected: built
 /// from the same sequence number within the same second it has the same
@@ -131,45 +159,85 @@ pub async fn insert_pending(
     conn: &mut AsyncPgConnection,
     deployer: &str,
     tx: &PendingTransaction,
-) -> QueryResult<bool> {
+) -> QueryResult<Recorded> {
     let inserted = diesel::sql_query(
         "INSERT INTO soroban_transactions
-             (hash, tenant_id, deployer, purpose, sequence, max_time, envelope_xdr, status)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')
+             (hash, tenant_id, deployer, purpose, source, sequence, max_time, envelope_xdr,
+              status)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, 'pending'
+         WHERE NOT EXISTS (
+             SELECT 1 FROM soroban_transactions
+             WHERE source = $5 AND sequence >= $6
+               AND (status = 'succeeded' OR (status = 'failed' AND ledger IS NOT NULL)))
          ON CONFLICT (hash) DO UPDATE
-             SET status = 'pending', ledger = NULL, error = NULL, settle_time = NULL
-             WHERE soroban_transactions.status = 'failed'",
+             SET status = 'pending', ledger = NULL, error = NULL, settle_time = NULL,
+                 send_time = NULL
+             WHERE soroban_transactions.status = 'failed'
+               AND soroban_transactions.ledger IS NULL",
     )
     .bind::<Text, _>(&tx.hash)
-    .bind::<SqlUuid, _>(tx.tenant_id)
+    .bind::<Nullable<SqlUuid>, _>(tx.tenant_id)
     .bind::<Text, _>(deployer)
     .bind::<Text, _>(&tx.purpose)
+    .bind::<Text, _>(&tx.source)
     .bind::<BigInt, _>(tx.sequence)
     .bind::<BigInt, _>(tx.max_time)
     .bind::<Text, _>(&tx.envelope_xdr)
     .execute(conn)
     .await;
     match inserted {
-        Ok(n) => Ok(n == 1),
-        Err(e) if super::is_unique_violation(&e, ONE_PENDING) => Ok(false),
+        Ok(1) => Ok(Recorded::Yes),
+        Ok(_) => Ok(Recorded::SequenceUsed),
+        Err(e) if super::is_unique_violation(&e, ONE_PER_SOURCE) => Ok(Recorded::SourceBusy),
+        Err(e) if super::is_unique_violation(&e, ONE_PER_TENANT) => Ok(Recorded::TenantBusy),
+        Err(e) if super::is_unique_violation(&e, ONE_UPLOAD) => Ok(Recorded::UploadBusy),
         Err(e) => Err(e),
     }
 }
 
-/// The deployer's transaction in flight, whichever tenant it is for.
-pub async fn pending(
+const PENDING_COLUMNS: &str =
+    "hash, tenant_id, purpose, source, sequence, max_time, envelope_xdr, send_time";
+
+/// The tenant's transaction in flight, if any.
+pub async fn pending_for_tenant(
     conn: &mut AsyncPgConnection,
-    deployer: &str,
+    tenant_id: Uuid,
 ) -> QueryResult<Option<PendingTransaction>> {
     use diesel::OptionalExtension;
-    diesel::sql_query(
-        "SELECT hash, tenant_id, purpose, sequence, max_time, envelope_xdr
-         FROM soroban_transactions WHERE deployer = $1 AND status = 'pending'",
-    )
-    .bind::<Text, _>(deployer)
+    diesel::sql_query(format!(
+        "SELECT {PENDING_COLUMNS} FROM soroban_transactions
+         WHERE tenant_id = $1 AND status = 'pending'"
+    ))
+    .bind::<SqlUuid, _>(tenant_id)
     .get_result(conn)
     .await
     .optional()
+}
+
+/// Every transaction of the deployer in flight (on any source), oldest
+/// first.
+pub async fn pending_of(
+    conn: &mut AsyncPgConnection,
+    deployer: &str,
+) -> QueryResult<Vec<PendingTransaction>> {
+    diesel::sql_query(format!(
+        "SELECT {PENDING_COLUMNS} FROM soroban_transactions
+         WHERE deployer = $1 AND status = 'pending' ORDER BY create_time"
+    ))
+    .bind::<Text, _>(deployer)
+    .load(conn)
+    .await
+}
+
+/// Notes that the transaction was handed to the RPC server just now.
+pub async fn mark_sent(conn: &mut AsyncPgConnection, hash: &str) -> QueryResult<()> {
+    diesel::sql_query(
+        "UPDATE soroban_transactions SET send_time = now() WHERE hash = $1 AND status = 'pending'",
+    )
+    .bind::<Text, _>(hash)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Settles a transaction: `succeeded`, `failed` (with why) or `expired`.

@@ -1,34 +1,52 @@
-//! Deploying a tenant's contract, at least once and never twice.
+//! Deploying a tenant's contract, at least once and never twice, one short
+//! look at a time.
 //!
 //! ```text
-//! getNetwork (passphrase must match)
+//! each look (the step answers "not yet" until the last one):
+//!   getNetwork (passphrase must match)
 //!   -> address = contract_id(deployer, HMAC(salt key, tenant id)), recorded
-//!   -> [one transaction in flight per deployer: finish the one recorded]
-//!   -> instance on the ledger?  same Wasm: done | other Wasm: conflict
-//!   -> Wasm code on the ledger?  no: upload it (one transaction)
-//!   -> create the instance (one transaction) -> instance on the ledger: done
+//!   -> the tenant's transaction in flight?  poll it once (re-send the same
+//!      bytes if it has gone unseen for a while): waiting -> not yet
+//!   -> instance on the ledger?  same Wasm: check tenant(), done
+//!                               other Wasm: conflict
+//!   -> Wasm code on the ledger?  no: upload it (one transaction at a time
+//!      per deployer) -> not yet
+//!   -> create the instance (its constructor gets the tenant) -> not yet
 //!
-//! one transaction: sequence from the account -> simulateTransaction ->
-//!   check footprint, auth, fee cap -> sign -> record envelope + hash ->
-//!   sendTransaction (same bytes again while it can still land) ->
-//!   getTransaction until SUCCESS | FAILED | NOT_FOUND after its time bound
+//! one transaction: a free channel (source account) -> its sequence number
+//!   and balance from the ledger -> simulateTransaction -> the deployer signs
+//!   its authorization -> check footprint, auth, fee cap -> the channel signs
+//!   -> record envelope + hash (one in flight per channel, per tenant) ->
+//!   sendTransaction
 //! ```
 //!
 //! The address depends only on network, deployer and salt, so whatever
-//! crashed where, the next attempt looks for that address before it builds
-//! anything. A signed transaction is recorded before it is sent; an attempt
-//! that finds one recorded re-sends those bytes and waits for their fate
-//! instead of building another, and builds a new one only once the old one
-//! is provably dead: not found after a ledger closed past its time bound.
-//! Replicas share the deployer's one slot through the database, so they
-//! must deploy to the same network.
+//! crashed where, the next look finds that address before it builds
+//! anything. A signed transaction is recorded before it is sent; a look
+//! that finds one recorded polls it (and re-sends those bytes) instead of
+//! building another, and builds a new one only once the old one is
+//! provably dead: not found after a ledger closed past its time bound.
+//!
+//! Channels: transactions come from channel accounts, each with one in
+//! flight (a partial unique index across replicas), so deployments are not
+//! one per ledger. The deployer authorises each creation with an address
+//! credential, so it stays the contract's deployer and the addresses stay
+//! what `tenantd contract-id` derives. Without channels the deployer is the
+//! only source, authorising as the source account. A channel's sequence
+//! number is read from the ledger for every transaction, and a number a
+//! recorded transaction used since is refused when recording. Replicas
+//! share the channels through the database, so they must deploy to the same
+//! network.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use stellar_strkey::ed25519::PublicKey as AccountKey;
-use stellar_xdr::{ContractExecutable, Hash, LedgerEntryData, ScVal};
+use stellar_xdr::{
+    ContractExecutable, Hash, LedgerEntryData, Limits, ReadXdr, ScAddress, ScString, ScVal, ScVec,
+    VecM,
+};
 use uuid::Uuid;
 
 use super::client::{Client, ClientError};
@@ -36,38 +54,53 @@ use super::tx::{self, AssemblyError, Footprint, Purpose};
 use super::{SecretKey, contract_id, tenant_salt};
 use crate::db::{self, DbPool, soroban as store};
 
+mod channels;
 mod send;
 
-/// Transactions built per attempt at most: one that expires unapplied is
-/// replaced, but a network that lets every one expire fails the attempt
-/// rather than spinning.
-const MAX_ROUNDS: usize = 3;
+pub use channels::{Funding, generated_channels};
 
 /// How long after its last send a transaction still not found is sent
 /// again: an RPC node that restarted may have lost it from its queue.
 const RESEND_AFTER: Duration = Duration::from_secs(10);
 
-/// Times an attempt finds another replica's transaction holding the
-/// deployer's slot, waits for it and tries again, before it gives up.
-const MAX_SLOT_WAITS: usize = 20;
-
 /// Domain separation of the salt key derived from the deployer's secret.
 const SALT_KEY_CONTEXT: &[u8] = b"tenantd contract salt v1";
+
+/// The tenant contract's read-only function that returns what its
+/// constructor was given.
+const TENANT_FUNCTION: &str = "tenant";
 
 /// Where the contract's Wasm comes from.
 #[derive(Clone)]
 pub enum Wasm {
-    /// The code itself; uploaded if the ledger does not have it.
+    /// tenantd's own tenant contract ([`super::wasm::tenant_contract`]):
+    /// uploaded if missing; its constructor gets the tenant's id and owner,
+    /// which `tenant()` is asked for after the deployment.
+    BuiltIn(Arc<[u8]>),
+    /// The operator's code; uploaded if the ledger does not have it; no
+    /// constructor arguments.
     Code(Arc<[u8]>),
     /// The hash of code uploaded already; deployments fail if it is missing.
     Hash([u8; 32]),
 }
 
 impl Wasm {
+    /// tenantd's own tenant contract.
+    pub fn built_in() -> Self {
+        Wasm::BuiltIn(super::wasm::tenant_contract().into())
+    }
+
     pub fn hash(&self) -> [u8; 32] {
         match self {
-            Wasm::Code(code) => Sha256::digest(code).into(),
+            Wasm::BuiltIn(code) | Wasm::Code(code) => Sha256::digest(code).into(),
             Wasm::Hash(hash) => *hash,
+        }
+    }
+
+    fn code(&self) -> Option<&[u8]> {
+        match self {
+            Wasm::BuiltIn(code) | Wasm::Code(code) => Some(code),
+            Wasm::Hash(_) => None,
         }
     }
 }
@@ -77,7 +110,8 @@ impl Wasm {
 pub struct DeployConfig {
     /// Must equal what the RPC server's `getNetwork` answers.
     pub network_passphrase: String,
-    /// The deployer account's key; it signs and pays.
+    /// The deployer account's key: it authorises every creation (and with
+    /// no channels, signs and pays).
     pub secret: SecretKey,
     pub wasm: Wasm,
     /// Largest fee (stroops) one transaction may pay: resources plus
@@ -85,15 +119,18 @@ pub struct DeployConfig {
     pub fee_cap: i64,
     /// Stroops bid for inclusion on top of the resource fee.
     pub inclusion_fee: u32,
-    /// How long a transaction stays valid (its time bound) and how long
-    /// its confirmation is awaited.
+    /// How long a transaction stays valid (its time bound).
     pub confirm_timeout: Duration,
-    /// Pause between status polls.
+    /// How soon a look comes back to a transaction in flight.
     pub poll_interval: Duration,
+    /// The source accounts of deployment transactions; empty: the deployer.
+    pub channels: Vec<SecretKey>,
+    /// Balances of the channels.
+    pub funding: Funding,
 }
 
 /// Why a deployment did not complete. Messages name addresses, hashes and
-/// result codes, never the secret key.
+/// result codes, never a secret key.
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error(transparent)]
@@ -104,10 +141,16 @@ pub enum DeployError {
         "the Soroban RPC server is on network {served:?}, this server deploys to {configured:?}"
     )]
     WrongNetwork { served: String, configured: String },
-    #[error("deployer account {0} does not exist on the network")]
+    #[error("account {0} does not exist on the network")]
     NoAccount(String),
     #[error("contract {address} exists with Wasm {found}, not the configured {expected}")]
     Conflict {
+        address: String,
+        found: String,
+        expected: String,
+    },
+    #[error("contract {address} answers tenant() with {found}, not {expected}")]
+    NotItsTenant {
         address: String,
         found: String,
         expected: String,
@@ -137,22 +180,20 @@ pub enum DeployError {
         ledger: u32,
         code: String,
     },
-    #[error("transaction {hash} is not confirmed yet; the next attempt resumes it")]
-    Unconfirmed { hash: String },
-    #[error(
-        "deployer {0} stayed busy with other replicas' transactions; the next attempt tries again"
-    )]
-    Busy(String),
-    /// Not a failure: the deployer's one transaction in flight is another
-    /// deployment's; this one waits its turn without holding a worker.
-    #[error("deployer {0} is sending another deployment's transaction; waiting for its turn")]
-    InUse(String),
-    #[error("{MAX_ROUNDS} transactions expired unapplied; the network is not including them")]
-    Expiring,
+    #[error("the channels could not be funded: {0}")]
+    Funding(String),
     #[error("XDR: {0}")]
     Xdr(#[from] stellar_xdr::Error),
     #[error("signing: {0}")]
     Sign(#[from] super::Error),
+}
+
+impl DeployError {
+    /// No later attempt can do better: the contract at the tenant's
+    /// address was made for someone else.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeployError::NotItsTenant { .. })
+    }
 }
 
 /// A deployed contract.
@@ -168,16 +209,35 @@ pub struct Deployed {
     /// Hex hash of the transaction that created it; `None` when it was
     /// not created by this deployer's recorded transactions.
     pub transaction: Option<String>,
+    /// The owner its constructor was given (`G...` or `C...`), for the
+    /// built-in contract.
+    pub owner: Option<String>,
 }
 
-/// What became of a transaction this attempt built.
-enum Submitted {
-    /// Applied; its hash.
-    Applied(String),
-    /// Never applied; a new one may be built.
-    Expired,
-    /// Not sent: another replica's transaction holds the deployer's slot.
-    SlotTaken,
+/// Where a look left the work.
+#[derive(Debug)]
+pub enum Progress<T> {
+    Done(T),
+    /// Not done yet: a transaction is waiting for a ledger, or for a free
+    /// channel. Look again after the poll interval.
+    Waiting(Waiting),
+}
+
+/// Why a look did not finish, and what an operator should hear about.
+#[derive(Debug, Default)]
+pub struct Waiting {
+    pub why: String,
+    /// Channels passed over (low balance, missing), once per episode.
+    pub warnings: Vec<String>,
+}
+
+impl<T> Progress<T> {
+    fn waiting(why: impl Into<String>) -> Self {
+        Progress::Waiting(Waiting {
+            why: why.into(),
+            warnings: Vec::new(),
+        })
+    }
 }
 
 /// A deployment as the ledger has it.
@@ -203,11 +263,13 @@ fn executable(data: LedgerEntryData) -> String {
     }
 }
 
-/// How a recorded transaction ended.
-enum Settled {
-    Succeeded,
+/// What one look at a recorded transaction found.
+enum Polled {
+    Applied,
     /// Will never be applied; a new one may be built.
     Expired,
+    /// Not settled yet; why.
+    Waiting(String),
 }
 
 /// Deploys tenants' contracts from one deployer account.
@@ -219,10 +281,7 @@ pub struct Deployer {
     salt_key: [u8; 32],
     wasm_hash: [u8; 32],
     pool: DbPool,
-    /// One transaction in flight per deployer (its sequence number orders
-    /// them); across replicas the partial unique index on
-    /// `soroban_transactions` says the same.
-    in_flight: tokio::sync::Mutex<()>,
+    channels: channels::Channels,
 }
 
 impl Deployer {
@@ -241,9 +300,9 @@ impl Deployer {
             account,
             salt_key,
             wasm_hash: config.wasm.hash(),
+            channels: channels::Channels::new(&config.secret, &config.channels),
             config,
             pool,
-            in_flight: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -252,8 +311,13 @@ impl Deployer {
         &self.account_text
     }
 
-    /// How often a transaction's status is polled: how soon a deployment
-    /// waiting for its turn looks again.
+    /// The channel accounts transactions come from (`G...`); the deployer
+    /// alone when none are configured.
+    pub fn channel_accounts(&self) -> Vec<String> {
+        self.channels.accounts()
+    }
+
+    /// How soon a look comes back to a transaction in flight.
     pub fn poll_interval(&self) -> Duration {
         self.config.poll_interval
     }
@@ -271,8 +335,30 @@ impl Deployer {
         )
     }
 
-    /// Deploys the tenant's contract unless it is on the ledger already.
-    pub async fn deploy(&self, tenant_id: Uuid) -> Result<Deployed, DeployError> {
+    /// What the built-in contract's constructor gets, and `tenant()`
+    /// returns: the tenant's id and its owner (the deployer by default).
+    fn tenant_record(
+        &self,
+        tenant_id: Uuid,
+        owner: Option<&ScAddress>,
+    ) -> Result<ScVal, DeployError> {
+        let owner = owner
+            .cloned()
+            .unwrap_or_else(|| tx::account_address(&self.account));
+        let id = ScVal::String(ScString(tenant_id.to_string().try_into()?));
+        Ok(ScVal::Vec(Some(ScVec(
+            vec![id, ScVal::Address(owner)].try_into()?,
+        ))))
+    }
+
+    /// One look at the tenant's deployment: done, or what it waits for.
+    /// `owner` is the owner the built-in contract records (`None`: the
+    /// deployer).
+    pub async fn deploy(
+        &self,
+        tenant_id: Uuid,
+        owner: Option<&ScAddress>,
+    ) -> Result<Progress<Deployed>, DeployError> {
         self.check_network().await?;
         let salt = tenant_salt(&self.salt_key, tenant_id);
         let address = self.address(tenant_id);
@@ -293,106 +379,106 @@ impl Deployer {
             .await
             .map_err(crate::error::Error::from)?;
         }
-        // Another deployment of this process holds the slot: come back
-        // rather than hold a worker while it confirms.
-        let Ok(_slot) = self.in_flight.try_lock() else {
-            return Err(DeployError::InUse(self.account_text.clone()));
-        };
-        self.finish_in_flight().await?;
         let mut transaction = None;
-        let mut slot_waits = 0;
-        let mut round = 0;
-        loop {
-            let ledger = self.look_up(address.0).await?;
-            if let Some(found) = ledger.instance_wasm {
-                if found != wasm_hash_text {
-                    return Err(DeployError::Conflict {
-                        address: address_text,
-                        found,
-                        expected: wasm_hash_text,
-                    });
+        if let Some(record) = self.pending_for(tenant_id).await? {
+            match self.poll(&record).await? {
+                Polled::Waiting(why) => return Ok(Progress::waiting(why)),
+                Polled::Applied if record.purpose == Purpose::CreateContract.as_str() => {
+                    transaction = Some(record.hash);
                 }
-                self.set_status(tenant_id, "deployed").await?;
-                if transaction.is_none() {
-                    // Created by an earlier attempt, or by a process that
-                    // crashed before it could report it.
-                    let mut conn = db::conn(&self.pool).await?;
-                    transaction = store::creation(&mut conn, tenant_id)
-                        .await
-                        .map_err(crate::error::Error::from)?;
-                }
-                return Ok(Deployed {
+                Polled::Applied | Polled::Expired => {}
+            }
+        }
+        let record = match &self.config.wasm {
+            Wasm::BuiltIn(_) => Some(self.tenant_record(tenant_id, owner)?),
+            Wasm::Code(_) | Wasm::Hash(_) => None,
+        };
+        let ledger = self.look_up(address.0).await?;
+        if let Some(found) = ledger.instance_wasm {
+            if found != wasm_hash_text {
+                return Err(DeployError::Conflict {
                     address: address_text,
-                    wasm_hash: wasm_hash_text,
-                    salt: hex::encode(salt),
-                    transaction,
+                    found,
+                    expected: wasm_hash_text,
                 });
             }
-            if round == MAX_ROUNDS {
-                return Err(DeployError::Expiring);
+            if let Some(expected) = &record {
+                self.check_tenant(address.0, expected).await?;
             }
-            if !ledger.code {
-                let Wasm::Code(code) = &self.config.wasm else {
-                    return Err(DeployError::WasmMissing(wasm_hash_text));
-                };
-                let upload = tx::upload_wasm(code)?;
-                let allowed = Footprint {
-                    read_only: vec![],
-                    read_write: vec![tx::code_key(self.wasm_hash)],
-                    must_write: vec![tx::code_key(self.wasm_hash)],
-                };
-                match self
-                    .submit(tenant_id, Purpose::UploadWasm, upload, &allowed)
+            self.set_status(tenant_id, "deployed").await?;
+            if transaction.is_none() {
+                // Created by an earlier look, or by a process that
+                // crashed before it could report it.
+                let mut conn = db::conn(&self.pool).await?;
+                transaction = store::creation(&mut conn, tenant_id)
                     .await
-                {
-                    Ok(Submitted::Applied(_)) => {}
-                    Ok(Submitted::Expired) => {
-                        round += 1;
-                        continue;
-                    }
-                    Ok(Submitted::SlotTaken) => {
-                        self.wait_for_slot(&mut slot_waits).await?;
-                        continue;
-                    }
-                    // Another replica's upload landed since the look: the
-                    // simulation no longer writes the code. Look again.
-                    Err(DeployError::Assembly { .. }) if self.look_up(address.0).await?.code => {
-                        round += 1;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                }
+                    .map_err(crate::error::Error::from)?;
             }
-            let create = tx::create_contract(&self.account, salt, self.wasm_hash);
-            let allowed = Footprint {
-                read_only: vec![tx::code_key(self.wasm_hash)],
-                read_write: vec![tx::instance_key(address.0)],
-                must_write: vec![tx::instance_key(address.0)],
-            };
-            match self
-                .submit(tenant_id, Purpose::CreateContract, create, &allowed)
-                .await?
-            {
-                Submitted::Applied(hash) => transaction = Some(hash),
-                Submitted::Expired => round += 1,
-                Submitted::SlotTaken => self.wait_for_slot(&mut slot_waits).await?,
-            }
+            return Ok(Progress::Done(Deployed {
+                address: address_text,
+                wasm_hash: wasm_hash_text,
+                salt: hex::encode(salt),
+                transaction,
+                owner: record.as_ref().and_then(owner_text),
+            }));
         }
+        if !ledger.code {
+            let Some(code) = self.config.wasm.code() else {
+                return Err(DeployError::WasmMissing(wasm_hash_text));
+            };
+            let allowed = Footprint {
+                read_only: vec![],
+                read_write: vec![tx::code_key(self.wasm_hash)],
+                must_write: vec![tx::code_key(self.wasm_hash)],
+            };
+            return self
+                .submit(
+                    tenant_id,
+                    Purpose::UploadWasm,
+                    tx::upload_wasm(code)?,
+                    allowed,
+                )
+                .await;
+        }
+        let args = match record {
+            Some(ScVal::Vec(Some(ScVec(items)))) => items.to_vec(),
+            _ => Vec::new(),
+        };
+        let create = tx::create_contract(&self.account, salt, self.wasm_hash, args)?;
+        let allowed = Footprint {
+            read_only: vec![tx::code_key(self.wasm_hash)],
+            read_write: vec![tx::instance_key(address.0)],
+            must_write: vec![tx::instance_key(address.0)],
+        };
+        self.submit(tenant_id, Purpose::CreateContract, create, allowed)
+            .await
     }
 
-    /// Another replica's transaction holds the deployer's slot: see it to
-    /// its end (it re-sends and polls the same bytes), then try again.
-    async fn wait_for_slot(&self, waits: &mut usize) -> Result<(), DeployError> {
-        *waits += 1;
-        if *waits > MAX_SLOT_WAITS {
-            return Err(DeployError::Busy(self.account_text.clone()));
+    /// Asks the contract's `tenant()` (by simulation: nothing is sent) and
+    /// compares its answer with what its constructor was meant to get.
+    async fn check_tenant(&self, contract: [u8; 32], expected: &ScVal) -> Result<(), DeployError> {
+        let found = self.simulate_call(contract, TENANT_FUNCTION).await?;
+        if &found != expected {
+            return Err(DeployError::NotItsTenant {
+                address: format!("{}", stellar_strkey::Contract(contract)),
+                found: describe(&found),
+                expected: describe(expected),
+            });
         }
-        self.finish_in_flight().await
+        Ok(())
+    }
+
+    /// What the contract's `tenant()` answers, for tests and audits.
+    pub async fn tenant_of(&self, address: &str) -> Result<ScVal, DeployError> {
+        let contract = address
+            .parse::<stellar_strkey::Contract>()
+            .map_err(|_| DeployError::NoAccount(address.to_owned()))?;
+        self.simulate_call(contract.0, TENANT_FUNCTION).await
     }
 
     /// The compensation: a contract cannot be deleted, so a deployed one is
-    /// recorded as orphaned. Returns its address if there is one.
-    pub async fn orphan(&self, tenant_id: Uuid) -> Result<Option<String>, DeployError> {
+    /// recorded as orphaned. Done with its address if there is one.
+    pub async fn orphan(&self, tenant_id: Uuid) -> Result<Progress<Option<String>>, DeployError> {
         let deployment = {
             let mut conn = db::conn(&self.pool).await?;
             store::deployment(&mut conn, tenant_id)
@@ -400,7 +486,7 @@ impl Deployer {
                 .map_err(crate::error::Error::from)?
         };
         let Some(deployment) = deployment else {
-            return Ok(None);
+            return Ok(Progress::Done(None));
         };
         if deployment.network_passphrase != self.config.network_passphrase
             || deployment.deployer != self.account_text
@@ -408,20 +494,28 @@ impl Deployer {
             // Another network or deployer: this server cannot look, so it
             // reports the contract as left behind rather than guess.
             self.set_status(tenant_id, "orphaned").await?;
-            return Ok(Some(deployment.contract_address));
+            return Ok(Progress::Done(Some(deployment.contract_address)));
         }
         self.check_network().await?;
-        {
-            // A transaction in flight may still create it.
-            let _slot = self.in_flight.lock().await;
-            self.finish_in_flight().await?;
+        // A transaction in flight may still create it.
+        if let Some(record) = self.pending_for(tenant_id).await? {
+            match self.poll(&record).await {
+                Ok(Polled::Waiting(why)) => return Ok(Progress::waiting(why)),
+                Ok(Polled::Applied | Polled::Expired) => {}
+                // Settled, so no longer in flight; what it was meant to do
+                // is checked on the ledger next.
+                Err(e @ (DeployError::Rejected { .. } | DeployError::Failed { .. })) => {
+                    tracing::warn!(error = %e, "a Soroban transaction sent earlier did not apply");
+                }
+                Err(e) => return Err(e),
+            }
         }
         let address = self.address(tenant_id);
         if self.look_up(address.0).await?.instance_wasm.is_none() {
-            return Ok(None);
+            return Ok(Progress::Done(None));
         }
         self.set_status(tenant_id, "orphaned").await?;
-        Ok(Some(format!("{address}")))
+        Ok(Progress::Done(Some(format!("{address}"))))
     }
 
     /// The Wasm hash (hex) of the contract instance at `address` on the
@@ -444,6 +538,16 @@ impl Deployer {
         Ok(())
     }
 
+    async fn pending_for(
+        &self,
+        tenant_id: Uuid,
+    ) -> Result<Option<store::PendingTransaction>, DeployError> {
+        let mut conn = db::conn(&self.pool).await?;
+        Ok(store::pending_for_tenant(&mut conn, tenant_id)
+            .await
+            .map_err(crate::error::Error::from)?)
+    }
+
     async fn set_status(&self, tenant_id: Uuid, status: &str) -> Result<(), DeployError> {
         let mut conn = db::conn(&self.pool).await?;
         store::set_deployment_status(&mut conn, tenant_id, status)
@@ -451,4 +555,66 @@ impl Deployer {
             .map_err(crate::error::Error::from)?;
         Ok(())
     }
+}
+
+/// The owner in a `[tenant, owner]` record, as a strkey.
+fn owner_text(record: &ScVal) -> Option<String> {
+    match record {
+        ScVal::Vec(Some(items)) => match items.get(1)? {
+            ScVal::Address(address) => address_text(address),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// An account or contract address as its strkey.
+fn address_text(address: &ScAddress) -> Option<String> {
+    match address {
+        ScAddress::Account(stellar_xdr::AccountId(
+            stellar_xdr::PublicKey::PublicKeyTypeEd25519(key),
+        )) => Some(format!("{}", AccountKey(key.0))),
+        ScAddress::Contract(id) => Some(format!("{}", stellar_strkey::Contract(id.0.0))),
+        _ => None,
+    }
+}
+
+/// A value as an operator reads it in an error: strings quoted, addresses
+/// as strkeys, vectors in brackets, anything else by its type.
+fn describe(value: &ScVal) -> String {
+    match value {
+        ScVal::String(text) => format!("{:?}", text.to_utf8_string_lossy()),
+        ScVal::Address(address) => address_text(address).unwrap_or_else(|| "an address".to_owned()),
+        ScVal::Vec(Some(items)) => {
+            let items: Vec<String> = items.iter().map(describe).collect();
+            format!("[{}]", items.join(", "))
+        }
+        other => format!("a {} value", other.name()),
+    }
+}
+
+/// A contract owner given as a strkey: an account (`G...`) or a contract
+/// (`C...`).
+pub fn parse_owner(text: &str) -> Result<ScAddress, String> {
+    if let Ok(account) = text.parse::<AccountKey>() {
+        return Ok(tx::account_address(&account));
+    }
+    if let Ok(contract) = text.parse::<stellar_strkey::Contract>() {
+        return Ok(ScAddress::Contract(stellar_xdr::ContractId(Hash(
+            contract.0,
+        ))));
+    }
+    Err(format!(
+        "{text:?} is not a Stellar account (G...) or contract (C...) address"
+    ))
+}
+
+// The empty vector of signatures an unsigned envelope carries.
+fn no_signatures() -> VecM<stellar_xdr::DecoratedSignature, 20> {
+    VecM::default()
+}
+
+/// Decodes a base64 XDR `ScVal`.
+fn sc_val(xdr: &str) -> Result<ScVal, DeployError> {
+    Ok(ScVal::from_xdr_base64(xdr, Limits::none())?)
 }

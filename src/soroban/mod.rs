@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use stellar_strkey::DecodeError;
 
 pub use contract::{contract_id, parse_account_id, parse_salt, tenant_salt};
-pub use sign::{SecretKey, sign_envelope, transaction_hash};
+pub use sign::{SecretKey, sign_authorization, sign_envelope, transaction_hash};
 
 /// The passphrase of the public Stellar network.
 pub const PUBLIC_NETWORK_PASSPHRASE: &str = "Public Global Stellar Network ; September 2015";

@@ -9,10 +9,10 @@ use ed25519_dalek::SigningKey;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::SecretKey;
 use super::client::Client;
-use super::deploy::{DeployConfig, Deployer, Wasm};
+use super::deploy::{DeployConfig, Deployer, Funding, Wasm, generated_channels};
 use super::localnet::{LocalNet, LocalNetConfig};
-use super::{SecretKey, wasm};
 use crate::config::SorobanArgs;
 use crate::db::DbPool;
 
@@ -60,7 +60,7 @@ pub async fn deployer(
             })?;
             Wasm::Hash(bytes)
         }
-        (None, None) => Wasm::Code(wasm::minimal_contract().into()),
+        (None, None) => Wasm::built_in(),
     };
     let (url, passphrase, secret, local, poll_interval) = match &args.soroban_rpc_url {
         Some(url) => {
@@ -98,7 +98,7 @@ pub async fn deployer(
                     state_file: args.soroban_local_ledger.clone(),
                 },
                 SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                shutdown,
+                shutdown.clone(),
             )
             .await?;
             tracing::info!(
@@ -116,6 +116,13 @@ pub async fn deployer(
             )
         }
     };
+    let (channels, generated) = match &args.soroban_channel_secrets {
+        Some(path) => (channel_secrets(path).await?, false),
+        None => (
+            generated_channels(&secret, args.soroban_channels),
+            args.soroban_channels > 0,
+        ),
+    };
     let client = Client::new(&url, Duration::from_millis(args.soroban_request_timeout_ms))?;
     let config = DeployConfig {
         network_passphrase: passphrase,
@@ -125,8 +132,53 @@ pub async fn deployer(
         inclusion_fee: args.soroban_inclusion_fee,
         confirm_timeout: Duration::from_secs(args.soroban_confirm_timeout_secs),
         poll_interval,
+        channels,
+        funding: Funding {
+            min_balance: args.soroban_channel_min_balance,
+            balance: args.soroban_channel_balance,
+            top_up: args.soroban_channel_top_up,
+        },
     };
-    Ok((Arc::new(Deployer::new(client, config, pool)), local))
+    let deployer = Arc::new(Deployer::new(client, config, pool));
+    if generated || args.soroban_channel_top_up {
+        deployer.prepare_channels(generated, shutdown);
+    }
+    Ok((deployer, local))
+}
+
+/// The channel keys in `path`: one `S...` per line, blank lines and `#`
+/// comments skipped. An unreadable line is named by its number, never
+/// echoed (it may be a key).
+async fn channel_secrets(path: &std::path::Path) -> Result<Vec<SecretKey>, Error> {
+    let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+        format!(
+            "reading TENANTD_SOROBAN_CHANNEL_SECRETS {}: {e}",
+            path.display()
+        )
+    })?;
+    let mut keys = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let key = SecretKey::from_strkey(line).map_err(|_| {
+            format!(
+                "TENANTD_SOROBAN_CHANNEL_SECRETS {} line {}: not a Stellar secret seed (S...)",
+                path.display(),
+                number + 1
+            )
+        })?;
+        keys.push(key);
+    }
+    if keys.is_empty() {
+        return Err(format!(
+            "TENANTD_SOROBAN_CHANNEL_SECRETS {} holds no secret key",
+            path.display()
+        )
+        .into());
+    }
+    Ok(keys)
 }
 
 /// The local network's deployer.

@@ -11,8 +11,10 @@ use ed25519_dalek::{Signer, SigningKey};
 use sha2::{Digest, Sha256};
 use stellar_strkey::ed25519::{PrivateKey, PublicKey as AccountKey};
 use stellar_xdr::{
-    DecoratedSignature, Hash, Limits, Signature, SignatureHint, Transaction, TransactionEnvelope,
-    TransactionSignaturePayload, TransactionSignaturePayloadTaggedTransaction, WriteXdr,
+    AccountId, DecoratedSignature, Hash, HashIdPreimage, HashIdPreimageSorobanAuthorization,
+    Limits, PublicKey, ScAddress, ScBytes, ScMap, ScMapEntry, ScSymbol, ScVal, ScVec, Signature,
+    SignatureHint, SorobanAuthorizationEntry, SorobanCredentials, Transaction, TransactionEnvelope,
+    TransactionSignaturePayload, TransactionSignaturePayloadTaggedTransaction, Uint256, WriteXdr,
 };
 
 use super::{Error, network_id};
@@ -100,6 +102,56 @@ pub fn sign_envelope(
         .try_into()
         .map_err(|_| Error::TooManySignatures)?;
     Ok(TransactionEnvelope::Tx(v1))
+}
+
+/// `entry` signed by `key` for the network named by `network_passphrase`,
+/// valid until ledger `expiration_ledger`, if it is an address credential
+/// of `key`'s account; any other entry is returned unchanged.
+///
+/// The host verifies `sha256(XDR(HashIdPreimage::SorobanAuthorization {
+/// network_id, nonce, signature_expiration_ledger, invocation }))` against
+/// the signature, a vector of `{public_key, signature}` maps (the account
+/// contract's `AccountEd25519Signature`), and the signer's weight against
+/// the account's medium threshold.
+pub fn sign_authorization(
+    mut entry: SorobanAuthorizationEntry,
+    network_passphrase: &str,
+    key: &SigningKey,
+    expiration_ledger: u32,
+) -> Result<SorobanAuthorizationEntry, Error> {
+    let public = key.verifying_key().to_bytes();
+    let SorobanCredentials::Address(credentials) = &mut entry.credentials else {
+        return Ok(entry);
+    };
+    let own = ScAddress::Account(AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(public))));
+    if credentials.address != own {
+        return Ok(entry);
+    }
+    credentials.signature_expiration_ledger = expiration_ledger;
+    let preimage = HashIdPreimage::SorobanAuthorization(HashIdPreimageSorobanAuthorization {
+        network_id: Hash(network_id(network_passphrase)),
+        nonce: credentials.nonce,
+        signature_expiration_ledger: expiration_ledger,
+        invocation: entry.root_invocation.clone(),
+    });
+    let payload: [u8; 32] = Sha256::digest(preimage.to_xdr(Limits::none())?).into();
+    let signature = key.sign(&payload).to_bytes();
+    let field = |name: &str, bytes: &[u8]| -> Result<ScMapEntry, Error> {
+        Ok(ScMapEntry {
+            key: ScVal::Symbol(ScSymbol(name.try_into()?)),
+            val: ScVal::Bytes(ScBytes(bytes.try_into()?)),
+        })
+    };
+    // Map keys in the host's order: `public_key` < `signature`.
+    let one = ScVal::Map(Some(ScMap(
+        vec![
+            field("public_key", &public)?,
+            field("signature", &signature)?,
+        ]
+        .try_into()?,
+    )));
+    credentials.signature = ScVal::Vec(Some(ScVec(vec![one].try_into()?)));
+    Ok(entry)
 }
 
 #[cfg(test)]

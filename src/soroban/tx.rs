@@ -6,11 +6,12 @@ use std::collections::BTreeSet;
 
 use stellar_strkey::ed25519::PublicKey as AccountKey;
 use stellar_xdr::{
-    AccountId, BytesM, ContractDataDurability, ContractExecutable, ContractId, ContractIdPreimage,
-    ContractIdPreimageFromAddress, CreateContractArgsV2, Hash, HostFunction, InvokeHostFunctionOp,
-    LedgerKey, LedgerKeyAccount, LedgerKeyContractCode, LedgerKeyContractData, Limits,
-    MAX_OPS_PER_TX, Memo, MuxedAccount, Operation, OperationBody, OperationResult,
-    OperationResultTr, Preconditions, PublicKey, ReadXdr, ScAddress, ScVal, SequenceNumber,
+    AccountId, Asset, BytesM, ContractDataDurability, ContractExecutable, ContractId,
+    ContractIdPreimage, ContractIdPreimageFromAddress, CreateAccountOp, CreateContractArgsV2, Hash,
+    HostFunction, InvokeContractArgs, InvokeHostFunctionOp, LedgerKey, LedgerKeyAccount,
+    LedgerKeyContractCode, LedgerKeyContractData, Limits, MAX_OPS_PER_TX, Memo, MuxedAccount,
+    Operation, OperationBody, OperationResult, OperationResultTr, PaymentOp, Preconditions,
+    PublicKey, ReadXdr, ScAddress, ScNonceKey, ScSymbol, ScVal, SequenceNumber,
     SorobanAuthorizationEntry, SorobanCredentials, SorobanTransactionData, TimeBounds, TimePoint,
     Transaction, TransactionExt, TransactionResult, TransactionResultResult, Uint256, VecM,
 };
@@ -61,14 +62,48 @@ pub fn upload_wasm(wasm: &[u8]) -> Result<HostFunction, stellar_xdr::Error> {
     Ok(HostFunction::UploadContractWasm(BytesM::try_from(wasm)?))
 }
 
-pub fn create_contract(deployer: &AccountKey, salt: [u8; 32], wasm_hash: [u8; 32]) -> HostFunction {
-    HostFunction::CreateContractV2(CreateContractArgsV2 {
+/// Creates the contract of `deployer` and `salt` running `wasm_hash`, its
+/// constructor called with `constructor_args`.
+pub fn create_contract(
+    deployer: &AccountKey,
+    salt: [u8; 32],
+    wasm_hash: [u8; 32],
+    constructor_args: Vec<ScVal>,
+) -> Result<HostFunction, stellar_xdr::Error> {
+    Ok(HostFunction::CreateContractV2(CreateContractArgsV2 {
         contract_id_preimage: ContractIdPreimage::Address(ContractIdPreimageFromAddress {
-            address: ScAddress::Account(account_id(deployer)),
+            address: account_address(deployer),
             salt: Uint256(salt),
         }),
         executable: ContractExecutable::Wasm(Hash(wasm_hash)),
-        constructor_args: VecM::default(),
+        constructor_args: constructor_args.try_into()?,
+    }))
+}
+
+/// Calls `function` of `contract` with no arguments.
+pub fn invoke_contract(
+    contract: [u8; 32],
+    function: &str,
+) -> Result<HostFunction, stellar_xdr::Error> {
+    Ok(HostFunction::InvokeContract(InvokeContractArgs {
+        contract_address: ScAddress::Contract(ContractId(Hash(contract))),
+        function_name: ScSymbol(function.try_into()?),
+        args: VecM::default(),
+    }))
+}
+
+/// The address of an account, as contracts see it.
+pub fn account_address(account: &AccountKey) -> ScAddress {
+    ScAddress::Account(account_id(account))
+}
+
+/// The ledger entry that marks an address's authorization nonce as used;
+/// a transaction whose authorization carries the nonce writes it.
+pub fn nonce_key(account: &AccountKey, nonce: i64) -> LedgerKey {
+    LedgerKey::ContractData(LedgerKeyContractData {
+        contract: account_address(account),
+        key: ScVal::LedgerKeyNonce(ScNonceKey { nonce }),
+        durability: ContractDataDurability::Temporary,
     })
 }
 
@@ -102,6 +137,61 @@ pub fn unsigned(
     }
 }
 
+/// The least fee per operation the network takes (stroops).
+pub const BASE_FEE: u32 = 100;
+
+/// Native payments from the deployer that keep channels funded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payment {
+    /// Creates the account with this starting balance (stroops).
+    Create { account: AccountKey, amount: i64 },
+    /// Pays this many stroops into an existing account.
+    TopUp { account: AccountKey, amount: i64 },
+}
+
+/// A classic transaction from `source` making `payments`, `fee_per_op`
+/// stroops per operation, valid until `max_time`.
+pub fn payments(
+    source: &AccountKey,
+    sequence: i64,
+    max_time: u64,
+    fee_per_op: u32,
+    payments: &[Payment],
+) -> Result<Transaction, stellar_xdr::Error> {
+    let operations: Vec<Operation> = payments
+        .iter()
+        .map(|payment| Operation {
+            source_account: None,
+            body: match *payment {
+                Payment::Create { account, amount } => {
+                    OperationBody::CreateAccount(CreateAccountOp {
+                        destination: account_id(&account),
+                        starting_balance: amount,
+                    })
+                }
+                Payment::TopUp { account, amount } => OperationBody::Payment(PaymentOp {
+                    destination: MuxedAccount::Ed25519(Uint256(account.0)),
+                    asset: Asset::Native,
+                    amount,
+                }),
+            },
+        })
+        .collect();
+    let count = u32::try_from(operations.len()).unwrap_or(u32::MAX);
+    Ok(Transaction {
+        source_account: MuxedAccount::Ed25519(Uint256(source.0)),
+        fee: fee_per_op.saturating_mul(count),
+        seq_num: SequenceNumber(sequence),
+        cond: Preconditions::Time(TimeBounds {
+            min_time: TimePoint(0),
+            max_time: TimePoint(max_time),
+        }),
+        memo: Memo::None,
+        operations: operations.try_into()?,
+        ext: TransactionExt::V0,
+    })
+}
+
 /// Why a simulated transaction is not signed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AssemblyError {
@@ -109,7 +199,7 @@ pub enum AssemblyError {
     UnexpectedKey(String),
     #[error("the simulated footprint does not write {0}")]
     MissingKey(String),
-    #[error("the simulation asks for an authorization signed by another account")]
+    #[error("the transaction needs an authorization by another account than the deployer")]
     ForeignAuth,
     #[error(
         "fee {fee} stroops (resources {resource_fee} + inclusion {inclusion_fee}) is over the cap of {cap}"
@@ -135,12 +225,14 @@ pub struct Footprint {
 }
 
 /// `tx` completed with what simulation returned, once checked: the footprint
-/// stays within `allowed`, authorization needs no signature but the source
-/// account's, and the fee (resources + `inclusion_fee`) is at most `fee_cap`.
+/// stays within `allowed`, every authorization is `signer`'s (as the
+/// transaction's source, or by its signature on an address credential),
+/// and the fee (resources + `inclusion_fee`) is at most `fee_cap`.
 pub fn assemble(
     mut tx: Transaction,
     data: SorobanTransactionData,
     auth: Vec<SorobanAuthorizationEntry>,
+    signer: &AccountKey,
     allowed: &Footprint,
     inclusion_fee: u32,
     fee_cap: i64,
@@ -167,10 +259,14 @@ pub fn assemble(
             return Err(AssemblyError::MissingKey(key_name(key)));
         }
     }
-    if auth
-        .iter()
-        .any(|entry| !matches!(entry.credentials, SorobanCredentials::SourceAccount))
-    {
+    let source_signs = tx.source_account == MuxedAccount::Ed25519(Uint256(signer.0));
+    let signers_own = |entry: &SorobanAuthorizationEntry| match &entry.credentials {
+        SorobanCredentials::SourceAccount => source_signs,
+        SorobanCredentials::Address(credentials) => credentials.address == account_address(signer),
+        // Newer credential kinds are not signed here.
+        _ => false,
+    };
+    if !auth.iter().all(signers_own) {
         return Err(AssemblyError::ForeignAuth);
     }
     if data.resource_fee < 0 {
@@ -246,6 +342,12 @@ pub fn result_code(result_xdr: &str) -> String {
                 .map(|op| match op {
                     OperationResult::OpInner(OperationResultTr::InvokeHostFunction(r)) => {
                         xdr_name("INVOKE_HOST_FUNCTION", r.name())
+                    }
+                    OperationResult::OpInner(OperationResultTr::CreateAccount(r)) => {
+                        xdr_name("CREATE_ACCOUNT", r.name())
+                    }
+                    OperationResult::OpInner(OperationResultTr::Payment(r)) => {
+                        xdr_name("PAYMENT", r.name())
                     }
                     other => xdr_name("op", other.name()),
                 })
@@ -323,7 +425,7 @@ mod tests {
             &deployer(),
             5,
             100,
-            create_contract(&deployer(), [3; 32], [1; 32]),
+            create_contract(&deployer(), [3; 32], [1; 32], vec![]).unwrap(),
         )
     }
 
@@ -333,7 +435,7 @@ mod tests {
             credentials: SorobanCredentials::SourceAccount,
             root_invocation: stellar_xdr::SorobanAuthorizedInvocation {
                 function: stellar_xdr::SorobanAuthorizedFunction::CreateContractV2HostFn(
-                    match create_contract(&deployer(), [3; 32], [1; 32]) {
+                    match create_contract(&deployer(), [3; 32], [1; 32], vec![]).unwrap() {
                         HostFunction::CreateContractV2(args) => args,
                         _ => unreachable!(),
                     },
@@ -346,6 +448,7 @@ mod tests {
             create_tx(),
             d.clone(),
             vec![auth],
+            &deployer(),
             &create_footprint(),
             100,
             10_000,
@@ -370,22 +473,46 @@ mod tests {
             1,
         );
         assert!(matches!(
-            assemble(create_tx(), extra_write, vec![], &allowed, 100, 10_000),
+            assemble(create_tx(), extra_write, vec![], &deployer(), &allowed, 100, 10_000),
             Err(AssemblyError::UnexpectedKey(k)) if k.starts_with("data of contract C")
         ));
         let code_written = data(vec![], vec![code_key([1; 32]), instance_key([2; 32])], 1);
         assert!(matches!(
-            assemble(create_tx(), code_written, vec![], &allowed, 100, 10_000),
+            assemble(
+                create_tx(),
+                code_written,
+                vec![],
+                &deployer(),
+                &allowed,
+                100,
+                10_000
+            ),
             Err(AssemblyError::UnexpectedKey(_))
         ));
         let nothing_written = data(vec![code_key([1; 32])], vec![], 1);
         assert!(matches!(
-            assemble(create_tx(), nothing_written, vec![], &allowed, 100, 10_000),
+            assemble(
+                create_tx(),
+                nothing_written,
+                vec![],
+                &deployer(),
+                &allowed,
+                100,
+                10_000
+            ),
             Err(AssemblyError::MissingKey(_))
         ));
         let expensive = data(vec![code_key([1; 32])], vec![instance_key([2; 32])], 9_901);
         assert_eq!(
-            assemble(create_tx(), expensive, vec![], &allowed, 100, 10_000),
+            assemble(
+                create_tx(),
+                expensive,
+                vec![],
+                &deployer(),
+                &allowed,
+                100,
+                10_000
+            ),
             Err(AssemblyError::FeeOverCap {
                 fee: 10_001,
                 resource_fee: 9_901,
@@ -413,12 +540,72 @@ mod tests {
                 create_tx(),
                 fine,
                 vec![signed_elsewhere],
+                &deployer(),
                 &allowed,
                 100,
                 10_000
             ),
             Err(AssemblyError::ForeignAuth)
         );
+
+        // From a channel account: the deployer's address credential is
+        // accepted, a source-account credential (the channel's) is not.
+        let channel = AccountKey([9; 32]);
+        let from_channel = || {
+            unsigned(
+                &channel,
+                5,
+                100,
+                create_contract(&deployer(), [3; 32], [1; 32], vec![]).unwrap(),
+            )
+        };
+        let deployer_signs = SorobanAuthorizationEntry {
+            credentials: SorobanCredentials::Address(stellar_xdr::SorobanAddressCredentials {
+                address: account_address(&deployer()),
+                nonce: 1,
+                signature_expiration_ledger: 10,
+                signature: ScVal::Void,
+            }),
+            root_invocation: signed_elsewhere_invocation(),
+        };
+        let fine = || data(vec![code_key([1; 32])], vec![instance_key([2; 32])], 1);
+        assert!(
+            assemble(
+                from_channel(),
+                fine(),
+                vec![deployer_signs],
+                &deployer(),
+                &allowed,
+                100,
+                10_000
+            )
+            .is_ok()
+        );
+        let channel_signs = SorobanAuthorizationEntry {
+            credentials: SorobanCredentials::SourceAccount,
+            root_invocation: signed_elsewhere_invocation(),
+        };
+        assert_eq!(
+            assemble(
+                from_channel(),
+                fine(),
+                vec![channel_signs],
+                &deployer(),
+                &allowed,
+                100,
+                10_000
+            ),
+            Err(AssemblyError::ForeignAuth)
+        );
+    }
+
+    fn signed_elsewhere_invocation() -> stellar_xdr::SorobanAuthorizedInvocation {
+        stellar_xdr::SorobanAuthorizedInvocation {
+            function: stellar_xdr::SorobanAuthorizedFunction::CreateContractHostFn(
+                Default::default(),
+            ),
+            sub_invocations: VecM::default(),
+        }
     }
 
     #[test]
@@ -443,6 +630,27 @@ mod tests {
         };
         let xdr = trapped.to_xdr_base64(Limits::none()).unwrap();
         assert_eq!(result_code(&xdr), "txFAILED: INVOKE_HOST_FUNCTION_TRAPPED");
+        let funding = TransactionResult {
+            fee_charged: 200,
+            result: TransactionResultResult::TxFailed(
+                vec![
+                    OperationResult::OpInner(OperationResultTr::CreateAccount(
+                        stellar_xdr::CreateAccountResult::AlreadyExist,
+                    )),
+                    OperationResult::OpInner(OperationResultTr::Payment(
+                        stellar_xdr::PaymentResult::Underfunded,
+                    )),
+                ]
+                .try_into()
+                .unwrap(),
+            ),
+            ext: stellar_xdr::TransactionResultExt::V0,
+        };
+        let xdr = funding.to_xdr_base64(Limits::none()).unwrap();
+        assert_eq!(
+            result_code(&xdr),
+            "txFAILED: CREATE_ACCOUNT_ALREADY_EXIST, PAYMENT_UNDERFUNDED"
+        );
         assert_eq!(result_code("not base64!"), "an unreadable result");
     }
 }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{Output, Step, StepCtx, StepError};
 use crate::db::soroban::CONTRACT_ADDRESS;
-use crate::soroban::deploy::{DeployError, Deployer};
+use crate::soroban::deploy::{DeployError, Deployer, Progress, Waiting};
 
 /// The output key of a contract left on chain by an undone provisioning.
 pub const CONTRACT_ORPHANED: &str = "contract_orphaned";
@@ -22,6 +22,21 @@ impl DeployContract {
     pub fn new(deployer: Arc<Deployer>) -> Self {
         Self { deployer }
     }
+
+    /// A transaction waits for a ledger or a channel: look again after a
+    /// poll interval, holding no worker meanwhile.
+    fn not_yet(&self, waiting: Waiting) -> StepError {
+        StepError::not_yet(waiting.why, self.deployer.poll_interval())
+            .with_warnings(waiting.warnings)
+    }
+}
+
+fn failure(e: DeployError) -> StepError {
+    if e.is_permanent() {
+        StepError::permanent(e.to_string())
+    } else {
+        StepError::new(e.to_string())
+    }
 }
 
 #[async_trait]
@@ -31,13 +46,11 @@ impl Step for DeployContract {
     }
 
     async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
-        let deployed = self.deployer.deploy(ctx.tenant_id).await.map_err(|e| {
-            if matches!(e, DeployError::InUse(_)) {
-                StepError::not_yet(e.to_string(), self.deployer.poll_interval())
-            } else {
-                StepError::new(e.to_string())
-            }
-        })?;
+        let deployed = match self.deployer.deploy(ctx.tenant_id, None).await {
+            Ok(Progress::Done(deployed)) => deployed,
+            Ok(Progress::Waiting(waiting)) => return Err(self.not_yet(waiting)),
+            Err(e) => return Err(failure(e)),
+        };
         let mut output = Output::from([
             (CONTRACT_ADDRESS.to_owned(), deployed.address),
             ("contract_wasm_hash".to_owned(), deployed.wasm_hash),
@@ -50,15 +63,18 @@ impl Step for DeployContract {
         if let Some(hash) = deployed.transaction {
             output.insert("contract_transaction".to_owned(), hash);
         }
+        if let Some(owner) = deployed.owner {
+            output.insert("contract_owner".to_owned(), owner);
+        }
         Ok(output)
     }
 
     async fn compensate_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
-        let orphaned = self
-            .deployer
-            .orphan(ctx.tenant_id)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))?;
+        let orphaned = match self.deployer.orphan(ctx.tenant_id).await {
+            Ok(Progress::Done(orphaned)) => orphaned,
+            Ok(Progress::Waiting(waiting)) => return Err(self.not_yet(waiting)),
+            Err(e) => return Err(failure(e)),
+        };
         Ok(orphaned
             .map(|address| Output::from([(CONTRACT_ORPHANED.to_owned(), address)]))
             .unwrap_or_default())

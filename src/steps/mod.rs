@@ -67,6 +67,9 @@ pub struct StepError {
     /// a worker and its attempt is not counted; the step's timeout bounds
     /// the whole wait, after which it is an ordinary failure.
     pub not_yet: bool,
+    /// What an operator should hear about although the step goes on
+    /// (recorded as STEP_WARNING events with the wait).
+    pub warnings: Vec<String>,
 }
 
 impl StepError {
@@ -77,6 +80,7 @@ impl StepError {
             permanent: false,
             retry_after: None,
             not_yet: false,
+            warnings: Vec::new(),
         }
     }
 
@@ -88,6 +92,12 @@ impl StepError {
             retry_after: Some(after),
             ..Self::new(why)
         }
+    }
+
+    /// With warnings to record (see [`StepError::warnings`]).
+    pub fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
     }
 
     /// A failure no retry will cure.

@@ -130,6 +130,14 @@ fn describe() {
         POOL_WAITING,
         "Tasks waiting for a control-plane connection right now."
     );
+    describe_counter!(
+        CHANNEL_SKIPS,
+        "Soroban channel accounts passed over for a transaction, by channel and reason (low_balance, missing)."
+    );
+    describe_gauge!(
+        CHANNEL_BALANCE,
+        "Balance of each Soroban channel account when it was last read, in stroops."
+    );
     describe_gauge!(
         DATABASE_UP,
         "1 if the control-plane database answered the last scrape."
@@ -160,6 +168,8 @@ const POOL_SIZE: &str = "tenantd_db_pool_connections";
 const POOL_MAX: &str = "tenantd_db_pool_max_connections";
 const POOL_WAITING: &str = "tenantd_db_pool_waiting";
 const DATABASE_UP: &str = "tenantd_database_up";
+const CHANNEL_SKIPS: &str = "tenantd_soroban_channel_skips_total";
+const CHANNEL_BALANCE: &str = "tenantd_soroban_channel_balance_stroops";
 
 /// How a recorded step attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
@@ -197,6 +207,16 @@ pub fn stale_outcome(step: &str, operation: &'static str, action: &'static str) 
 
 pub fn step_retry(step: &str, operation: &'static str) {
     counter!(RETRIES, "step" => step.to_owned(), "operation" => operation).increment(1);
+}
+
+/// A Soroban channel account was passed over for `reason`.
+pub fn channel_skipped(channel: &str, reason: &'static str) {
+    counter!(CHANNEL_SKIPS, "channel" => channel.to_owned(), "reason" => reason).increment(1);
+}
+
+/// A Soroban channel account's balance as just read.
+pub fn channel_balance(channel: &str, stroops: i64) {
+    gauge!(CHANNEL_BALANCE, "channel" => channel.to_owned()).set(stroops as f64);
 }
 
 pub fn step_waiting(step: &str, operation: &'static str) {

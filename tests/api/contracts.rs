@@ -51,12 +51,19 @@ async fn a_tenant_becomes_active_with_its_contract_on_the_ledger() {
     assert_eq!(tenant.outputs["contract_address"], address);
     assert_eq!(step(&tenant, "deploy_contract").attempts, 1);
 
-    // On the ledger: the instance, with the built-in contract's code.
+    // On the ledger: the instance, with the built-in contract's code, and
+    // what its constructor kept: the tenant's id and its owner (the
+    // deployer by default), which the step checked through tenant().
     let expected: [u8; 32] = {
         use sha2::Digest;
-        sha2::Sha256::digest(wasm::minimal_contract()).into()
+        sha2::Sha256::digest(wasm::tenant_contract()).into()
     };
     assert_eq!(net.instance(&address).await, Some(expected));
+    assert_eq!(
+        net.stored_tenant(&address).await,
+        Some((created.id.clone(), net.deployer()))
+    );
+    assert_eq!(tenant.outputs["contract_owner"], net.deployer());
     assert_eq!(tenant.outputs["contract_wasm_hash"], hex::encode(expected));
     let creations = net.creations_of(&address);
     assert_eq!(creations.len(), 1);
@@ -316,7 +323,16 @@ async fn an_undone_provisioning_records_its_contract_as_orphaned() {
 #[tokio::test]
 async fn an_independent_xdr_implementation_reads_what_the_server_signed() {
     let net = Net::start().await;
-    let app = TestApp::start_with(|c| net.configure(c), Registry::new()).await;
+    // From a channel: the channel signs the transaction, the deployer its
+    // authorization of the creation.
+    let app = TestApp::start_with(
+        |c| {
+            net.configure(c);
+            c.soroban.soroban_channels = 2;
+        },
+        Registry::new(),
+    )
+    .await;
     let created = app.create("checked", "").await;
     let tenant = app.wait_for(&created.id, TenantState::Active).await;
     let hash = &tenant.outputs["contract_transaction"];
@@ -364,15 +380,27 @@ async fn an_independent_xdr_implementation_reads_what_the_server_signed() {
     assert_eq!(report["xdr_roundtrip"], true, "{report}");
     assert_eq!(report["model_roundtrip"], true, "{report}");
     assert_eq!(report["hash"], hash.as_str());
-    assert_eq!(
-        report["source"],
-        tenant.outputs["contract_deployer"].as_str()
-    );
+    let deployer = tenant.outputs["contract_deployer"].as_str();
+    let source = report["source"].as_str().unwrap();
+    assert_ne!(source, deployer, "sent from a channel: {report}");
+    assert!(net.channels(2).contains(&source.to_owned()), "{report}");
     assert_eq!(report["contract"], tenant.contract_address.as_str());
     assert_eq!(report["salt"], tenant.outputs["contract_salt"].as_str());
     assert_eq!(report["signatures"].as_array().unwrap().len(), 1);
     assert_eq!(report["signatures"][0]["valid"], true, "{report}");
     assert_eq!(report["signatures"][0]["hint_matches"], true, "{report}");
+    // The constructor gets the tenant and its owner; the deployer signed
+    // the creation with an address credential that verifies.
+    assert_eq!(
+        report["constructor_args"],
+        serde_json::json!([created.id, deployer]),
+        "{report}"
+    );
+    assert_eq!(
+        report["authorizations"],
+        serde_json::json!([{"type": "address", "address": deployer, "valid": [true]}]),
+        "{report}"
+    );
     app.stop().await;
 }
 

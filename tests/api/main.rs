@@ -7,6 +7,7 @@ mod archives;
 mod attention;
 mod auth;
 mod chaining;
+mod channels;
 mod config;
 mod connections;
 mod contracts;

@@ -63,6 +63,10 @@ pub struct TestDb {
     name: String,
     url: String,
     pub role_prefix: String,
+    /// The Soroban network the server processes of this database deploy
+    /// to, started with the first of them: replicas share the deployer's
+    /// channels through the database, so they must share the network too.
+    soroban: std::sync::Arc<tokio::sync::OnceCell<soroban::Net>>,
 }
 
 impl TestDb {
@@ -81,7 +85,13 @@ impl TestDb {
             name,
             url,
             role_prefix,
+            soroban: Default::default(),
         }
+    }
+
+    /// The Soroban network of this database's server processes.
+    pub async fn soroban(&self) -> &soroban::Net {
+        self.soroban.get_or_init(soroban::Net::start).await
     }
 
     pub fn url(&self) -> &str {

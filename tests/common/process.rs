@@ -22,6 +22,7 @@ impl TestDb {
             name: self.name.clone(),
             url: format!("{}?application_name={application_name}", self.url),
             role_prefix: self.role_prefix.clone(),
+            soroban: self.soroban.clone(),
         })
     }
 }
@@ -61,6 +62,11 @@ impl ServerProcess {
             Some(path) => Stdio::from(std::fs::File::create(path).expect("log file")),
             None => Stdio::inherit(),
         };
+        let shared_soroban = if env.iter().any(|(k, _)| *k == "TENANTD_SOROBAN_RPC_URL") {
+            Vec::new()
+        } else {
+            db.soroban().await.env()
+        };
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -85,10 +91,6 @@ impl ServerProcess {
             .arg(mail_dir)
             .arg("--archive-dir")
             .arg(mail_dir.join("archives"))
-            // Without a Soroban RPC URL each process runs a local network;
-            // its ledger must not land in the working directory.
-            .arg("--soroban-local-ledger")
-            .arg(mail_dir.join(format!("soroban-ledger-{port}.xdr")))
             .args([
                 "--lease-ms",
                 &lease_ms.to_string(),
@@ -105,6 +107,9 @@ impl ServerProcess {
             ])
             .env("RUST_LOG", "warn")
             .env_remove("DATABASE_URL")
+            // One Soroban network for all the processes of a database,
+            // unless the test brings its own.
+            .envs(shared_soroban.iter().map(|(k, v)| (*k, v.as_str())))
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

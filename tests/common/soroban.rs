@@ -22,16 +22,23 @@ pub struct Net {
 
 impl Net {
     pub async fn start() -> Self {
+        Self::start_with(Vec::new()).await
+    }
+
+    /// With more accounts at genesis (key, stroops), beside the deployer's.
+    pub async fn start_with(extra: Vec<(stellar_strkey::ed25519::PublicKey, i64)>) -> Self {
         let key = SigningKey::from_bytes(&rand::random());
         let shutdown = CancellationToken::new();
+        let mut accounts = vec![(
+            stellar_strkey::ed25519::PublicKey(key.verifying_key().to_bytes()),
+            100_000_000_000,
+        )];
+        accounts.extend(extra);
         let net = LocalNet::start(
             LocalNetConfig {
                 network_passphrase: PASSPHRASE.to_owned(),
                 ledger_interval: Duration::from_millis(50),
-                accounts: vec![(
-                    stellar_strkey::ed25519::PublicKey(key.verifying_key().to_bytes()),
-                    100_000_000_000,
-                )],
+                accounts,
                 state_file: None,
             },
             "127.0.0.1:0".parse().unwrap(),
@@ -85,6 +92,83 @@ impl Net {
                 _ => None,
             },
             _ => None,
+        }
+    }
+
+    /// What the tenant contract at `address` keeps in its instance storage
+    /// under `tenant` (what its constructor was given), read from the
+    /// ledger entry itself: the tenant id and the owner's strkey.
+    pub async fn stored_tenant(&self, address: &str) -> Option<(String, String)> {
+        let contract = stellar_strkey::Contract::from_string(address).expect("a C... address");
+        let entry = self.net.entry(&tx::instance_key(contract.0)).await?;
+        let LedgerEntryData::ContractData(data) = entry.data else {
+            return None;
+        };
+        let ScVal::ContractInstance(instance) = data.val else {
+            return None;
+        };
+        let key = ScVal::Symbol(stellar_xdr::ScSymbol("tenant".try_into().unwrap()));
+        let stored = instance
+            .storage?
+            .0
+            .iter()
+            .find(|e| e.key == key)?
+            .val
+            .clone();
+        let ScVal::Vec(Some(items)) = stored else {
+            return None;
+        };
+        let [ScVal::String(id), ScVal::Address(owner)] = items.as_slice() else {
+            return None;
+        };
+        let owner = match owner {
+            stellar_xdr::ScAddress::Account(stellar_xdr::AccountId(
+                stellar_xdr::PublicKey::PublicKeyTypeEd25519(key),
+            )) => format!("{}", stellar_strkey::ed25519::PublicKey(key.0)),
+            stellar_xdr::ScAddress::Contract(id) => format!("{}", stellar_strkey::Contract(id.0.0)),
+            _ => return None,
+        };
+        Some((id.to_utf8_string_lossy(), owner))
+    }
+
+    /// The deployer's account (`G...`).
+    pub fn deployer(&self) -> String {
+        let key = stellar_strkey::ed25519::PrivateKey::from_string(&self.secret).unwrap();
+        let signing = SigningKey::from_bytes(&key.0);
+        format!(
+            "{}",
+            stellar_strkey::ed25519::PublicKey(signing.verifying_key().to_bytes())
+        )
+    }
+
+    /// The `count` channel accounts a server generates from this deployer
+    /// (`--soroban-channels`).
+    pub fn channels(&self, count: usize) -> Vec<String> {
+        let deployer = tenantd::soroban::SecretKey::from_strkey(&self.secret).unwrap();
+        tenantd::soroban::deploy::generated_channels(&deployer, count)
+            .iter()
+            .map(|key| format!("{}", key.public_key()))
+            .collect()
+    }
+
+    /// The balance (stroops) of an account, if it exists.
+    pub async fn balance(&self, account: &str) -> Option<i64> {
+        let key = stellar_strkey::ed25519::PublicKey::from_string(account).unwrap();
+        match self.net.entry(&tx::account_key(&key)).await?.data {
+            LedgerEntryData::Account(account) => Some(account.balance),
+            _ => None,
+        }
+    }
+
+    /// Waits (at most 30 s) until `account` exists.
+    pub async fn wait_for_account(&self, account: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.balance(account).await.is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "account {account} was never created"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -16,6 +16,7 @@ use super::guard::{Stop, guarded};
 use super::{Shared, step_span};
 use crate::db;
 use crate::db::outbox::Operation;
+use crate::domain::{EventKind, NewEvent, SYSTEM_ACTOR};
 use crate::error::{Error, Result};
 use crate::steps::{Output, Step, StepCtx, StepError};
 use crate::telemetry::metrics::{self, StepOutcome};
@@ -401,7 +402,43 @@ async fn wait(shared: &Shared, claim: &Claim, answer: &StepError) -> Result<Opti
     metrics::step_waiting(&claim.step, claim.operation_label());
     tracing::debug!(why = %answer.message(), ?delay, "not yet; looking again later");
     let mut conn = db::conn(&shared.pool).await?;
-    if !store::postpone(&mut conn, claim, delay, answer.message(), true).await? {
+    let postponed = if answer.warnings.is_empty() {
+        store::postpone(&mut conn, claim, delay, answer.message(), true).await?
+    } else {
+        // The warnings are the tenant's events: written with the wait, under
+        // the tenant's lock, or not at all.
+        let postponed = conn
+            .transaction(async |conn| {
+                let Some(tenant) = db::tenants::lock(conn, claim.tenant_id).await? else {
+                    return Ok::<_, Error>(false);
+                };
+                if !store::postpone(conn, claim, delay, answer.message(), true).await? {
+                    return Ok(false);
+                }
+                let state = db::models::parse_state(&tenant.state)?;
+                for warning in &answer.warnings {
+                    let event = NewEvent {
+                        step: Some(claim.step.clone()),
+                        attempt: Some(claim.attempt),
+                        ..NewEvent::about(
+                            claim.tenant_id,
+                            EventKind::StepWarning,
+                            state,
+                            warning.as_str(),
+                            SYSTEM_ACTOR,
+                        )
+                    };
+                    db::events::append(conn, &event).await?;
+                }
+                Ok(true)
+            })
+            .await?;
+        if postponed {
+            shared.wakeup.events_committed();
+        }
+        postponed
+    };
+    if !postponed {
         store::refused_stale(claim, "wait");
     }
     Ok(None)

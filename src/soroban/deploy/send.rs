@@ -1,22 +1,41 @@
-//! The deployer's transactions: what the ledger holds, building, signing,
-//! recording and sending one transaction, and driving it to its end (see
-//! the flow in [`super`]).
+//! The deployment's transactions: what the ledger holds, building, signing,
+//! recording and sending one transaction on a free channel, and looking at
+//! a recorded one once (see the flow in [`super`]).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use stellar_xdr::{
-    LedgerEntryData, Limits, ReadXdr, SorobanAuthorizationEntry, SorobanTransactionData,
-    TransactionEnvelope, TransactionV1Envelope, VecM, WriteXdr,
+    HostFunction, Limits, ReadXdr, ScVal, SorobanAuthorizationEntry, SorobanCredentials,
+    SorobanTransactionData, TransactionEnvelope, TransactionV1Envelope, WriteXdr,
 };
-use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::super::client::ClientError;
 use super::super::rpc::{SendStatus, TransactionStatus};
 use super::super::tx::{self, Footprint, Purpose};
-use super::super::{sign_envelope, transaction_hash};
-use super::{DeployError, Deployer, OnLedger, RESEND_AFTER, Settled, Submitted, executable};
+use super::super::{sign_authorization, sign_envelope, transaction_hash};
+use super::channels::Channel;
+use super::{
+    DeployError, Deployer, OnLedger, Polled, Progress, RESEND_AFTER, Waiting, executable,
+    no_signatures, sc_val,
+};
 use crate::db::{self, soroban as store};
+
+/// Ledgers a deployer's signature on an authorization stays valid: past
+/// the transaction's own time bound on any network whose ledgers close at
+/// least every 100 ms (an hour of 5-second ledgers), and far inside the
+/// networks' largest TTL.
+const AUTH_VALID_LEDGERS: u32 = 720;
+
+/// What trying to send one transaction on a channel came to.
+enum Attempt {
+    Sent(String),
+    /// This channel cannot take it now; try the next.
+    Skip,
+    /// No channel can: why.
+    Wait(String),
+}
 
 impl Deployer {
     /// What the ledger holds of a deployment, in one call.
@@ -33,20 +52,96 @@ impl Deployer {
         })
     }
 
-    /// Builds, records and sends one transaction, and waits for its end.
-    pub(super) async fn submit(
+    /// Builds, records and sends one transaction for the tenant on the
+    /// first free channel. Always "not yet": the next look polls it.
+    pub(super) async fn submit<T>(
         &self,
         tenant_id: Uuid,
         purpose: Purpose,
-        function: stellar_xdr::HostFunction,
+        function: HostFunction,
+        allowed: Footprint,
+    ) -> Result<Progress<T>, DeployError> {
+        let in_flight = {
+            let mut conn = db::conn(&self.pool).await?;
+            store::pending_of(&mut conn, &self.account_text)
+                .await
+                .map_err(crate::error::Error::from)?
+        };
+        if purpose == Purpose::UploadWasm
+            && let Some(upload) = in_flight
+                .iter()
+                .find(|t| t.purpose == Purpose::UploadWasm.as_str())
+        {
+            return Ok(Progress::waiting(format!(
+                "waiting for transaction {} that uploads the contract code",
+                upload.hash
+            )));
+        }
+        let busy: HashSet<&str> = in_flight.iter().map(|t| t.source.as_str()).collect();
+        let mut warnings = Vec::new();
+        for channel in self.channels.in_turn() {
+            if busy.contains(channel.text.as_str()) {
+                continue;
+            }
+            // Another look of this process is building on it.
+            let Ok(_building) = channel.building.try_lock() else {
+                continue;
+            };
+            match self
+                .try_channel(
+                    channel,
+                    tenant_id,
+                    purpose,
+                    &function,
+                    &allowed,
+                    &mut warnings,
+                )
+                .await?
+            {
+                Attempt::Sent(hash) => {
+                    return Ok(Progress::Waiting(Waiting {
+                        why: format!(
+                            "transaction {hash} ({}) sent from {}; waiting for a ledger",
+                            purpose.as_str(),
+                            channel.text
+                        ),
+                        warnings,
+                    }));
+                }
+                Attempt::Skip => {}
+                Attempt::Wait(why) => return Ok(Progress::Waiting(Waiting { why, warnings })),
+            }
+        }
+        // Every channel is busy: a transaction whose look was abandoned
+        // (its tenant's pipeline went away) must not hold one for good.
+        self.settle_abandoned(&in_flight, tenant_id).await;
+        Ok(Progress::Waiting(Waiting {
+            why: format!(
+                "all {} channel(s) have a transaction in flight or were passed over",
+                self.channels.len()
+            ),
+            warnings,
+        }))
+    }
+
+    async fn try_channel(
+        &self,
+        channel: &Channel,
+        tenant_id: Uuid,
+        purpose: Purpose,
+        function: &HostFunction,
         allowed: &Footprint,
-    ) -> Result<Submitted, DeployError> {
-        let sequence = self.next_sequence().await?;
+        warnings: &mut Vec<String>,
+    ) -> Result<Attempt, DeployError> {
+        let Some(state) = self.channel_state(channel, warnings).await? else {
+            return Ok(Attempt::Skip);
+        };
+        let sequence = state.sequence + 1;
         let max_time = unix_now() + self.config.confirm_timeout.as_secs().max(1);
-        let unsigned = tx::unsigned(&self.account, sequence, max_time, function);
+        let unsigned = tx::unsigned(&channel.account, sequence, max_time, function.clone());
         let simulated = self
             .client
-            .simulate_transaction(&envelope(unsigned.clone(), VecM::default()))
+            .simulate_transaction(&envelope(unsigned.clone()))
             .await?;
         let simulation_failed = |message: String| DeployError::Simulation {
             purpose: purpose.as_str(),
@@ -59,7 +154,7 @@ impl Deployer {
             .transaction_data
             .ok_or_else(|| simulation_failed("no transaction data".to_owned()))?;
         let data = SorobanTransactionData::from_xdr_base64(&data, Limits::none())?;
-        let auth = simulated
+        let recorded_auth = simulated
             .results
             .first()
             .map(|result| {
@@ -71,11 +166,37 @@ impl Deployer {
             })
             .transpose()?
             .unwrap_or_default();
+        // The deployer signs each authorization the creation needs from it;
+        // its account (read for the signature check) and the nonce it uses
+        // up are then part of what the transaction may touch.
+        let mut allowed = Footprint {
+            read_only: allowed.read_only.clone(),
+            read_write: allowed.read_write.clone(),
+            must_write: allowed.must_write.clone(),
+        };
+        let mut auth = Vec::with_capacity(recorded_auth.len());
+        for entry in recorded_auth {
+            if let SorobanCredentials::Address(credentials) = &entry.credentials
+                && credentials.address == tx::account_address(&self.account)
+            {
+                allowed.read_only.push(tx::account_key(&self.account));
+                allowed
+                    .read_write
+                    .push(tx::nonce_key(&self.account, credentials.nonce));
+            }
+            auth.push(sign_authorization(
+                entry,
+                &self.config.network_passphrase,
+                self.config.secret.signing_key(),
+                simulated.latest_ledger.saturating_add(AUTH_VALID_LEDGERS),
+            )?);
+        }
         let tx = tx::assemble(
             unsigned,
             data,
             auth,
-            allowed,
+            &self.account,
+            &allowed,
             self.config.inclusion_fee,
             self.config.fee_cap,
         )
@@ -85,154 +206,174 @@ impl Deployer {
         })?;
         let hash = hex::encode(transaction_hash(&tx, &self.config.network_passphrase)?);
         let signed = sign_envelope(
-            envelope(tx, VecM::default()),
+            envelope(tx),
             &self.config.network_passphrase,
-            self.config.secret.signing_key(),
+            channel.key.signing_key(),
         )?;
         let record = store::PendingTransaction {
             hash: hash.clone(),
-            tenant_id,
+            tenant_id: Some(tenant_id),
             purpose: purpose.as_str().to_owned(),
+            source: channel.text.clone(),
             sequence,
             max_time: i64::try_from(max_time).unwrap_or(i64::MAX),
             envelope_xdr: signed.to_xdr_base64(Limits::none())?,
+            send_time: None,
         };
-        let recorded = {
-            let mut conn = db::conn(&self.pool).await?;
-            store::insert_pending(&mut conn, &self.account_text, &record)
-                .await
-                .map_err(crate::error::Error::from)?
-        };
-        if !recorded {
-            // Another replica's transaction took the slot since we looked.
-            return Ok(Submitted::SlotTaken);
+        match self.record(&record).await? {
+            store::Recorded::Yes => {}
+            // Taken since we looked, or its number used since we read it:
+            // another channel, and this one read afresh next time.
+            store::Recorded::SourceBusy | store::Recorded::SequenceUsed => {
+                return Ok(Attempt::Skip);
+            }
+            store::Recorded::TenantBusy => {
+                return Ok(Attempt::Wait(
+                    "another look of this tenant's deployment sent a transaction".to_owned(),
+                ));
+            }
+            store::Recorded::UploadBusy => {
+                return Ok(Attempt::Wait(
+                    "another deployment is uploading the contract code".to_owned(),
+                ));
+            }
         }
-        tracing::info!(%hash, purpose = purpose.as_str(), sequence, "sending Soroban transaction");
-        match self.drive(&record).await? {
-            Settled::Succeeded => Ok(Submitted::Applied(hash)),
-            Settled::Expired => Ok(Submitted::Expired),
-        }
+        tracing::info!(%hash, purpose = purpose.as_str(), source = %channel.text, sequence, "sending Soroban transaction");
+        self.send(&record, &signed).await?;
+        Ok(Attempt::Sent(hash))
     }
 
-    /// Drives the deployer's recorded transaction, if any, to its end:
-    /// whichever tenant it was for, the next one needs its sequence number
-    /// settled.
-    pub(super) async fn finish_in_flight(&self) -> Result<(), DeployError> {
-        let recorded = {
-            let mut conn = db::conn(&self.pool).await?;
-            store::pending(&mut conn, &self.account_text)
-                .await
-                .map_err(crate::error::Error::from)?
-        };
-        if let Some(record) = recorded {
-            tracing::info!(hash = %record.hash, purpose = %record.purpose, "resuming a Soroban transaction sent earlier");
-            match self.drive(&record).await {
-                Ok(_) => {}
-                // Settled, so no longer in flight; what it was meant to do
-                // is checked on the ledger next.
-                Err(e @ (DeployError::Rejected { .. } | DeployError::Failed { .. })) => {
-                    tracing::warn!(error = %e, "a Soroban transaction sent earlier did not apply");
+    /// Records a signed transaction as in flight, before it is sent.
+    pub(super) async fn record(
+        &self,
+        record: &store::PendingTransaction,
+    ) -> Result<store::Recorded, DeployError> {
+        let mut conn = db::conn(&self.pool).await?;
+        Ok(store::insert_pending(&mut conn, &self.account_text, record)
+            .await
+            .map_err(crate::error::Error::from)?)
+    }
+
+    /// Hands the recorded bytes to the RPC server. Whether they arrived is
+    /// for the next poll to find out; a refusal is final only if the
+    /// transaction is not known either (a copy sent earlier may have been
+    /// applied, using up its sequence number).
+    pub(super) async fn send(
+        &self,
+        record: &store::PendingTransaction,
+        signed: &TransactionEnvelope,
+    ) -> Result<(), DeployError> {
+        match self.client.send_transaction(signed).await {
+            Ok(sent) => match sent.status {
+                SendStatus::Pending | SendStatus::Duplicate => {
+                    let mut conn = db::conn(&self.pool).await?;
+                    store::mark_sent(&mut conn, &record.hash)
+                        .await
+                        .map_err(crate::error::Error::from)?;
                 }
-                Err(e) => return Err(e),
+                SendStatus::TryAgainLater => {
+                    tracing::info!(hash = %record.hash, "Soroban RPC asks to try again later");
+                }
+                SendStatus::Error => {
+                    let status = self.client.get_transaction(&hash_bytes(record)?).await?;
+                    if status.status == TransactionStatus::NotFound {
+                        let code = sent
+                            .error_result_xdr
+                            .as_deref()
+                            .map(tx::result_code)
+                            .unwrap_or_else(|| "no result given".to_owned());
+                        self.settle(record, "failed", None, Some(&code)).await?;
+                        return Err(DeployError::Rejected {
+                            purpose: record.purpose.clone(),
+                            hash: record.hash.clone(),
+                            code,
+                        });
+                    }
+                }
+            },
+            Err(ClientError::Transport(e)) => {
+                tracing::warn!(hash = %record.hash, error = %e, "sending the Soroban transaction failed; the next look sends it again");
             }
+            Err(e) => return Err(e.into()),
         }
         Ok(())
     }
 
-    /// Sends a recorded transaction (again) and polls until it is applied,
-    /// rejected, or provably dead.
-    pub(super) async fn drive(
+    /// Looks at a recorded transaction once: settled (applied, failed,
+    /// provably expired) or still waiting, re-sending the same bytes if it
+    /// has gone unseen since its last send.
+    pub(super) async fn poll(
         &self,
         record: &store::PendingTransaction,
-    ) -> Result<Settled, DeployError> {
-        let signed = TransactionEnvelope::from_xdr_base64(&record.envelope_xdr, Limits::none())?;
-        let mut hash = [0u8; 32];
-        hex::decode_to_slice(&record.hash, &mut hash).map_err(|_| stellar_xdr::Error::Invalid)?;
-        let max_time = u64::try_from(record.max_time).unwrap_or(0);
-        let until_bound = Duration::from_secs(max_time.saturating_sub(unix_now()));
-        let deadline = Instant::now() + until_bound + self.config.confirm_timeout;
-        let mut last_send: Option<Instant> = None;
-        loop {
-            if last_send.is_none_or(|at| at.elapsed() >= RESEND_AFTER) {
-                match self.client.send_transaction(&signed).await {
-                    Ok(sent) => match sent.status {
-                        SendStatus::Pending | SendStatus::Duplicate => {
-                            last_send = Some(Instant::now());
-                        }
-                        SendStatus::TryAgainLater => {
-                            tracing::info!(hash = %record.hash, "Soroban RPC asks to try again later");
-                        }
-                        SendStatus::Error => {
-                            // A copy sent earlier may have been applied (its
-                            // sequence number is used now): its fate decides.
-                            let status = self.client.get_transaction(&hash).await?;
-                            if status.status == TransactionStatus::NotFound {
-                                let code = sent
-                                    .error_result_xdr
-                                    .as_deref()
-                                    .map(tx::result_code)
-                                    .unwrap_or_else(|| "no result given".to_owned());
-                                self.settle(record, "failed", None, Some(&code)).await?;
-                                return Err(DeployError::Rejected {
-                                    purpose: record.purpose.clone(),
-                                    hash: record.hash.clone(),
-                                    code,
-                                });
-                            }
-                            last_send = Some(Instant::now());
-                        }
-                    },
-                    // Whether it arrived is unknown: its status tells, and
-                    // the same bytes go out again.
-                    Err(ClientError::Transport(e)) => {
-                        tracing::warn!(hash = %record.hash, error = %e, "sending the Soroban transaction failed");
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+    ) -> Result<Polled, DeployError> {
+        let status = match self.client.get_transaction(&hash_bytes(record)?).await {
+            Ok(status) => status,
+            Err(ClientError::Transport(e)) => {
+                return Ok(Polled::Waiting(format!(
+                    "transaction {}: the Soroban RPC server did not answer: {e}",
+                    record.hash
+                )));
             }
-            match self.client.get_transaction(&hash).await {
-                Ok(status) => match status.status {
-                    TransactionStatus::Success => {
-                        self.settle(record, "succeeded", status.ledger, None)
-                            .await?;
-                        tracing::info!(hash = %record.hash, ledger = status.ledger, "Soroban transaction applied");
-                        return Ok(Settled::Succeeded);
-                    }
-                    TransactionStatus::Failed => {
-                        let code = status
-                            .result_xdr
-                            .as_deref()
-                            .map(tx::result_code)
-                            .unwrap_or_else(|| "no result given".to_owned());
-                        self.settle(record, "failed", status.ledger, Some(&code))
-                            .await?;
-                        return Err(DeployError::Failed {
-                            purpose: record.purpose.clone(),
-                            hash: record.hash.clone(),
-                            ledger: status.ledger.unwrap_or_default(),
-                            code,
-                        });
-                    }
-                    TransactionStatus::NotFound => {
-                        let closed = status.latest_ledger_close_time.parse::<u64>().unwrap_or(0);
-                        if closed > max_time {
-                            self.settle(record, "expired", None, None).await?;
-                            tracing::warn!(hash = %record.hash, "Soroban transaction expired unapplied");
-                            return Ok(Settled::Expired);
-                        }
-                    }
-                },
-                Err(ClientError::Transport(e)) => {
-                    tracing::warn!(hash = %record.hash, error = %e, "polling the Soroban transaction failed");
-                }
-                Err(e) => return Err(e.into()),
+            Err(e) => return Err(e.into()),
+        };
+        match status.status {
+            TransactionStatus::Success => {
+                self.settle(record, "succeeded", status.ledger, None)
+                    .await?;
+                tracing::info!(hash = %record.hash, ledger = status.ledger, "Soroban transaction applied");
+                Ok(Polled::Applied)
             }
-            if Instant::now() >= deadline {
-                return Err(DeployError::Unconfirmed {
+            TransactionStatus::Failed => {
+                let code = status
+                    .result_xdr
+                    .as_deref()
+                    .map(tx::result_code)
+                    .unwrap_or_else(|| "no result given".to_owned());
+                self.settle(record, "failed", status.ledger, Some(&code))
+                    .await?;
+                Err(DeployError::Failed {
+                    purpose: record.purpose.clone(),
                     hash: record.hash.clone(),
-                });
+                    ledger: status.ledger.unwrap_or_default(),
+                    code,
+                })
             }
-            tokio::time::sleep(self.config.poll_interval).await;
+            TransactionStatus::NotFound => {
+                let closed = status.latest_ledger_close_time.parse::<u64>().unwrap_or(0);
+                if closed > u64::try_from(record.max_time).unwrap_or(0) {
+                    self.settle(record, "expired", None, None).await?;
+                    tracing::warn!(hash = %record.hash, "Soroban transaction expired unapplied");
+                    return Ok(Polled::Expired);
+                }
+                let unseen = record.send_time.is_none_or(|at| {
+                    (chrono::Utc::now() - at)
+                        .to_std()
+                        .is_ok_and(|d| d >= RESEND_AFTER)
+                });
+                if unseen {
+                    let signed =
+                        TransactionEnvelope::from_xdr_base64(&record.envelope_xdr, Limits::none())?;
+                    self.send(record, &signed).await?;
+                }
+                Ok(Polled::Waiting(format!(
+                    "transaction {} ({}) from {} is waiting for a ledger",
+                    record.hash, record.purpose, record.source
+                )))
+            }
+        }
+    }
+
+    /// Polls the transactions in flight that are past their time bound and
+    /// not `tenant_id`'s: their own looks may never come again.
+    async fn settle_abandoned(&self, in_flight: &[store::PendingTransaction], tenant_id: Uuid) {
+        let now = i64::try_from(unix_now()).unwrap_or(i64::MAX);
+        for record in in_flight {
+            if record.tenant_id == Some(tenant_id) || record.max_time >= now {
+                continue;
+            }
+            if let Err(e) = self.poll(record).await {
+                tracing::warn!(hash = %record.hash, error = %e, "an abandoned Soroban transaction did not apply");
+            }
         }
     }
 
@@ -250,27 +391,49 @@ impl Deployer {
         Ok(())
     }
 
-    /// The sequence number the deployer's next transaction must carry.
-    pub(super) async fn next_sequence(&self) -> Result<i64, DeployError> {
-        let found = self
-            .client
-            .get_ledger_entries(&[tx::account_key(&self.account)])
-            .await?;
-        match found.into_iter().next().flatten() {
-            Some(LedgerEntryData::Account(account)) => Ok(account.seq_num.0 + 1),
-            _ => Err(DeployError::NoAccount(self.account_text.clone())),
+    /// Calls a read-only function of a contract by simulation and returns
+    /// its answer; nothing is sent.
+    pub(super) async fn simulate_call(
+        &self,
+        contract: [u8; 32],
+        function: &'static str,
+    ) -> Result<ScVal, DeployError> {
+        let call = tx::unsigned(
+            &self.account,
+            0,
+            0,
+            tx::invoke_contract(contract, function)?,
+        );
+        let simulated = self.client.simulate_transaction(&envelope(call)).await?;
+        let failed = |message: String| DeployError::Simulation {
+            purpose: function,
+            message,
+        };
+        if let Some(message) = simulated.error {
+            return Err(failed(message));
         }
+        let result = simulated
+            .results
+            .first()
+            .ok_or_else(|| failed("no result".to_owned()))?;
+        sc_val(&result.xdr)
     }
 }
 
-fn envelope(
-    tx: stellar_xdr::Transaction,
-    signatures: VecM<stellar_xdr::DecoratedSignature, 20>,
-) -> TransactionEnvelope {
-    TransactionEnvelope::Tx(TransactionV1Envelope { tx, signatures })
+pub(super) fn envelope(tx: stellar_xdr::Transaction) -> TransactionEnvelope {
+    TransactionEnvelope::Tx(TransactionV1Envelope {
+        tx,
+        signatures: no_signatures(),
+    })
 }
 
-fn unix_now() -> u64 {
+fn hash_bytes(record: &store::PendingTransaction) -> Result<[u8; 32], DeployError> {
+    let mut hash = [0u8; 32];
+    hex::decode_to_slice(&record.hash, &mut hash).map_err(|_| stellar_xdr::Error::Invalid)?;
+    Ok(hash)
+}
+
+pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

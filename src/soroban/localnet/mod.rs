@@ -3,9 +3,12 @@
 //! the production RPC client runs unchanged against it, in tests and when
 //! `tenantd serve` has no Soroban RPC URL.
 //!
-//! It checks what it receives as stellar-core and stellar-rpc would:
-//! envelopes, signatures, sequence numbers, fees, declared resources and
-//! footprints, and applies accepted transactions at the next ledger close.
+//! It takes two kinds of transactions: Soroban ones of one
+//! InvokeHostFunction, and classic ones of CreateAccount and native Payment
+//! operations (how channel accounts are funded). It checks what it receives
+//! as stellar-core and stellar-rpc would: envelopes, signatures, sequence
+//! numbers, fees, operations, declared resources and footprints, and
+//! applies accepted transactions at the next ledger close.
 //!
 //! ```text
 //! HTTP POST /  --JSON-RPC-->  server (decode, faults)  --Command-->  ledger thread
@@ -18,13 +21,17 @@
 //! | [`server`]    | the JSON-RPC front and injected faults |
 //! | `worker`      | the thread that owns the ledger; its commands |
 //! | `validate`    | core's admission checks for `sendTransaction` |
-//! | `apply`       | ledger close: fees, sequence numbers, host invocation, writes |
+//! | `apply`       | ledger close: fees, sequence numbers, results and meta |
+//! | `invoke`      | a host function run against its footprint |
+//! | `classic`     | CreateAccount and Payment: their checks and effects |
 //! | `simulate`    | `simulateTransaction` |
 //! | [`ledger`]    | entries, transactions, the state file |
 //! | [`network`]   | fees, limits, TTLs, the calibrated cost model |
 //! | `modules`     | the parsed-Wasm cache core keeps |
 
 mod apply;
+mod classic;
+mod invoke;
 pub mod ledger;
 mod modules;
 pub mod network;

@@ -34,11 +34,16 @@ pub fn simulate(
     let TransactionEnvelope::Tx(v1) = envelope else {
         return failure("only v1 transaction envelopes can be simulated".into());
     };
+    // stellar-rpc's answers; it also simulates extending and restoring,
+    // which this network does not offer.
     let [op] = v1.tx.operations.as_slice() else {
-        return failure("the transaction must hold exactly one operation".into());
+        return failure("Transaction contains more than one operation".into());
     };
     let OperationBody::InvokeHostFunction(invoke) = &op.body else {
-        return failure("the operation must be InvokeHostFunction".into());
+        return failure(format!(
+            "Transaction contains unsupported operation type: OperationType{}",
+            op.body.name()
+        ));
     };
     let source = op.source_account.as_ref().unwrap_or(&v1.tx.source_account);
     let source = AccountId(PublicKey::PublicKeyTypeEd25519(Uint256(muxed_key(source))));

@@ -19,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::soroban::{TEST_NETWORK_PASSPHRASE, contract_id, rpc, sign_envelope, wasm};
 
+mod classic;
+
 /// Short closes keep the tests fast; polling waits at most this many.
 const CLOSE: Duration = Duration::from_millis(50);
 const WAIT_POLLS: usize = 200;

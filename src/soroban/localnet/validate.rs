@@ -1,21 +1,24 @@
-//! The checks stellar-core runs before it accepts a Soroban transaction into
-//! its queue, in core's order, each failing with core's result code. What
-//! passes here is charged a fee when its ledger closes, whatever the
-//! invocation then does.
+//! The checks stellar-core runs before it accepts a transaction into its
+//! queue, in core's order, each failing with core's result code. Two kinds
+//! pass: a Soroban transaction of one InvokeHostFunction, and a classic one
+//! of CreateAccount and Payment operations ([`classic`](super::classic)).
+//! What passes here is charged a fee when its ledger closes, whatever its
+//! operations then do.
 
 use ed25519_dalek::{Signature, VerifyingKey};
 use soroban_env_host::fees::{TransactionResources, compute_transaction_resource_fee};
 use soroban_env_host::xdr::{
-    AccountEntry, HostFunction, LedgerEntryData, LedgerKey, Limits, MuxedAccount, Operation,
-    OperationBody, Preconditions, SorobanAuthorizationEntry, SorobanTransactionData,
-    SorobanTransactionDataExt, Transaction, TransactionEnvelope, TransactionResultResult,
-    TransactionV1Envelope, WriteXdr,
+    AccountEntry, HostFunction, LedgerEntryData, LedgerKey, Limits, MuxedAccount, OperationBody,
+    OperationResult, Preconditions, SorobanAuthorizationEntry, SorobanTransactionData,
+    SorobanTransactionDataExt, Transaction, TransactionEnvelope, TransactionExt,
+    TransactionResultResult, TransactionV1Envelope, WriteXdr,
 };
 use soroban_simulation::NetworkConfig;
 
+use super::classic::{self, ClassicOp};
 use super::ledger::{Ledger, account_key};
 use super::network::{
-    BASE_FEE, BASE_RESERVE, TX_MAX_DISK_READ_BYTES, TX_MAX_FOOTPRINT_ENTRIES, TX_MAX_INSTRUCTIONS,
+    BASE_FEE, TX_MAX_DISK_READ_BYTES, TX_MAX_FOOTPRINT_ENTRIES, TX_MAX_INSTRUCTIONS,
     TX_MAX_SIZE_BYTES, TX_MAX_WRITE_BYTES, TX_MAX_WRITE_ENTRIES,
 };
 
@@ -25,6 +28,21 @@ pub struct Checked {
     pub hash: [u8; 32],
     pub envelope: TransactionEnvelope,
     pub source: [u8; 32],
+    /// The sequence number the transaction consumes.
+    pub seq: i64,
+    pub body: Body,
+}
+
+/// What a checked transaction does.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Invoke(Box<Invoke>),
+    Classic(Classic),
+}
+
+/// A Soroban transaction: one host function within declared resources.
+#[derive(Debug, Clone)]
+pub struct Invoke {
     pub host_function: HostFunction,
     pub auth: Vec<SorobanAuthorizationEntry>,
     pub data: SorobanTransactionData,
@@ -32,6 +50,16 @@ pub struct Checked {
     pub non_refundable_fee: i64,
     /// What the source bid above the resource fee, capped at the base fee.
     pub inclusion_fee: i64,
+}
+
+/// A classic transaction of CreateAccount and Payment operations.
+#[derive(Debug, Clone)]
+pub struct Classic {
+    pub ops: Vec<ClassicOp>,
+    /// What closing its ledger charges: the base fee per operation (core's
+    /// `min(bid, base fee * operations)`; there is no surge pricing here,
+    /// and admission made sure the bid covers it).
+    pub fee: i64,
 }
 
 /// The ed25519 key of a (possibly multiplexed) account.
@@ -48,8 +76,8 @@ pub fn v1(
 ) -> Result<&TransactionV1Envelope, TransactionResultResult> {
     match envelope {
         TransactionEnvelope::Tx(v1) => Ok(v1),
-        // Fee bumps of Soroban transactions are valid on the network but
-        // not offered here; v0 envelopes predate Soroban.
+        // Fee bumps are valid on the network but not offered here; v0
+        // envelopes are refused by core since protocol 13.
         _ => Err(TransactionResultResult::TxNotSupported),
     }
 }
@@ -63,14 +91,108 @@ pub fn check(
 ) -> Result<Checked, TransactionResultResult> {
     let v1 = v1(envelope)?;
     let tx = &v1.tx;
-    let (host_function, auth) = single_invoke(tx)?;
-    let data = match &tx.ext {
-        soroban_env_host::xdr::TransactionExt::V1(data) => data.clone(),
-        soroban_env_host::xdr::TransactionExt::V0 => {
+    let source = muxed_key(&tx.source_account);
+    check_operations(tx)?;
+    // A Soroban operation comes alone (check_operations), so this is core's
+    // `isSoroban`, which looks at the first operation.
+    let soroban = tx.operations.iter().any(|op| is_soroban_op(&op.body));
+    let fee = i64::from(tx.fee);
+    // At most MAX_OPS_PER_TX, which the XDR bounds.
+    let base_fee = BASE_FEE.saturating_mul(tx.operations.len() as i64);
+    let invoke = if soroban {
+        Some(check_invoke(envelope, tx, config, ledger.close_time)?)
+    } else {
+        // From protocol 21 a classic transaction carries no Soroban data.
+        if !matches!(tx.ext, TransactionExt::V0) {
             return Err(TransactionResultResult::TxMalformed);
         }
+        check_time_bounds(&tx.cond, ledger.close_time)?;
+        // The bid must cover the base fee of every operation.
+        if fee < base_fee {
+            return Err(TransactionResultResult::TxInsufficientFee);
+        }
+        None
     };
-    check_time_bounds(&tx.cond, ledger.close_time)?;
+
+    let account = account(ledger, source).ok_or(TransactionResultResult::TxNoAccount)?;
+    check_seq(tx.seq_num.0, account.seq_num.0, ledger.sequence)?;
+    let master_only = check_signatures(v1, source, hash)?;
+    // The account must keep its reserve after paying the whole bid.
+    let available = account
+        .balance
+        .saturating_sub(classic::min_balance(account));
+    if available < fee {
+        return Err(TransactionResultResult::TxInsufficientBalance);
+    }
+    let body = match invoke {
+        Some(invoke) => Body::Invoke(Box::new(invoke)),
+        None => Body::Classic(Classic {
+            ops: check_classic_ops(tx, source)?,
+            fee: base_fee,
+        }),
+    };
+    // Core looks for unused signatures last, after the operations' checks.
+    if !master_only {
+        return Err(TransactionResultResult::TxBadAuthExtra);
+    }
+    Ok(Checked {
+        hash,
+        envelope: envelope.clone(),
+        source,
+        seq: tx.seq_num.0,
+        body,
+    })
+}
+
+fn is_soroban_op(body: &OperationBody) -> bool {
+    matches!(
+        body,
+        OperationBody::InvokeHostFunction(_)
+            | OperationBody::ExtendFootprintTtl(_)
+            | OperationBody::RestoreFootprint(_)
+    )
+}
+
+/// At least one operation; a Soroban operation alone (core's
+/// `validateSorobanOpsConsistency`); every operation the transaction
+/// source's: an operation source other than the transaction's would need
+/// that account's signature too, and this network only checks the one signer.
+fn check_operations(tx: &Transaction) -> Result<(), TransactionResultResult> {
+    if tx.operations.is_empty() {
+        return Err(TransactionResultResult::TxMissingOperation);
+    }
+    let source = muxed_key(&tx.source_account);
+    let foreign = tx.operations.iter().any(|op| {
+        op.source_account
+            .as_ref()
+            .is_some_and(|op_source| muxed_key(op_source) != source)
+    });
+    let soroban = tx.operations.iter().any(|op| is_soroban_op(&op.body));
+    if foreign || (soroban && tx.operations.len() != 1) {
+        return Err(TransactionResultResult::TxMalformed);
+    }
+    Ok(())
+}
+
+/// The checks of a Soroban transaction that need no account: its one
+/// operation is an invocation (extending and restoring are not offered
+/// here), with Soroban data, within time bounds, a fee covering the
+/// declared resource fee and the inclusion fee, and declared resources
+/// within the network's limits.
+fn check_invoke(
+    envelope: &TransactionEnvelope,
+    tx: &Transaction,
+    config: &NetworkConfig,
+    close_time: u64,
+) -> Result<Invoke, TransactionResultResult> {
+    let Some(OperationBody::InvokeHostFunction(op)) = tx.operations.first().map(|op| &op.body)
+    else {
+        return Err(TransactionResultResult::TxMalformed);
+    };
+    let TransactionExt::V1(data) = &tx.ext else {
+        return Err(TransactionResultResult::TxMalformed);
+    };
+    check_time_bounds(&tx.cond, close_time)?;
 
     // Fee: the bid must cover the declared resource fee plus the minimum
     // inclusion fee of the one operation.
@@ -82,54 +204,53 @@ pub fn check(
         .to_xdr(Limits::none())
         .map_err(|_| TransactionResultResult::TxMalformed)?
         .len();
-    let non_refundable_fee = check_resources(&data, size, config)?;
-
-    let source = muxed_key(&tx.source_account);
-    let account = account(ledger, source).ok_or(TransactionResultResult::TxNoAccount)?;
-    if tx.seq_num.0 != account.seq_num.0.saturating_add(1) {
-        return Err(TransactionResultResult::TxBadSeq);
-    }
-    check_signatures(v1, source, hash)?;
-    let min_balance =
-        2i64.saturating_add(i64::from(account.num_sub_entries)) * i64::from(BASE_RESERVE);
-    if account.balance.saturating_sub(min_balance) < fee {
-        return Err(TransactionResultResult::TxInsufficientBalance);
-    }
-    Ok(Checked {
-        hash,
-        envelope: envelope.clone(),
-        source,
-        host_function,
-        auth,
+    let non_refundable_fee = check_resources(data, size, config)?;
+    Ok(Invoke {
+        host_function: op.host_function.clone(),
+        auth: op.auth.to_vec(),
         inclusion_fee: (fee - data.resource_fee).min(BASE_FEE),
-        data,
+        data: data.clone(),
         non_refundable_fee,
     })
 }
 
-fn single_invoke(
+/// Core's `isBadSeq`: the next number of the account, and never the
+/// starting number of an account created in the next ledger.
+fn check_seq(tx_seq: i64, account_seq: i64, latest: u32) -> Result<(), TransactionResultResult> {
+    let starting = i64::from(latest.saturating_add(1)) << 32;
+    if account_seq == i64::MAX || account_seq + 1 != tx_seq || tx_seq == starting {
+        return Err(TransactionResultResult::TxBadSeq);
+    }
+    Ok(())
+}
+
+/// Each classic operation's validity check, in order; the first that fails
+/// rejects the transaction with txFAILED and the results so far (the
+/// operations after it keep the success code core starts them with).
+fn check_classic_ops(
     tx: &Transaction,
-) -> Result<(HostFunction, Vec<SorobanAuthorizationEntry>), TransactionResultResult> {
-    let [op]: &[Operation; 1] = match tx.operations.as_slice().try_into() {
-        Ok(op) => op,
-        Err(_) if tx.operations.is_empty() => {
-            return Err(TransactionResultResult::TxMissingOperation);
+    source: [u8; 32],
+) -> Result<Vec<ClassicOp>, TransactionResultResult> {
+    let mut ops = Vec::with_capacity(tx.operations.len());
+    for (i, op) in tx.operations.iter().enumerate() {
+        match classic::check(source, &op.body) {
+            Ok(checked) => ops.push(checked),
+            Err(result) => {
+                let mut results: Vec<OperationResult> = tx
+                    .operations
+                    .iter()
+                    .map(|op| classic::initial_result(&op.body))
+                    .collect();
+                results[i] = result.into();
+                // As many results as operations, which the XDR already bounds.
+                let results = results
+                    .try_into()
+                    .map_err(|_| TransactionResultResult::TxMalformed)?;
+                return Err(TransactionResultResult::TxFailed(results));
+            }
         }
-        Err(_) => return Err(TransactionResultResult::TxMalformed),
-    };
-    // An operation source other than the transaction's would need that
-    // account's signature too; this network only checks the one signer.
-    if let Some(op_source) = &op.source_account
-        && muxed_key(op_source) != muxed_key(&tx.source_account)
-    {
-        return Err(TransactionResultResult::TxMalformed);
     }
-    match &op.body {
-        OperationBody::InvokeHostFunction(invoke) => {
-            Ok((invoke.host_function.clone(), invoke.auth.to_vec()))
-        }
-        _ => Err(TransactionResultResult::TxMalformed),
-    }
+    Ok(ops)
 }
 
 fn check_time_bounds(cond: &Preconditions, close_time: u64) -> Result<(), TransactionResultResult> {
@@ -216,13 +337,14 @@ pub fn is_soroban(key: &LedgerKey) -> bool {
     matches!(key, LedgerKey::ContractData(_) | LedgerKey::ContractCode(_))
 }
 
-/// The master key's signature must be there and verify; no other signature
-/// may be (core's txBAD_AUTH_EXTRA).
+/// The master key's signature must be there and verify (else txBAD_AUTH);
+/// returns whether it is the only one (core's txBAD_AUTH_EXTRA otherwise,
+/// found after the operations' checks).
 fn check_signatures(
     v1: &TransactionV1Envelope,
     source: [u8; 32],
     hash: [u8; 32],
-) -> Result<(), TransactionResultResult> {
+) -> Result<bool, TransactionResultResult> {
     let key = VerifyingKey::from_bytes(&source).map_err(|_| TransactionResultResult::TxBadAuth)?;
     let hint = &source[28..];
     let verifies = |d: &soroban_env_host::xdr::DecoratedSignature| {
@@ -233,10 +355,7 @@ fn check_signatures(
     if !v1.signatures.iter().any(verifies) {
         return Err(TransactionResultResult::TxBadAuth);
     }
-    if v1.signatures.len() > 1 {
-        return Err(TransactionResultResult::TxBadAuthExtra);
-    }
-    Ok(())
+    Ok(v1.signatures.len() == 1)
 }
 
 /// The account entry at `key`, if it exists.
