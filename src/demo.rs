@@ -22,6 +22,7 @@ pub async fn run(ops: Ops, listen: String) {
         plan: String::new(),
         labels: [("created-by".to_owned(), "demo".to_owned())].into(),
         placement: String::new(),
+        contract_owner: String::new(),
     };
     let caller = Caller::system("demo");
     let tenant = match ops.create_tenant(&caller, input, "", false).await {

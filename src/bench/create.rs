@@ -99,6 +99,7 @@ pub(super) async fn raw_inserts(
                     request_id: None,
                     request_digest: None,
                     placement: "",
+                    contract_owner: "",
                 };
                 let message = format!("tenant {slug} created");
                 let any = serde_json::json!({});

@@ -121,6 +121,7 @@ pub(super) async fn raw_provision(
                     purge: false,
                     extra_roles: Vec::new(),
                     limits: Default::default(),
+                    contract_owner: String::new(),
                 };
                 conn.transaction(async |conn| {
                     CreateSchema.run_in_db(conn, &ctx).await?;

@@ -43,6 +43,8 @@ pub struct TenantRow {
     pub database_server: String,
     /// The label selector it was created with.
     pub placement: String,
+    /// The owner its Soroban contract records; empty: the deployer.
+    pub contract_owner: String,
 }
 
 impl TenantRow {
@@ -84,6 +86,7 @@ impl TenantRow {
             legal_hold_reason: self.legal_hold_reason,
             database_server: self.database_server,
             placement: self.placement,
+            contract_owner: self.contract_owner,
         })
     }
 }
@@ -103,6 +106,7 @@ pub struct NewTenantRow<'a> {
     pub request_id: Option<&'a str>,
     pub request_digest: Option<&'a str>,
     pub placement: &'a str,
+    pub contract_owner: &'a str,
 }
 
 /// A row of `tenant_steps`.

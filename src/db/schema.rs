@@ -61,6 +61,7 @@ diesel::table! {
         legal_hold_reason -> Text,
         database_server -> Text,
         placement -> Text,
+        contract_owner -> Text,
     }
 }
 

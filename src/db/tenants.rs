@@ -84,6 +84,7 @@ pub async fn create(
         request_id: row.request_id,
         request_digest: row.request_digest,
         placement: row.placement,
+        contract_owner: row.contract_owner,
         selector,
         names: &names,
         critical: &critical,
@@ -113,6 +114,7 @@ prepared_statement! {
         request_id: Option<&'a str>,
         request_digest: Option<&'a str>,
         placement: &'a str,
+        contract_owner: &'a str,
         selector: &'a serde_json::Value,
         names: &'a [&'a str],
         critical: &'a [bool],
@@ -138,6 +140,7 @@ prepared_statement! {
         request_id: Nullable<Text>,
         request_digest: Nullable<Text>,
         placement: Text,
+        contract_owner: Text,
         names: Array<Text>,
         critical: Array<Bool>,
         attempts: Array<Integer>,
@@ -162,9 +165,10 @@ WITH current_plan AS (
     place_sql!(),
     "), tenant AS (
     INSERT INTO tenants (id, slug, display_name, admin_email, plan, plan_version, labels,
-                         state, request_id, request_digest, placement, database_server)
+                         state, request_id, request_digest, placement, contract_owner,
+                         database_server)
     SELECT {bind}::uuid, {bind}::text, {bind}::text, {bind}::text, p.name, p.version, {bind}::jsonb,
-           'PROVISIONING', {bind}::text, {bind}::text, {bind}::text, s.name
+           'PROVISIONING', {bind}::text, {bind}::text, {bind}::text, {bind}::text, s.name
     FROM current_plan p, placed s
     ON CONFLICT (request_id) DO NOTHING
     RETURNING *

@@ -165,6 +165,9 @@ pub struct Tenant {
     pub database_server: String,
     /// The label selector it was created with.
     pub placement: String,
+    /// The owner its Soroban contract records (`G...` or `C...`); empty:
+    /// the deployer.
+    pub contract_owner: String,
     /// In the order they run.
     pub steps: Vec<Step>,
 }

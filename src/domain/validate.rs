@@ -50,6 +50,8 @@ pub struct TenantInput {
     pub labels: BTreeMap<String, String>,
     /// A label selector for its database server; empty: any.
     pub placement: String,
+    /// The owner its Soroban contract records; empty: the deployer.
+    pub contract_owner: String,
 }
 
 /// A validated tenant to create.
@@ -61,6 +63,8 @@ pub struct NewTenant {
     pub plan: String,
     pub labels: BTreeMap<String, String>,
     pub placement: super::Placement,
+    /// A `G...` account or `C...` contract strkey, or empty.
+    pub contract_owner: String,
 }
 
 impl NewTenant {
@@ -80,6 +84,11 @@ impl NewTenant {
         let placement = super::Placement::parse("tenant.placement", &input.placement)
             .map_err(|v| violations.extend(v))
             .unwrap_or_default();
+        check_contract_owner(
+            "tenant.contract_owner",
+            &input.contract_owner,
+            &mut violations,
+        );
         if !violations.is_empty() {
             return Err(violations);
         }
@@ -90,6 +99,7 @@ impl NewTenant {
             plan,
             labels: input.labels,
             placement,
+            contract_owner: input.contract_owner,
         })
     }
 
@@ -119,6 +129,11 @@ impl NewTenant {
             hasher.update(b"placement");
             hasher.update((text.len() as u64).to_be_bytes());
             hasher.update(text.as_bytes());
+        }
+        if !self.contract_owner.is_empty() {
+            hasher.update(b"contract_owner");
+            hasher.update((self.contract_owner.len() as u64).to_be_bytes());
+            hasher.update(self.contract_owner.as_bytes());
         }
         hex::encode(hasher.finalize())
     }
@@ -252,6 +267,21 @@ fn check_display_name(field: &str, name: &str, out: &mut Vec<FieldViolation>) {
     }
 }
 
+/// Empty, or a Stellar account (`G...`) or contract (`C...`) address. The
+/// text is not echoed: it could be a secret key pasted by mistake.
+fn check_contract_owner(field: &str, owner: &str, out: &mut Vec<FieldViolation>) {
+    if owner.is_empty()
+        || owner.parse::<stellar_strkey::ed25519::PublicKey>().is_ok()
+        || owner.parse::<stellar_strkey::Contract>().is_ok()
+    {
+        return;
+    }
+    out.push(FieldViolation::new(
+        field,
+        "must be a Stellar account (G...) or contract (C...) address",
+    ));
+}
+
 fn check_email(field: &str, email: &str, out: &mut Vec<FieldViolation>) {
     if email.is_empty() {
         out.push(FieldViolation::new(field, "is required"));
@@ -326,6 +356,7 @@ mod tests {
             plan: String::new(),
             labels: BTreeMap::new(),
             placement: String::new(),
+            contract_owner: String::new(),
         }
     }
 
@@ -344,6 +375,7 @@ mod tests {
             plan: "NoSuchPlan".into(),
             labels: [("Bad Key".to_owned(), "v".to_owned())].into(),
             placement: "region".into(),
+            contract_owner: "GNOTAKEY".into(),
         };
         let fields: Vec<_> = NewTenant::validate(bad)
             .unwrap_err()
@@ -358,7 +390,8 @@ mod tests {
                 "tenant.admin_email",
                 "tenant.labels[\"Bad Key\"]",
                 "tenant.plan",
-                "tenant.placement"
+                "tenant.placement",
+                "tenant.contract_owner"
             ]
         );
     }
@@ -458,6 +491,7 @@ mod properties {
             plan: String::new(),
             labels,
             placement: String::new(),
+            contract_owner: String::new(),
         }
     }
 

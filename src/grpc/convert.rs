@@ -37,6 +37,7 @@ pub fn tenant(t: Tenant) -> pb::Tenant {
         legal_hold_reason: t.legal_hold_reason,
         database_server: t.database_server,
         placement: t.placement,
+        contract_owner: t.contract_owner,
         drift: t
             .drift
             .into_iter()
@@ -331,6 +332,7 @@ pub fn tenant_input(t: Option<pb::Tenant>) -> Result<TenantInput, Error> {
         plan: t.plan,
         labels: t.labels.into_iter().collect(),
         placement: t.placement,
+        contract_owner: t.contract_owner,
     })
 }
 
@@ -377,13 +379,15 @@ pub fn patch(
             "id" | "slug" | "plan" | "state" | "steps" | "outputs" | "create_time"
             | "update_time" | "delete_time" | "purge_time" | "etag" | "cancel_requested"
             | "state_reason" | "leftover_resources" | "plan_version" | "contract_address"
-            | "drift" | "database_server" | "placement" => violations.push(FieldViolation::new(
-                "update_mask",
-                format!(
-                    "{path} cannot be updated; mutable fields are {}",
-                    MUTABLE_FIELDS.join(", ")
-                ),
-            )),
+            | "drift" | "database_server" | "placement" | "contract_owner" => {
+                violations.push(FieldViolation::new(
+                    "update_mask",
+                    format!(
+                        "{path} cannot be updated; mutable fields are {}",
+                        MUTABLE_FIELDS.join(", ")
+                    ),
+                ))
+            }
             other => {
                 let shown: String = other.chars().take(64).collect();
                 violations.push(FieldViolation::new(

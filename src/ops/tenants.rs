@@ -93,6 +93,7 @@ impl Ops {
                 request_id: request_id.as_deref(),
                 request_digest: request_id.as_ref().map(|_| digest.as_str()),
                 placement: &placement,
+                contract_owner: &new.contract_owner,
             };
             let message = format!(
                 "tenant {} created with plan {} v{}",
@@ -354,6 +355,7 @@ fn preview(new: &NewTenant, plan: &Plan, database_server: String) -> Tenant {
         drift: Vec::new(),
         database_server,
         placement: new.placement.to_string(),
+        contract_owner: new.contract_owner.clone(),
         steps: plan
             .steps
             .iter()

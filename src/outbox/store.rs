@@ -87,6 +87,9 @@ pub struct Claim {
     /// The server the tenant's data lives on.
     #[diesel(sql_type = Text)]
     pub database_server: String,
+    /// The owner its Soroban contract records; empty: the deployer.
+    #[diesel(sql_type = Text)]
+    pub contract_owner: String,
     /// When this attempt began waiting (it answered "not yet" before);
     /// `None` for a fresh attempt.
     #[diesel(sql_type = Nullable<Timestamptz>)]
@@ -193,7 +196,7 @@ pub async fn claim(
              SELECT t.id, t.state, t.cancel_requested, t.slug, t.display_name, t.admin_email, t.outputs,
                     t.deprovision_mode, t.plan, t.create_time,
                     coalesce(pv.initial_data, '{}') AS plan_initial_data,
-                    coalesce(pv.limits, '{}') AS plan_limits, t.database_server
+                    coalesce(pv.limits, '{}') AS plan_limits, t.database_server, t.contract_owner
              FROM tenants t JOIN claimed c ON c.tenant_id = t.id
              LEFT JOIN plan_versions pv ON pv.name = t.plan AND pv.version = t.plan_version
              FOR UPDATE OF t
@@ -222,7 +225,8 @@ pub async fn claim(
                 l.cancel_requested, l.slug, l.display_name, l.admin_email, l.outputs, l.deprovision_mode,
                 l.plan, l.create_time, st.retry_base_ms, st.retry_cap_ms, st.timeout_ms,
                 st.webhook_endpoint, coalesce(st.webhook_compensate, false) AS webhook_compensate,
-                l.plan_initial_data, l.plan_limits, l.database_server, c.waiting_since
+                l.plan_initial_data, l.plan_limits, l.database_server, l.contract_owner,
+                c.waiting_since
          FROM claimed c JOIN locked l ON l.id = c.tenant_id
          LEFT JOIN started st ON st.tenant_id = c.tenant_id",
     )

@@ -604,9 +604,7 @@ pub fn parse_owner(text: &str) -> Result<ScAddress, String> {
             contract.0,
         ))));
     }
-    Err(format!(
-        "{text:?} is not a Stellar account (G...) or contract (C...) address"
-    ))
+    Err("the contract owner is not a Stellar account (G...) or contract (C...) address".to_owned())
 }
 
 // The empty vector of signatures an unsigned envelope carries.

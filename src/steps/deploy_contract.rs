@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{Output, Step, StepCtx, StepError};
 use crate::db::soroban::CONTRACT_ADDRESS;
-use crate::soroban::deploy::{DeployError, Deployer, Progress, Waiting};
+use crate::soroban::deploy::{DeployError, Deployer, Progress, Waiting, parse_owner};
 
 /// The output key of a contract left on chain by an undone provisioning.
 pub const CONTRACT_ORPHANED: &str = "contract_orphaned";
@@ -46,7 +46,12 @@ impl Step for DeployContract {
     }
 
     async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
-        let deployed = match self.deployer.deploy(ctx.tenant_id, None).await {
+        // Checked when the tenant was created.
+        let owner = match ctx.contract_owner.as_str() {
+            "" => None,
+            text => Some(parse_owner(text).map_err(StepError::permanent)?),
+        };
+        let deployed = match self.deployer.deploy(ctx.tenant_id, owner.as_ref()).await {
             Ok(Progress::Done(deployed)) => deployed,
             Ok(Progress::Waiting(waiting)) => return Err(self.not_yet(waiting)),
             Err(e) => return Err(failure(e)),

@@ -149,6 +149,9 @@ pub struct StepCtx {
     pub extra_roles: Vec<String>,
     /// The plan's limits (`max_users`, ...), seeded into the tenant schema.
     pub limits: BTreeMap<String, i64>,
+    /// The owner the tenant's Soroban contract records (`G...`, `C...`);
+    /// empty: the deployer.
+    pub contract_owner: String,
 }
 
 /// One provisioning step. Every method must be idempotent.

@@ -14,7 +14,7 @@ use tenantd::steps::Registry;
 use crate::common::process::ServerProcess;
 use crate::common::soroban::{Net, PASSPHRASE};
 use crate::common::steps::Scripted;
-use crate::common::{TestApp, TestDb};
+use crate::common::{TestApp, TestDb, tenant, violated_fields};
 
 fn step<'a>(tenant: &'a tenantd::proto::Tenant, name: &str) -> &'a tenantd::proto::Step {
     tenant
@@ -458,5 +458,65 @@ async fn deployments_waiting_their_turn_leave_the_workers_to_other_tenants() {
                 && l.contains("step=\"deploy_contract\"")),
         "{metrics}"
     );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_given_an_owner_gets_a_contract_that_names_it() {
+    let net = Net::start().await;
+    let app = TestApp::start_with(|c| net.configure(c), Registry::new()).await;
+    let mut client = app.client().await;
+    let owner_key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    let account_owner = format!(
+        "{}",
+        stellar_strkey::ed25519::PublicKey(owner_key.verifying_key().to_bytes())
+    );
+    let contract_owner = format!("{}", stellar_strkey::Contract(rand::random()));
+
+    // Not an address: refused, naming the field, and nothing is stored.
+    for bad in [
+        "nope",
+        "SCCS5ZBI7WVIJ4SW36WGOQQIWJYCL3VOAULSXX3FB57USIO25EDOYQHH",
+    ] {
+        let mut t = tenant("bad-owner");
+        t.contract_owner = bad.to_owned();
+        let e = client
+            .create_tenant(tenantd::proto::CreateTenantRequest {
+                tenant: Some(t),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+        assert_eq!(violated_fields(&e), ["tenant.contract_owner"]);
+        assert!(!e.message().contains("SCCS5"), "{}", e.message());
+    }
+    assert_eq!(app.db.count("SELECT count(*) AS n FROM tenants").await, 0);
+
+    for (slug, owner) in [
+        ("by-account", &account_owner),
+        ("by-contract", &contract_owner),
+    ] {
+        let mut t = tenant(slug);
+        t.contract_owner = owner.clone();
+        let created = client
+            .create_tenant(tenantd::proto::CreateTenantRequest {
+                tenant: Some(t),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .tenant
+            .unwrap();
+        assert_eq!(&created.contract_owner, owner);
+        let active = app.wait_for(&created.id, TenantState::Active).await;
+        assert_eq!(&active.contract_owner, owner);
+        assert_eq!(&active.outputs["contract_owner"], owner);
+        assert_eq!(
+            net.stored_tenant(&active.contract_address).await,
+            Some((created.id.clone(), owner.clone()))
+        );
+    }
     app.stop().await;
 }

@@ -69,6 +69,17 @@ pub fn tenant_text(t: &Tenant) -> String {
             }
         ),
     ];
+    if !t.contract_address.is_empty() {
+        let owner = if t.contract_owner.is_empty() {
+            "the deployer"
+        } else {
+            &t.contract_owner
+        };
+        lines.push(format!(
+            "contract:     {} (owner {owner})",
+            t.contract_address
+        ));
+    }
     if !t.state_reason.is_empty() {
         lines.push(format!("reason:       {}", t.state_reason));
     }

@@ -45,6 +45,10 @@ pub enum Cmd {
         /// as `region=eu` (`server=NAME` names one, as an admin).
         #[arg(long, default_value = "")]
         placement: String,
+        /// The owner its Soroban contract records (`G...` or `C...`); the
+        /// server's deployer when omitted.
+        #[arg(long, default_value = "")]
+        contract_owner: String,
         /// Idempotency key: the same key returns the same tenant.
         #[arg(long, default_value = "")]
         request_id: String,
@@ -217,6 +221,7 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
             plan,
             labels,
             placement,
+            contract_owner,
             request_id,
             validate_only,
             watch,
@@ -228,6 +233,7 @@ pub async fn run(connection: Connection, format: Format, cmd: Cmd) -> Result<(),
                 plan,
                 labels: labels.into_iter().collect(),
                 placement,
+                contract_owner,
                 ..Default::default()
             };
             let request = CreateTenantRequest {

@@ -177,6 +177,7 @@ impl Transition<'_> {
             plan_initial_data: claim.plan_initial_data.clone(),
             plan_limits: claim.plan_limits.clone(),
             database_server: locked.tenant.database_server.clone(),
+            contract_owner: locked.tenant.contract_owner.clone(),
             waiting_since: None,
         };
         let state = locked.state()?;

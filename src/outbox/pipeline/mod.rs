@@ -143,6 +143,7 @@ pub fn step_ctx(claim: &Claim, role_prefix: &str, tenant_db: &db::DbPool) -> Res
         names,
         tenant_db: tenant_db.clone(),
         database_server: claim.database_server.clone(),
+        contract_owner: claim.contract_owner.clone(),
         purge: claim.deprovision_mode.as_deref() == Some("PURGE"),
         extra_roles: match claim.plan_initial_data.get("extra_roles") {
             Some(roles) => serde_json::from_value(roles.clone()).map_err(|e| {
