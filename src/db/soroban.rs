@@ -10,6 +10,10 @@ use uuid::Uuid;
 /// The output key under which a tenant's contract address is recorded.
 pub const CONTRACT_ADDRESS: &str = "contract_address";
 
+/// The name of the step that deploys tenants' contracts, whose waiting
+/// outbox rows [`wake_waiting`] makes due.
+pub const DEPLOY_STEP: &str = "deploy_contract";
+
 /// What is known of a deployment before its transaction is sent.
 pub struct Reservation<'a> {
     pub tenant_id: Uuid,
@@ -238,6 +242,38 @@ pub async fn mark_sent(conn: &mut AsyncPgConnection, hash: &str) -> QueryResult<
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Makes due now as many deployments waiting for a channel as the
+/// deployer has channels free (of `channels`), oldest wait first: a
+/// deployment that found every channel busy sleeps long, and a settled
+/// transaction hands its channel on instead of leaving it to the next poll.
+pub async fn wake_waiting(
+    conn: &mut AsyncPgConnection,
+    deployer: &str,
+    channels: i64,
+) -> QueryResult<usize> {
+    diesel::sql_query(
+        "WITH free AS (
+             SELECT greatest($2 - count(*), 0) AS n FROM soroban_transactions
+             WHERE deployer = $1 AND status = 'pending' AND purpose <> 'fund_channels'
+         )
+         UPDATE outbox SET available_at = now()
+         WHERE id IN (
+             SELECT o.id FROM outbox o
+             WHERE o.step = $3 AND o.waiting_since IS NOT NULL AND o.lease_owner IS NULL
+               AND o.available_at > now()
+               AND NOT EXISTS (SELECT 1 FROM soroban_transactions t
+                               WHERE t.tenant_id = o.tenant_id AND t.status = 'pending')
+             ORDER BY o.waiting_since
+             LIMIT (SELECT n FROM free)
+             FOR UPDATE OF o SKIP LOCKED)",
+    )
+    .bind::<Text, _>(deployer)
+    .bind::<BigInt, _>(channels)
+    .bind::<Text, _>(DEPLOY_STEP)
+    .execute(conn)
+    .await
 }
 
 /// Settles a transaction: `succeeded`, `failed` (with why) or `expired`.

@@ -63,6 +63,14 @@ pub use channels::{Funding, generated_channels};
 /// again: an RPC node that restarted may have lost it from its queue.
 const RESEND_AFTER: Duration = Duration::from_secs(10);
 
+/// A deployment that found no free channel looks again after this many
+/// poll intervals (at least [`MIN_CHANNEL_WAIT`]) if nothing wakes it
+/// sooner: a settled transaction makes the oldest waiting deployments due
+/// as channels free up, so the wait is only a fallback, and a long one
+/// keeps hundreds of queued deployments from polling.
+const CHANNEL_WAIT_POLLS: u32 = 20;
+const MIN_CHANNEL_WAIT: Duration = Duration::from_secs(2);
+
 /// Domain separation of the salt key derived from the deployer's secret.
 const SALT_KEY_CONTEXT: &[u8] = b"tenantd contract salt v1";
 
@@ -224,20 +232,15 @@ pub enum Progress<T> {
 }
 
 /// Why a look did not finish, and what an operator should hear about.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Waiting {
     pub why: String,
+    /// When to look again: the poll interval for a transaction in flight,
+    /// longer for a free channel (a settled transaction wakes the oldest
+    /// waiting deployments as channels free up).
+    pub after: Duration,
     /// Channels passed over (low balance, missing), once per episode.
     pub warnings: Vec<String>,
-}
-
-impl<T> Progress<T> {
-    fn waiting(why: impl Into<String>) -> Self {
-        Progress::Waiting(Waiting {
-            why: why.into(),
-            warnings: Vec::new(),
-        })
-    }
 }
 
 /// A deployment as the ledger has it.
@@ -359,6 +362,20 @@ impl Deployer {
         tenant_id: Uuid,
         owner: Option<&ScAddress>,
     ) -> Result<Progress<Deployed>, DeployError> {
+        // The tenant's own transaction in flight decides first, in one
+        // query and one call: most looks end here.
+        let mut transaction = None;
+        if let Some(record) = self.pending_for(tenant_id).await? {
+            match self.poll(&record).await? {
+                Polled::Waiting(why) => return Ok(self.waiting_for_ledger(why)),
+                Polled::Applied if record.purpose == Purpose::CreateContract.as_str() => {
+                    transaction = Some(record.hash);
+                }
+                Polled::Applied | Polled::Expired => {}
+            }
+        } else if let Some(why) = self.all_channels_busy().await? {
+            return Ok(self.waiting_for_channel(why, Vec::new()));
+        }
         self.check_network().await?;
         let salt = tenant_salt(&self.salt_key, tenant_id);
         let address = self.address(tenant_id);
@@ -378,16 +395,6 @@ impl Deployer {
             )
             .await
             .map_err(crate::error::Error::from)?;
-        }
-        let mut transaction = None;
-        if let Some(record) = self.pending_for(tenant_id).await? {
-            match self.poll(&record).await? {
-                Polled::Waiting(why) => return Ok(Progress::waiting(why)),
-                Polled::Applied if record.purpose == Purpose::CreateContract.as_str() => {
-                    transaction = Some(record.hash);
-                }
-                Polled::Applied | Polled::Expired => {}
-            }
         }
         let record = match &self.config.wasm {
             Wasm::BuiltIn(_) => Some(self.tenant_record(tenant_id, owner)?),
@@ -500,7 +507,7 @@ impl Deployer {
         // A transaction in flight may still create it.
         if let Some(record) = self.pending_for(tenant_id).await? {
             match self.poll(&record).await {
-                Ok(Polled::Waiting(why)) => return Ok(Progress::waiting(why)),
+                Ok(Polled::Waiting(why)) => return Ok(self.waiting_for_ledger(why)),
                 Ok(Polled::Applied | Polled::Expired) => {}
                 // Settled, so no longer in flight; what it was meant to do
                 // is checked on the ledger next.
@@ -525,6 +532,26 @@ impl Deployer {
             return Ok(None);
         };
         Ok(self.look_up(contract.0).await?.instance_wasm)
+    }
+
+    /// A transaction of the tenant's is in flight: look again after the
+    /// poll interval.
+    fn waiting_for_ledger<T>(&self, why: String) -> Progress<T> {
+        Progress::Waiting(Waiting {
+            why,
+            after: self.config.poll_interval,
+            warnings: Vec::new(),
+        })
+    }
+
+    /// No channel can take a transaction now: look again much later, unless
+    /// a settled transaction wakes this deployment first.
+    fn waiting_for_channel<T>(&self, why: String, warnings: Vec<String>) -> Progress<T> {
+        Progress::Waiting(Waiting {
+            why,
+            after: (self.config.poll_interval * CHANNEL_WAIT_POLLS).max(MIN_CHANNEL_WAIT),
+            warnings,
+        })
     }
 
     async fn check_network(&self) -> Result<(), DeployError> {

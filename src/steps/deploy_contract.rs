@@ -23,11 +23,10 @@ impl DeployContract {
         Self { deployer }
     }
 
-    /// A transaction waits for a ledger or a channel: look again after a
-    /// poll interval, holding no worker meanwhile.
+    /// A transaction waits for a ledger or a channel: look again when the
+    /// deployer says, holding no worker meanwhile.
     fn not_yet(&self, waiting: Waiting) -> StepError {
-        StepError::not_yet(waiting.why, self.deployer.poll_interval())
-            .with_warnings(waiting.warnings)
+        StepError::not_yet(waiting.why, waiting.after).with_warnings(waiting.warnings)
     }
 }
 
@@ -42,7 +41,7 @@ fn failure(e: DeployError) -> StepError {
 #[async_trait]
 impl Step for DeployContract {
     fn name(&self) -> &'static str {
-        "deploy_contract"
+        crate::db::soroban::DEPLOY_STEP
     }
 
     async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {

@@ -72,10 +72,13 @@ impl Deployer {
                 .iter()
                 .find(|t| t.purpose == Purpose::UploadWasm.as_str())
         {
-            return Ok(Progress::waiting(format!(
-                "waiting for transaction {} that uploads the contract code",
-                upload.hash
-            )));
+            return Ok(self.waiting_for_channel(
+                format!(
+                    "waiting for transaction {} that uploads the contract code",
+                    upload.hash
+                ),
+                Vec::new(),
+            ));
         }
         let busy: HashSet<&str> = in_flight.iter().map(|t| t.source.as_str()).collect();
         let mut warnings = Vec::new();
@@ -105,23 +108,50 @@ impl Deployer {
                             purpose.as_str(),
                             channel.text
                         ),
+                        after: self.config.poll_interval,
                         warnings,
                     }));
                 }
                 Attempt::Skip => {}
-                Attempt::Wait(why) => return Ok(Progress::Waiting(Waiting { why, warnings })),
+                Attempt::Wait(why) => return Ok(self.waiting_for_channel(why, warnings)),
             }
         }
         // Every channel is busy: a transaction whose look was abandoned
         // (its tenant's pipeline went away) must not hold one for good.
         self.settle_abandoned(&in_flight, tenant_id).await;
-        Ok(Progress::Waiting(Waiting {
-            why: format!(
+        Ok(self.waiting_for_channel(
+            format!(
                 "all {} channel(s) have a transaction in flight or were passed over",
                 self.channels.len()
             ),
             warnings,
-        }))
+        ))
+    }
+
+    /// `Some(why)` when every channel has a transaction in flight: one
+    /// query, before anything else is asked of the network.
+    pub(super) async fn all_channels_busy(&self) -> Result<Option<String>, DeployError> {
+        let in_flight = {
+            let mut conn = db::conn(&self.pool).await?;
+            store::pending_of(&mut conn, &self.account_text)
+                .await
+                .map_err(crate::error::Error::from)?
+        };
+        let busy: HashSet<&str> = in_flight.iter().map(|t| t.source.as_str()).collect();
+        if self
+            .channels
+            .accounts()
+            .iter()
+            .all(|c| busy.contains(c.as_str()))
+        {
+            // Abandoned transactions must not hold channels for good.
+            self.settle_abandoned(&in_flight, Uuid::nil()).await;
+            return Ok(Some(format!(
+                "all {} channel(s) have a transaction in flight",
+                self.channels.len()
+            )));
+        }
+        Ok(None)
     }
 
     async fn try_channel(
@@ -386,6 +416,11 @@ impl Deployer {
     ) -> Result<(), DeployError> {
         let mut conn = db::conn(&self.pool).await?;
         store::settle(&mut conn, &record.hash, status, ledger, error)
+            .await
+            .map_err(crate::error::Error::from)?;
+        // Its channel is free: hand it to a deployment waiting for one.
+        let channels = i64::try_from(self.channels.len()).unwrap_or(i64::MAX);
+        store::wake_waiting(&mut conn, &self.account_text, channels)
             .await
             .map_err(crate::error::Error::from)?;
         Ok(())
