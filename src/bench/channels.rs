@@ -24,9 +24,6 @@ use crate::steps::Registry;
 
 /// The ledger time the figures are defined for.
 const LEDGER_INTERVAL: Duration = Duration::from_secs(1);
-/// A tenth of a ledger: a deployment looks at its transaction soon after
-/// the ledger that applies it closes.
-const POLL_MS: u64 = 100;
 /// A plan of one step: the deployment.
 const CONTRACT_ONLY_PLAN: &str = "bench-contract-only";
 /// Dispatcher slots; looks hold one for milliseconds.
@@ -80,7 +77,7 @@ pub(super) async fn measure(
     for &channels in &args.channels {
         let tenants = args.ledgers * channels;
         eprintln!("contract_deploys_per_sec: {tenants} deployments through {channels} channel(s)");
-        let run = Run::start(scratch, channels).await?;
+        let run = Run::start(scratch, channels, args.poll_ms).await?;
         let rate = run.deploy_rate(tenants).await;
         run.stop().await;
         rates.push((channels, rate?));
@@ -95,7 +92,7 @@ pub(super) async fn measure(
         "wake_p50_ms_during_deploys: {} creates while {} deployments queue for {wake_channels} channel(s)",
         args.wake_samples, args.queued
     );
-    let run = Run::start(scratch, wake_channels).await?;
+    let run = Run::start(scratch, wake_channels, args.poll_ms).await?;
     let during = run.wake_during(args.queued, args.wake_samples).await;
     run.stop().await;
     Ok(ContractsReport {
@@ -115,7 +112,7 @@ struct Run {
 }
 
 impl Run {
-    async fn start(scratch: &Scratch, channels: usize) -> Result<Self, BoxError> {
+    async fn start(scratch: &Scratch, channels: usize, poll_ms: u64) -> Result<Self, BoxError> {
         let deployer = SecretKey::from_signing_key(SigningKey::from_bytes(&rand::random()));
         let stop_network = CancellationToken::new();
         let network = LocalNet::start(
@@ -143,7 +140,7 @@ impl Run {
                 soroban.soroban_network_passphrase =
                     Some(crate::soroban::setup::LOCAL_NETWORK_PASSPHRASE.to_owned());
                 soroban.soroban_deployer_secret = Some(secret);
-                soroban.soroban_poll_ms = POLL_MS;
+                soroban.soroban_poll_ms = poll_ms;
                 soroban.soroban_channels = channels;
             },
             Registry::new(),

@@ -119,6 +119,11 @@ pub struct ContractsArgs {
     /// Wake-up samples, idle and during the deployments.
     #[arg(long, default_value_t = 50)]
     pub wake_samples: usize,
+    /// The server's --soroban-poll-ms: how soon a deployment looks at its
+    /// transaction again. A quarter of a ledger by default: soon enough to
+    /// hand a channel on before the next ledger closes.
+    #[arg(long, default_value_t = 250)]
+    pub poll_ms: u64,
 }
 
 /// Settings of `tenantd bench placement`.

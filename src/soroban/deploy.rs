@@ -43,10 +43,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use stellar_strkey::ed25519::PublicKey as AccountKey;
-use stellar_xdr::{
-    ContractExecutable, Hash, LedgerEntryData, Limits, ReadXdr, ScAddress, ScString, ScVal, ScVec,
-    VecM,
-};
+use stellar_xdr::{ContractExecutable, Hash, LedgerEntryData, ScAddress, ScVal, ScVec};
 use uuid::Uuid;
 
 use super::client::{Client, ClientError};
@@ -56,8 +53,10 @@ use crate::db::{self, DbPool, soroban as store};
 
 mod channels;
 mod send;
+mod tenant;
 
 pub use channels::{Funding, generated_channels};
+pub use tenant::parse_owner;
 
 /// How long after its last send a transaction still not found is sent
 /// again: an RPC node that restarted may have lost it from its queue.
@@ -73,10 +72,6 @@ const MIN_CHANNEL_WAIT: Duration = Duration::from_secs(2);
 
 /// Domain separation of the salt key derived from the deployer's secret.
 const SALT_KEY_CONTEXT: &[u8] = b"tenantd contract salt v1";
-
-/// The tenant contract's read-only function that returns what its
-/// constructor was given.
-const TENANT_FUNCTION: &str = "tenant";
 
 /// Where the contract's Wasm comes from.
 #[derive(Clone)]
@@ -338,22 +333,6 @@ impl Deployer {
         )
     }
 
-    /// What the built-in contract's constructor gets, and `tenant()`
-    /// returns: the tenant's id and its owner (the deployer by default).
-    fn tenant_record(
-        &self,
-        tenant_id: Uuid,
-        owner: Option<&ScAddress>,
-    ) -> Result<ScVal, DeployError> {
-        let owner = owner
-            .cloned()
-            .unwrap_or_else(|| tx::account_address(&self.account));
-        let id = ScVal::String(ScString(tenant_id.to_string().try_into()?));
-        Ok(ScVal::Vec(Some(ScVec(
-            vec![id, ScVal::Address(owner)].try_into()?,
-        ))))
-    }
-
     /// One look at the tenant's deployment: done, or what it waits for.
     /// `owner` is the owner the built-in contract records (`None`: the
     /// deployer).
@@ -426,7 +405,7 @@ impl Deployer {
                 wasm_hash: wasm_hash_text,
                 salt: hex::encode(salt),
                 transaction,
-                owner: record.as_ref().and_then(owner_text),
+                owner: record.as_ref().and_then(tenant::owner_text),
             }));
         }
         if !ledger.code {
@@ -459,28 +438,6 @@ impl Deployer {
         };
         self.submit(tenant_id, Purpose::CreateContract, create, allowed)
             .await
-    }
-
-    /// Asks the contract's `tenant()` (by simulation: nothing is sent) and
-    /// compares its answer with what its constructor was meant to get.
-    async fn check_tenant(&self, contract: [u8; 32], expected: &ScVal) -> Result<(), DeployError> {
-        let found = self.simulate_call(contract, TENANT_FUNCTION).await?;
-        if &found != expected {
-            return Err(DeployError::NotItsTenant {
-                address: format!("{}", stellar_strkey::Contract(contract)),
-                found: describe(&found),
-                expected: describe(expected),
-            });
-        }
-        Ok(())
-    }
-
-    /// What the contract's `tenant()` answers, for tests and audits.
-    pub async fn tenant_of(&self, address: &str) -> Result<ScVal, DeployError> {
-        let contract = address
-            .parse::<stellar_strkey::Contract>()
-            .map_err(|_| DeployError::NoAccount(address.to_owned()))?;
-        self.simulate_call(contract.0, TENANT_FUNCTION).await
     }
 
     /// The compensation: a contract cannot be deleted, so a deployed one is
@@ -582,64 +539,4 @@ impl Deployer {
             .map_err(crate::error::Error::from)?;
         Ok(())
     }
-}
-
-/// The owner in a `[tenant, owner]` record, as a strkey.
-fn owner_text(record: &ScVal) -> Option<String> {
-    match record {
-        ScVal::Vec(Some(items)) => match items.get(1)? {
-            ScVal::Address(address) => address_text(address),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// An account or contract address as its strkey.
-fn address_text(address: &ScAddress) -> Option<String> {
-    match address {
-        ScAddress::Account(stellar_xdr::AccountId(
-            stellar_xdr::PublicKey::PublicKeyTypeEd25519(key),
-        )) => Some(format!("{}", AccountKey(key.0))),
-        ScAddress::Contract(id) => Some(format!("{}", stellar_strkey::Contract(id.0.0))),
-        _ => None,
-    }
-}
-
-/// A value as an operator reads it in an error: strings quoted, addresses
-/// as strkeys, vectors in brackets, anything else by its type.
-fn describe(value: &ScVal) -> String {
-    match value {
-        ScVal::String(text) => format!("{:?}", text.to_utf8_string_lossy()),
-        ScVal::Address(address) => address_text(address).unwrap_or_else(|| "an address".to_owned()),
-        ScVal::Vec(Some(items)) => {
-            let items: Vec<String> = items.iter().map(describe).collect();
-            format!("[{}]", items.join(", "))
-        }
-        other => format!("a {} value", other.name()),
-    }
-}
-
-/// A contract owner given as a strkey: an account (`G...`) or a contract
-/// (`C...`).
-pub fn parse_owner(text: &str) -> Result<ScAddress, String> {
-    if let Ok(account) = text.parse::<AccountKey>() {
-        return Ok(tx::account_address(&account));
-    }
-    if let Ok(contract) = text.parse::<stellar_strkey::Contract>() {
-        return Ok(ScAddress::Contract(stellar_xdr::ContractId(Hash(
-            contract.0,
-        ))));
-    }
-    Err("the contract owner is not a Stellar account (G...) or contract (C...) address".to_owned())
-}
-
-// The empty vector of signatures an unsigned envelope carries.
-fn no_signatures() -> VecM<stellar_xdr::DecoratedSignature, 20> {
-    VecM::default()
-}
-
-/// Decodes a base64 XDR `ScVal`.
-fn sc_val(xdr: &str) -> Result<ScVal, DeployError> {
-    Ok(ScVal::from_xdr_base64(xdr, Limits::none())?)
 }

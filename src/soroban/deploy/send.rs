@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use stellar_xdr::{
     HostFunction, Limits, ReadXdr, ScVal, SorobanAuthorizationEntry, SorobanCredentials,
-    SorobanTransactionData, TransactionEnvelope, TransactionV1Envelope, WriteXdr,
+    SorobanTransactionData, TransactionEnvelope, TransactionV1Envelope, VecM, WriteXdr,
 };
 use uuid::Uuid;
 
@@ -16,10 +16,7 @@ use super::super::rpc::{SendStatus, TransactionStatus};
 use super::super::tx::{self, Footprint, Purpose};
 use super::super::{sign_authorization, sign_envelope, transaction_hash};
 use super::channels::Channel;
-use super::{
-    DeployError, Deployer, OnLedger, Polled, Progress, RESEND_AFTER, Waiting, executable,
-    no_signatures, sc_val,
-};
+use super::{DeployError, Deployer, OnLedger, Polled, Progress, RESEND_AFTER, Waiting, executable};
 use crate::db::{self, soroban as store};
 
 /// Ledgers a deployer's signature on an authorization stays valid: past
@@ -472,4 +469,14 @@ pub(super) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// The empty vector of signatures an unsigned envelope carries.
+fn no_signatures() -> VecM<stellar_xdr::DecoratedSignature, 20> {
+    VecM::default()
+}
+
+/// Decodes a base64 XDR `ScVal`.
+fn sc_val(xdr: &str) -> Result<ScVal, DeployError> {
+    Ok(ScVal::from_xdr_base64(xdr, Limits::none())?)
 }
