@@ -81,23 +81,13 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
             .await;
             scratch.drop_all().await;
             let report = result?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.table());
-            }
-            return Ok(());
+            return print_report(&report, report.table(), args.json);
         }
         Some(BenchCommand::Contracts(contracts)) => {
             let result = channels::measure(&scratch, &contracts).await;
             scratch.drop_all().await;
             let report = result?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                print!("{}", report.table());
-            }
-            return Ok(());
+            return print_report(&report, report.table(), args.json);
         }
         None => {}
     }
@@ -108,6 +98,16 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
         println!("{}", report.to_json()?);
     } else {
         print!("{}", report.table());
+    }
+    Ok(())
+}
+
+/// A subcommand's report: its table for a person, or one JSON object.
+fn print_report(report: &impl serde::Serialize, table: String, json: bool) -> Result<(), BoxError> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print!("{table}");
     }
     Ok(())
 }

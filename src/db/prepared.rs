@@ -68,7 +68,7 @@ mod tests {
         // marks as their bind lists; a mismatch would shift parameters.
         for (sql, binds) in [
             (crate::outbox::batch::BATCH_SQL.as_str(), 9),
-            (crate::db::tenants::CREATE_SQL, 21),
+            (crate::db::tenants::CREATE_SQL, 22),
         ] {
             assert_eq!(sql.matches(BIND).count(), binds, "{sql}");
             assert!(!sql.contains('$'), "positional parameters left in {sql}");
