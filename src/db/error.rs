@@ -8,8 +8,12 @@ use crate::error::Error;
 impl From<DieselError> for Error {
     fn from(e: DieselError) -> Self {
         match &e {
+            // A read-only server is a standby or a demoted primary: the
+            // primary is elsewhere (or being elected), so this is transient.
             DieselError::DatabaseError(
-                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand
+                | DatabaseErrorKind::ReadOnlyTransaction,
                 _,
             )
             | DieselError::BrokenTransactionManager => Error::Unavailable(e.to_string()),

@@ -78,6 +78,7 @@ fn build_pool(
 ) -> Result<DbPool> {
     let mut config = ManagerConfig::default();
     config.recycling_method = recycling;
+    config.custom_setup = Box::new(|url| Box::pin(establish_writable(url.to_owned())));
     let manager =
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(database_url, config);
     Pool::builder(manager)
@@ -88,6 +89,38 @@ fn build_pool(
         .recycle_timeout(Some(POOL_TIMEOUT))
         .build()
         .map_err(|e| Error::Internal(format!("building the connection pool: {e}")))
+}
+
+/// A new connection, refused when it lands on a server in recovery (a
+/// standby, or a demoted primary that still answers): with several hosts in
+/// the URL, libpq's `target_session_attrs=read-write` picks the primary,
+/// and without it nothing tenantd does could run there. The pool then
+/// reports UNAVAILABLE and the next checkout tries again.
+async fn establish_writable(url: String) -> diesel::ConnectionResult<AsyncPgConnection> {
+    use diesel_async::AsyncConnection;
+    let mut conn = AsyncPgConnection::establish(&url).await?;
+    let read_only = in_recovery(&mut conn)
+        .await
+        .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
+    if read_only {
+        return Err(diesel::ConnectionError::BadConnection(
+            "the database server is read-only (in recovery), not the primary".into(),
+        ));
+    }
+    Ok(conn)
+}
+
+/// Whether the server is in recovery: a standby, read-only.
+async fn in_recovery(conn: &mut AsyncPgConnection) -> diesel::QueryResult<bool> {
+    #[derive(diesel::QueryableByName)]
+    struct Recovery {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        in_recovery: bool,
+    }
+    let server: Recovery = diesel::sql_query("SELECT pg_is_in_recovery() AS in_recovery")
+        .get_result(conn)
+        .await?;
+    Ok(server.in_recovery)
 }
 
 /// Checks a connection out of the pool; failures are UNAVAILABLE.
@@ -124,8 +157,14 @@ pub async fn migrate(database_url: &str) -> Result<Vec<String>> {
     .map_err(|e| Error::Internal(format!("migration task: {e}")))?
 }
 
-/// `SELECT 1`, for health checks.
+/// For health checks: the server answers and takes writes. A server in
+/// recovery (a standby, or a demoted primary that still answers) is
+/// UNAVAILABLE: nothing tenantd does can run there.
 pub async fn ping(conn: &mut AsyncPgConnection) -> Result<()> {
-    diesel::sql_query("SELECT 1").execute(conn).await?;
+    if in_recovery(conn).await? {
+        return Err(Error::Unavailable(
+            "the database server is read-only (in recovery): no primary".into(),
+        ));
+    }
     Ok(())
 }
