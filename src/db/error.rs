@@ -7,22 +7,33 @@ use crate::error::Error;
 
 impl From<DieselError> for Error {
     fn from(e: DieselError) -> Self {
+        if is_unavailable(&e) {
+            return Error::Unavailable(e.to_string());
+        }
         match &e {
-            // A read-only server is a standby or a demoted primary: the
-            // primary is elsewhere (or being elected), so this is transient.
-            DieselError::DatabaseError(
-                DatabaseErrorKind::ClosedConnection
-                | DatabaseErrorKind::UnableToSendCommand
-                | DatabaseErrorKind::ReadOnlyTransaction,
-                _,
-            )
-            | DieselError::BrokenTransactionManager => Error::Unavailable(e.to_string()),
-            DieselError::DatabaseError(_, info) if is_server_unavailable(info.message()) => {
-                Error::Unavailable(e.to_string())
-            }
             DieselError::NotFound => Error::Internal("row expected but not found".into()),
             _ => Error::Internal(e.to_string()),
         }
+    }
+}
+
+/// A lost or unusable server: retryable once it (or a new primary) is back.
+fn is_unavailable(e: &DieselError) -> bool {
+    match e {
+        // A read-only server is a standby or a demoted primary: the
+        // primary is elsewhere (or being elected), so this is transient.
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection
+            | DatabaseErrorKind::UnableToSendCommand
+            | DatabaseErrorKind::ReadOnlyTransaction,
+            _,
+        )
+        | DieselError::BrokenTransactionManager => true,
+        DieselError::DatabaseError(_, info) => is_server_unavailable(info.message()),
+        // The commit failed and so did the rollback: what failed the commit
+        // decides (a closed connection is a lost server).
+        DieselError::RollbackErrorOnCommit { commit_error, .. } => is_unavailable(commit_error),
+        _ => false,
     }
 }
 

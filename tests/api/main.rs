@@ -19,6 +19,7 @@ mod embedded;
 mod examples;
 mod fencing;
 mod fleet;
+mod ha;
 mod lifecycle;
 mod meta;
 mod metrics;

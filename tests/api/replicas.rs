@@ -108,7 +108,7 @@ async fn not_active(client: &mut TenantServiceClient<Channel>) -> String {
 
 /// Every exactly-once step succeeded once per tenant, every tenant's
 /// database objects exist once, and nothing is left in the outbox.
-async fn assert_exactly_once(db: &TestDb, tenants: i64) {
+pub(crate) async fn assert_exactly_once(db: &TestDb, tenants: i64) {
     let twice = format!(
         "SELECT count(*) FROM (SELECT tenant_id, step FROM events
              WHERE kind = 'STEP_SUCCEEDED' AND step IN {EXACTLY_ONCE}
@@ -252,9 +252,9 @@ const RESUME_SLACK: Duration = Duration::from_secs(20);
 /// attempts wait for one another in dispatcher slots, and a killed
 /// replica's rows would wait for a free slot rather than for their lease:
 /// this test measures the lease.
-const PLAN_NAME: &str = "no-contract";
+pub(crate) const PLAN_NAME: &str = "no-contract";
 /// Its steps, in order.
-const PLAN: [&str; 5] = [
+pub(crate) const PLAN: [&str; 5] = [
     "create_schema",
     "run_migrations",
     "seed_roles_and_admin",
@@ -401,7 +401,7 @@ async fn held_by(conn: &mut AsyncPgConnection, pid: u32) -> Vec<Held> {
 
 /// One row of the event log.
 #[derive(Debug, diesel::QueryableByName)]
-struct Event {
+pub(crate) struct Event {
     #[diesel(sql_type = SqlUuid)]
     tenant_id: uuid::Uuid,
     #[diesel(sql_type = BigInt)]
@@ -419,7 +419,7 @@ struct Event {
 }
 
 /// Every tenant's events in id order.
-async fn event_logs(db: &TestDb) -> BTreeMap<uuid::Uuid, Vec<Event>> {
+pub(crate) async fn event_logs(db: &TestDb) -> BTreeMap<uuid::Uuid, Vec<Event>> {
     use diesel_async::RunQueryDsl;
     let events: Vec<Event> = diesel::sql_query(
         "SELECT tenant_id, id, kind, step, attempt, state, create_time FROM events ORDER BY id",
@@ -438,7 +438,7 @@ async fn event_logs(db: &TestDb) -> BTreeMap<uuid::Uuid, Vec<Event>> {
 /// (attempts strictly increasing: a lost lease shows as a new attempt) and
 /// succeeded once by its latest attempt, in plan order with none skipped,
 /// then one change to ACTIVE as the last event.
-fn check_log(log: &[Event]) -> Result<(), String> {
+pub(crate) fn check_log(log: &[Event]) -> Result<(), String> {
     let (created, rest) = log.split_first().ok_or("no events")?;
     if created.kind != "TENANT_CREATED" {
         return Err(format!("first event is {created:?}"));

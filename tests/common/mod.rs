@@ -50,6 +50,7 @@ fn watchdog() {
 pub mod cluster;
 pub mod hold;
 pub mod oidc;
+pub mod patroni;
 pub mod process;
 pub mod receiver;
 pub mod scrape;
@@ -87,6 +88,18 @@ impl TestDb {
             role_prefix,
             soroban: Default::default(),
         }
+    }
+
+    /// A database that exists elsewhere (another cluster), under `url`,
+    /// with tenant roles named `role_prefix...`. Never dropped: dropping a
+    /// `TestDb` drops its database on the tests' server.
+    pub fn external(url: String, role_prefix: &str) -> std::mem::ManuallyDrop<TestDb> {
+        std::mem::ManuallyDrop::new(TestDb {
+            name: String::new(),
+            url,
+            role_prefix: role_prefix.to_owned(),
+            soroban: Default::default(),
+        })
     }
 
     /// The Soroban network of this database's server processes.
