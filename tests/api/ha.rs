@@ -241,6 +241,34 @@ async fn a_killed_primary_loses_nothing_acknowledged_and_every_pipeline_ends_act
     assert_eq!(cluster.leader().await.map(|l| l != leader), Some(true));
     assert_nothing_lost(&db, &server, &seen).await;
     server.terminate().await;
+
+    // A server started now runs its migrations and serves on the new
+    // primary, through the same URL.
+    let server = ServerProcess::spawn_full(
+        &db,
+        mail.path(),
+        2_000,
+        4,
+        &[("TENANTD_POOL_SIZE", "8")],
+        None,
+    )
+    .await;
+    let mut t = tenant("ha-after");
+    t.plan = PLAN_NAME.to_owned();
+    let after = server
+        .client()
+        .await
+        .create_tenant(CreateTenantRequest {
+            tenant: Some(t),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    server.wait_active(&after.id).await;
+    server.terminate().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
