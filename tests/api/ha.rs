@@ -5,6 +5,7 @@
 //! acknowledged is lost, nothing runs twice, every pipeline ends ACTIVE.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,17 +62,30 @@ async fn serve_on(
     (db, server)
 }
 
-/// `CLIENTS` clients create `TENANTS` tenants, each with a request_id,
-/// retrying any failure after 100 ms with the same request.
+/// `CLIENTS` clients create up to `limit` tenants (fewer if `stop` is
+/// set first), each with a request_id, retrying any failure after 100 ms
+/// with the same request. A request once begun is seen through.
 fn start_clients(
     client: TenantServiceClient<Channel>,
     seen: Arc<Mutex<Seen>>,
+    limit: usize,
+    stop: Arc<AtomicBool>,
+    pause: Duration,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    let next = Arc::new(AtomicUsize::new(0));
     (0..CLIENTS)
-        .map(|c| {
+        .map(|_| {
             let (mut client, seen) = (client.clone(), Arc::clone(&seen));
+            let (next, stop) = (Arc::clone(&next), Arc::clone(&stop));
             tokio::spawn(async move {
-                for i in (c..TENANTS).step_by(CLIENTS) {
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= limit {
+                        break;
+                    }
                     let mut t = tenant(&format!("ha-{i:03}"));
                     t.plan = PLAN_NAME.to_owned();
                     let request = CreateTenantRequest {
@@ -101,7 +115,7 @@ fn start_clients(
                         }
                     }
                     // A steady load that spans the failover.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(pause).await;
                 }
             })
         })
@@ -144,9 +158,11 @@ async fn wait_acked(seen: &Mutex<Seen>, n: usize) {
 /// Every acknowledged tenant exists once and reaches ACTIVE, every step
 /// with an effect in the database succeeded once, every log is in order.
 async fn assert_nothing_lost(db: &TestDb, server: &ServerProcess, seen: &Seen) {
-    assert_eq!(seen.acked.len(), TENANTS);
+    let tenants = seen.acked.len();
+    // Requests are numbered from 0 and each begun one was seen through.
+    assert_eq!(seen.acked.keys().copied().max(), Some(tenants - 1));
     let ids: HashSet<&String> = seen.acked.values().map(|(id, _)| id).collect();
-    assert_eq!(ids.len(), TENANTS, "two requests named one tenant");
+    assert_eq!(ids.len(), tenants, "two requests named one tenant");
     let mut client = server.client().await;
     let deadline = Instant::now() + RETRY_LIMIT;
     for id in ids {
@@ -168,10 +184,10 @@ async fn assert_nothing_lost(db: &TestDb, server: &ServerProcess, seen: &Seen) {
     }
     assert_eq!(
         db.count("SELECT count(*) FROM tenants").await,
-        TENANTS as i64,
+        tenants as i64,
         "a tenant was created twice or lost"
     );
-    assert_exactly_once(db, TENANTS as i64).await;
+    assert_exactly_once(db, tenants as i64).await;
     for (tenant, log) in event_logs(db).await {
         check_log(&log).unwrap_or_else(|e| panic!("tenant {tenant}: {e}"));
     }
@@ -198,7 +214,14 @@ async fn a_killed_primary_loses_nothing_acknowledged_and_every_pipeline_ends_act
     let (db, server) = serve_on(&cluster, mail.path()).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
     let (health, watcher) = watch_health(HealthClient::new(server.channel().await));
-    let clients = start_clients(server.client().await, Arc::clone(&seen));
+    let never = Arc::new(AtomicBool::new(false));
+    let clients = start_clients(
+        server.client().await,
+        Arc::clone(&seen),
+        TENANTS,
+        never,
+        Duration::from_millis(20),
+    );
 
     wait_acked(&seen, BEFORE).await;
     let leader = cluster.leader().await.expect("a leader");
@@ -239,6 +262,7 @@ async fn a_killed_primary_loses_nothing_acknowledged_and_every_pipeline_ends_act
     assert!(not_serving.is_some(), "health never said NOT_SERVING");
     assert!(serving.is_some(), "health never came back to SERVING");
     assert_eq!(cluster.leader().await.map(|l| l != leader), Some(true));
+    assert_eq!(seen.acked.len(), TENANTS);
     assert_nothing_lost(&db, &server, &seen).await;
     server.terminate().await;
 
@@ -277,20 +301,40 @@ async fn a_switchover_under_load_loses_nothing_and_clients_that_retry_see_no_err
     let mail = tempfile::tempdir().unwrap();
     let (db, server) = serve_on(&cluster, mail.path()).await;
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let clients = start_clients(server.client().await, Arc::clone(&seen));
+    // Creates go on until the switchover is over and more have been
+    // acknowledged since, so that the load spans it.
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = start_clients(
+        server.client().await,
+        Arc::clone(&seen),
+        usize::MAX,
+        Arc::clone(&stop),
+        // Slower: it runs for the whole switchover.
+        Duration::from_millis(150),
+    );
 
     wait_acked(&seen, BEFORE).await;
     let leader = cluster.leader().await.expect("a leader");
     let started = Instant::now();
+    let before = seen.lock().unwrap().acked.len();
     cluster.switchover(leader).await;
+    let after = seen.lock().unwrap().acked.len();
+    wait_acked(&seen, after + BEFORE).await;
+    stop.store(true, Ordering::SeqCst);
     for c in clients {
         c.await.unwrap();
     }
+    assert!(
+        after > before,
+        "no create was acknowledged while the switchover ran"
+    );
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     eprintln!(
-        "switchover from {}: {:.2} s to the command's return, {} failed calls retried",
+        "switchover from {}: {:.2} s to the command's return, {} creates acknowledged while it ran, {} in all, {} failed calls retried",
         cluster.nodes[leader].name,
         started.elapsed().as_secs_f64(),
+        after - before,
+        seen.acked.len(),
         seen.errors.len()
     );
     assert!(
