@@ -44,6 +44,7 @@ pub mod bench;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod dns;
 pub mod domain;
 pub mod error;
 pub mod grpc;

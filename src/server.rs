@@ -123,6 +123,12 @@ async fn serve_all(
         archives.clone(),
         pool.clone(),
         fleet.clone(),
+        config
+            .dns
+            .as_ref()
+            .map(crate::dns::Dns::new)
+            .transpose()?
+            .map(Arc::new),
     )
     .with_webhooks(webhook_calls);
     registry.extend(extra_steps);
@@ -428,6 +434,7 @@ fn owner_id() -> String {
 pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
     let verifier = args.auth.verifier()?;
     let oidc = args.oidc.resolve()?;
+    let dns = args.dns.resolve()?;
     if verifier.is_none() {
         if args.database.database_url.is_some() && !args.insecure_no_auth {
             return Err(
@@ -447,6 +454,7 @@ pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
     let mut config = args.resolve(database_url);
     config.auth = verifier;
     config.oidc = oidc;
+    config.dns = dns;
     config.webhooks.secret_key = match (&args.webhooks.secret_key, &embedded) {
         (Some(text), _) => Some(std::sync::Arc::new(crate::secrets::SecretKey::from_base64(
             &text.clone().into(),

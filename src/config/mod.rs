@@ -9,6 +9,7 @@ mod auth;
 mod bench;
 mod database;
 pub mod defaults;
+pub mod dns;
 pub mod oidc;
 mod soroban;
 mod usage;
@@ -154,6 +155,8 @@ pub struct ServeArgs {
     pub usage: UsageArgs,
     #[command(flatten)]
     pub oidc: oidc::OidcArgs,
+    #[command(flatten)]
+    pub dns: dns::DnsArgs,
     /// PEM certificate (chain) to serve TLS with; with --tls-key-file.
     #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -283,6 +286,7 @@ impl ServeArgs {
             usage_late_window: self.usage.usage_late_window,
             // Checked by `serve`, which reports a bad combination of flags.
             oidc: None,
+            dns: None,
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
@@ -340,6 +344,8 @@ pub struct Config {
     pub usage_late_window: Duration,
     /// The identity provider of `register_oidc_client`; `None` for none.
     pub oidc: Option<oidc::OidcConfig>,
+    /// The DNS server of `dns_records`; `None` for none.
+    pub dns: Option<dns::DnsConfig>,
 }
 
 /// Where the TLS material is.
@@ -382,6 +388,7 @@ impl Config {
             webhooks: WebhookConfig::default(),
             usage_late_window: defaults::USAGE_LATE_WINDOW,
             oidc: None,
+            dns: None,
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

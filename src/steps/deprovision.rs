@@ -22,11 +22,12 @@ pub fn archived_schema(ctx: &StepCtx) -> String {
 /// invitations are revoked.
 pub struct RevokeAccess {
     oidc: Arc<OidcClients>,
+    dns: Option<Arc<crate::dns::Dns>>,
 }
 
 impl RevokeAccess {
-    pub fn new(oidc: Arc<OidcClients>) -> Self {
-        RevokeAccess { oidc }
+    pub fn new(oidc: Arc<OidcClients>, dns: Option<Arc<crate::dns::Dns>>) -> Self {
+        RevokeAccess { oidc, dns }
     }
 }
 
@@ -38,6 +39,8 @@ impl Step for RevokeAccess {
 
     async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
         self.oidc.remove(ctx.tenant_id).await?;
+        // The tenant's name stops pointing at the service.
+        super::dns_records::remove(self.dns.as_deref(), ctx).await?;
         Ok(Output::new())
     }
 

@@ -14,6 +14,7 @@ mod activate;
 mod create_schema;
 mod deploy_contract;
 pub mod deprovision;
+pub mod dns_records;
 mod mailer;
 pub mod moves;
 mod names;
@@ -257,8 +258,10 @@ impl Registry {
         archives: Arc<crate::archive::Archives>,
         pool: DbPool,
         fleet: crate::db::fleet::Fleet,
+        dns: Option<Arc<crate::dns::Dns>>,
     ) -> Self {
         let mut registry = Self::new();
+        registry.register(dns_records::DnsRecords::new(dns.clone()));
         registry.register(CreateSchema);
         registry.register(RunMigrations);
         registry.register(SeedRolesAndAdmin);
@@ -266,7 +269,7 @@ impl Registry {
         registry.register(DeployContract::new(deployer));
         registry.register(SendWelcomeEmail::new(mailer.clone()));
         registry.register(Activate);
-        registry.register(deprovision::RevokeAccess::new(oidc));
+        registry.register(deprovision::RevokeAccess::new(oidc, dns));
         registry.register(deprovision::ArchiveSchema);
         registry.register(deprovision::ExportArchive::new(
             archives,

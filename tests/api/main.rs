@@ -13,6 +13,7 @@ mod connections;
 mod contracts;
 mod create;
 mod crud;
+mod dns;
 mod docs;
 mod drift;
 mod embedded;

@@ -47,6 +47,7 @@ fn watchdog() {
     });
 }
 
+pub mod bind;
 pub mod cluster;
 pub mod hold;
 pub mod oidc;
