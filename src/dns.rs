@@ -15,7 +15,7 @@
 //!          updates        the same (adding what exists changes nothing)
 //!   NXRRSET -> the name belongs to someone else: permanent, nothing touched
 //! delete:  prerequisite   _tenantd.<name> TXT is exactly ours
-//!          updates        delete the target record(s), delete our TXT
+//!          updates        delete <name>'s RRset of the target's type, our TXT
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -169,9 +169,11 @@ impl Dns {
         let ours = Self::ownership(tenant_id);
         let mut delete = self.update();
         delete.add_pre_requisite(Record::from_rdata(owner.clone(), 0, ours.clone()));
+        // The whole RRset of the target's type: the name is this tenant's
+        // (the prerequisite), and the target may have changed since.
         delete.add_update(with_class(
-            Record::from_rdata(name.clone(), 0, self.target.clone()),
-            DNSClass::NONE,
+            Record::update0(name.clone(), 0, self.target.record_type()),
+            DNSClass::ANY,
         ));
         delete.add_update(with_class(
             Record::from_rdata(owner.clone(), 0, ours),
