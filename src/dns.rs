@@ -55,7 +55,8 @@ pub enum DnsError {
     /// a key it does not accept, a zone it does not serve.
     #[error("{0}")]
     Refused(String),
-    /// The server did not answer (or not in time): try again later.
+    /// The server did not answer (or not in time, or failed to): try
+    /// again later.
     #[error("DNS server {server}: {detail}")]
     Unreachable { server: SocketAddr, detail: String },
     #[error("DNS configuration: {0}")]
@@ -186,7 +187,16 @@ impl Dns {
         }
     }
 
+    /// The server's answer other than success: SERVFAIL (a zone still
+    /// loading, a server in trouble) is worth another attempt; NOTAUTH,
+    /// REFUSED, NOTZONE and the rest are its final word.
     fn refused(&self, doing: &str, name: &Name, code: ResponseCode) -> DnsError {
+        if code == ResponseCode::ServFail {
+            return DnsError::Unreachable {
+                server: self.server,
+                detail: format!("{doing} {}: {code}", text(name)),
+            };
+        }
         DnsError::Refused(format!(
             "DNS server {} refused {doing} {}: {code}",
             self.server,
