@@ -21,7 +21,9 @@
 //! | [`demo`]    | `serve --demo`: provisions one tenant and logs its steps |
 //! | [`scheduler`] | cron jobs: reaper, purge, prune, each under an advisory lock |
 //! | [`bench`]   | `tenantd bench`: figures on scratch databases, and the SMTP listener it sends to |
-//! | [`soroban`] | contract deployment: addresses, signing, the Soroban RPC client, the deployment flow, the local Soroban network |
+//! | [`soroban`] | contract deployment: addresses, signing, channel accounts, the Soroban RPC client, the deployment flow, the local Soroban network |
+//! | [`dns`]     | tenants' DNS names: RFC 2136 updates signed with TSIG |
+//! | [`oidc`]    | the identity provider: discovery, RFC 7591/7592 client registration |
 //! | [`webhooks`] | the webhook sender: claims due deliveries, signs them (Standard Webhooks), records outcomes |
 //! | [`telemetry`] | logs, OTLP trace export, Prometheus metrics |
 //!
