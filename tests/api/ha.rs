@@ -19,7 +19,7 @@ use tonic_health::pb::health_client::HealthClient;
 use crate::common::patroni::Patroni;
 use crate::common::process::ServerProcess;
 use crate::common::{TestDb, tenant};
-use crate::replicas::{PLAN, PLAN_NAME, assert_exactly_once, check_log, event_logs};
+use crate::replicas::{PLAN_NAME, add_plan, assert_exactly_once, check_log, event_logs};
 
 const TENANTS: usize = 100;
 const CLIENTS: usize = 8;
@@ -50,15 +50,7 @@ async fn serve_on(
     let db = TestDb::external(cluster.url("tenantd_ha"), "ha_");
     let server =
         ServerProcess::spawn_full(&db, mail, 2_000, 4, &[("TENANTD_POOL_SIZE", "8")], None).await;
-    let steps: Vec<serde_json::Value> = PLAN
-        .iter()
-        .map(|name| serde_json::json!({"name": name, "critical": true, "max_attempts": 5}))
-        .collect();
-    db.exec(&format!(
-        "INSERT INTO plans (name, steps) VALUES ('{PLAN_NAME}', '{}')",
-        serde_json::Value::Array(steps)
-    ))
-    .await;
+    add_plan(&db).await;
     (db, server)
 }
 

@@ -261,6 +261,19 @@ pub(crate) const PLAN: [&str; 5] = [
     "send_welcome_email",
     "activate",
 ];
+/// Adds [`PLAN_NAME`] to the database.
+pub(crate) async fn add_plan(db: &TestDb) {
+    let steps: Vec<serde_json::Value> = PLAN
+        .iter()
+        .map(|name| serde_json::json!({"name": name, "critical": true, "max_attempts": 5}))
+        .collect();
+    db.exec(&format!(
+        "INSERT INTO plans (name, steps) VALUES ('{PLAN_NAME}', '{}')",
+        serde_json::Value::Array(steps)
+    ))
+    .await;
+}
+
 /// Each replica's dispatcher slots and pooled connections: small, so that
 /// three replicas and a restart stay well inside PostgreSQL's default 100
 /// connections, which tests running in parallel share.
@@ -478,15 +491,7 @@ pub(crate) fn check_log(log: &[Event]) -> Result<(), String> {
 async fn three_servers_under_load_lose_nothing_when_one_is_killed_and_restarted() {
     let began = std::time::Instant::now();
     let db = TestDb::new().await;
-    let steps: Vec<serde_json::Value> = PLAN
-        .iter()
-        .map(|name| serde_json::json!({"name": name, "critical": true, "max_attempts": 5}))
-        .collect();
-    db.exec(&format!(
-        "INSERT INTO plans (name, steps) VALUES ('{PLAN_NAME}', '{}')",
-        serde_json::Value::Array(steps)
-    ))
-    .await;
+    add_plan(&db).await;
     let mail = tempfile::tempdir().unwrap();
     let victim_sessions = "tenantd-victim";
     let a = replica(&db, mail.path()).await;
