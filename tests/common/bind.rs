@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use tokio::process::{Child, Command};
 
+use super::free_port;
+
 pub const ZONE: &str = "tenants.test";
 pub const KEY_NAME: &str = "tenantd-key";
 
@@ -18,15 +20,6 @@ pub struct Named {
     pub secret: String,
     dir: PathBuf,
     child: Child,
-}
-
-fn free_port() -> u16 {
-    // Free for TCP; named also binds UDP on it, which is free as often.
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Named {
@@ -149,11 +142,7 @@ zone \"{ZONE}\" {{
 fn spawn(dir: &std::path::Path) -> Child {
     let mut command = Command::new("/usr/sbin/named");
     command.args(["-g", "-4", "-c"]).arg(dir.join("named.conf"));
-    let root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if root {
+    if super::as_root() {
         // named drops to `bind`, which must own what it writes.
         let _ = std::process::Command::new("chown")
             .args(["-R", "bind:bind"])

@@ -58,6 +58,24 @@ pub mod scrape;
 pub mod soroban;
 pub mod steps;
 
+/// A loopback port free when asked (for a server a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether the tests run as root (servers that refuse root then run as
+/// their own user).
+pub fn as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
 /// A database of its own, migrated, dropped when the value is dropped, with
 /// a role prefix of its own (roles are cluster-wide), whose roles are
 /// dropped with it.

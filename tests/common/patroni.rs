@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
+use super::{as_root, free_port};
+
 const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 /// Patroni's leader lease. A failover takes about this long after the
 /// primary dies: the lease must run out before the standby may take over.
@@ -27,21 +29,6 @@ pub struct Patroni {
     dir: PathBuf,
     pub nodes: [Node; 2],
     etcd_client: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn as_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
 /// `program args...` as the postgres user (when root), its pid written to
