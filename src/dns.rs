@@ -16,6 +16,9 @@
 //!   NXRRSET -> the name belongs to someone else: permanent, nothing touched
 //! delete:  prerequisite   _tenantd.<name> TXT is exactly ours
 //!          updates        delete <name>'s RRset of the target's type, our TXT
+//! ACME:    prerequisite   _tenantd.<name> TXT is exactly ours
+//!          updates        delete _acme-challenge.<name> TXT, add the answer
+//!                         (clearing: the delete alone)
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -46,6 +49,11 @@ const FUDGE: u16 = 300;
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// The label of the ownership record under a tenant's name.
 const OWNER_LABEL: &str = "_tenantd";
+/// The label ACME's DNS-01 challenge looks under (RFC 8555 8.4).
+const CHALLENGE_LABEL: &str = "_acme-challenge";
+/// TTL of a challenge record: validation servers must not see a stale one
+/// when an order is replaced.
+const CHALLENGE_TTL: u32 = 60;
 
 /// Why an update did not happen. Messages name the server's answer, never
 /// the key's secret.
@@ -185,6 +193,61 @@ impl Dns {
             ResponseCode::NoError | ResponseCode::NXRRSet => Ok(()),
             other => Err(self.refused("deleting", &name, other)),
         }
+    }
+
+    /// Writes the DNS-01 answer `value` at `_acme-challenge.<name>` in place
+    /// of whatever was there (an answer of a replaced order), if the name
+    /// is still this tenant's.
+    pub async fn set_challenge(
+        &self,
+        slug: &str,
+        tenant_id: Uuid,
+        value: &str,
+    ) -> Result<(), DnsError> {
+        let (name, mut update) = self.challenge_update(slug, tenant_id)?;
+        let challenge = Self::challenge_name(&name)?;
+        update.add_update(Record::from_rdata(
+            challenge,
+            CHALLENGE_TTL,
+            RData::TXT(TXT::new(vec![value.to_owned()])),
+        ));
+        match self.send(update).await? {
+            ResponseCode::NoError => Ok(()),
+            ResponseCode::NXRRSet => Err(DnsError::Refused(format!(
+                "{} is no longer this tenant's; no challenge was written",
+                text(&name)
+            ))),
+            other => Err(self.refused("answering the challenge of", &name, other)),
+        }
+    }
+
+    /// Deletes the DNS-01 answers at `_acme-challenge.<name>`, if the name
+    /// is still this tenant's; none there is fine.
+    pub async fn clear_challenge(&self, slug: &str, tenant_id: Uuid) -> Result<(), DnsError> {
+        let (name, update) = self.challenge_update(slug, tenant_id)?;
+        match self.send(update).await? {
+            ResponseCode::NoError | ResponseCode::NXRRSet => Ok(()),
+            other => Err(self.refused("clearing the challenge of", &name, other)),
+        }
+    }
+
+    /// An update that requires the ownership record and deletes the
+    /// challenge's TXT RRset; the tenant's name with it.
+    fn challenge_update(&self, slug: &str, tenant_id: Uuid) -> Result<(Name, Message), DnsError> {
+        let name = self.name_of(slug)?;
+        let owner = Self::owner_name(&name)?;
+        let mut update = self.update();
+        update.add_pre_requisite(Record::from_rdata(owner, 0, Self::ownership(tenant_id)));
+        update.add_update(with_class(
+            Record::update0(Self::challenge_name(&name)?, 0, RecordType::TXT),
+            DNSClass::ANY,
+        ));
+        Ok((name, update))
+    }
+
+    fn challenge_name(name: &Name) -> Result<Name, DnsError> {
+        name.prepend_label(CHALLENGE_LABEL)
+            .map_err(|e| DnsError::Config(e.to_string()))
     }
 
     /// The server's answer other than success: SERVFAIL (a zone still

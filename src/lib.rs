@@ -23,6 +23,7 @@
 //! | [`bench`]   | `tenantd bench`: figures on scratch databases, and the SMTP listener it sends to |
 //! | [`soroban`] | contract deployment: addresses, signing, channel accounts, the Soroban RPC client, the deployment flow, the local Soroban network |
 //! | [`dns`]     | tenants' DNS names: RFC 2136 updates signed with TSIG |
+//! | [`acme`]    | tenants' TLS certificates: the ACME account, orders, revocation |
 //! | [`oidc`]    | the identity provider: discovery, RFC 7591/7592 client registration |
 //! | [`webhooks`] | the webhook sender: claims due deliveries, signs them (Standard Webhooks), records outcomes |
 //! | [`telemetry`] | logs, OTLP trace export, Prometheus metrics |
@@ -40,6 +41,7 @@
 //! | PlacementService | `placement_service` | `placement` | `servers` | - |
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod archive;
 pub mod auth;
 pub mod bench;

@@ -1,7 +1,7 @@
 //! Scheduled jobs (tokio-cron-scheduler): the stale-pipeline reaper, the
 //! purge of tenants whose grace period ended, the pruning of old events, the
-//! sampling of the measured usage meters, and the resumption of tenants the
-//! quota suspended.
+//! sampling of the measured usage meters, the resumption of tenants the
+//! quota suspended, and the renewal of certificates close to their end.
 //! Jobs call use cases and nothing else; each runs under a Postgres advisory
 //! lock, so one replica at a time runs it, and running it twice is harmless.
 
@@ -21,6 +21,7 @@ const SAMPLE_NEW_LOCK: i64 = 0x7465_6e61_6e74_6405;
 const QUOTA_LOCK: i64 = 0x7465_6e61_6e74_6406;
 const RECONCILE_LOCK: i64 = 0x7465_6e61_6e74_6407;
 const SERVER_CHECK_LOCK: i64 = 0x7465_6e61_6e74_6408;
+const RENEW_LOCK: i64 = 0x7465_6e61_6e74_6409;
 
 /// How often tenants that became ACTIVE since they were last looked at get
 /// their first usage sample: soon enough that a new tenant shows its size
@@ -48,6 +49,10 @@ pub struct Schedules {
     pub reconcile_interval: Duration,
     /// How often every database server is connected to, for placement.
     pub server_check_interval: Duration,
+    /// Certificates are renewed this long before they expire.
+    pub renew_before: Duration,
+    /// How often certificates due for renewal are looked for.
+    pub renew_check_interval: Duration,
 }
 
 /// The running scheduler.
@@ -150,6 +155,16 @@ pub async fn start(ops: Ops, schedules: &Schedules) -> Result<Scheduler, JobSche
             SERVER_CHECK_LOCK,
             slot.clone(),
             |ops| async move { ops.check_database_servers().await },
+        )?)
+        .await?;
+    let renew_before = schedules.renew_before;
+    scheduler
+        .add(job(
+            When::Every(schedules.renew_check_interval),
+            "certificate-renewal",
+            RENEW_LOCK,
+            slot.clone(),
+            move |ops| async move { ops.renew_certificates(renew_before).await },
         )?)
         .await?;
     scheduler.start().await?;

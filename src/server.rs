@@ -14,10 +14,12 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
+use crate::db::DbPool;
 use crate::ops::{Ops, TenantDb};
 use crate::outbox::dispatcher::Dispatcher;
 use crate::outbox::{Backoff, DispatcherConfig, Hooks, Wakeup, listener};
-use crate::steps::{Mailer, OidcClients, Registry, WebhookCalls, is_valid_role_prefix};
+use crate::steps::tls_certificate::Certificates;
+use crate::steps::{Addresses, Mailer, OidcClients, Registry, WebhookCalls, is_valid_role_prefix};
 use crate::stream::EventHub;
 use crate::{db, grpc, soroban};
 
@@ -123,12 +125,7 @@ async fn serve_all(
         archives.clone(),
         pool.clone(),
         fleet.clone(),
-        config
-            .dns
-            .as_ref()
-            .map(crate::dns::Dns::new)
-            .transpose()?
-            .map(Arc::new),
+        addresses(&config, &pool)?,
     )
     .with_webhooks(webhook_calls);
     registry.extend(extra_steps);
@@ -418,6 +415,37 @@ async fn mailer(config: &Config) -> Result<Mailer, BoxError> {
     }
 }
 
+/// The DNS server and the certificate authority of tenants' own names, as
+/// configured.
+fn addresses(config: &Config, pool: &DbPool) -> Result<Addresses, BoxError> {
+    let dns = config
+        .dns
+        .as_ref()
+        .map(crate::dns::Dns::new)
+        .transpose()?
+        .map(Arc::new);
+    let certificates = match (&config.acme, &dns) {
+        (Some(acme), Some(dns)) => Some(Arc::new(Certificates::new(
+            crate::acme::Acme::new(
+                acme.clone(),
+                pool.clone(),
+                config.webhooks.secret_key.clone(),
+            ),
+            dns.clone(),
+            pool.clone(),
+            config.schedules.renew_before,
+        ))),
+        (Some(_), None) => {
+            return Err(
+                "--acme-directory-url needs --dns-server: certificates are validated by DNS-01"
+                    .into(),
+            );
+        }
+        (None, _) => None,
+    };
+    Ok(Addresses { dns, certificates })
+}
+
 /// This process in leases: host, pid and a random suffix (pids repeat
 /// across restarts in containers).
 fn owner_id() -> String {
@@ -435,6 +463,7 @@ pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
     let verifier = args.auth.verifier()?;
     let oidc = args.oidc.resolve()?;
     let dns = args.dns.resolve()?;
+    let acme = args.acme.resolve()?;
     if verifier.is_none() {
         if args.database.database_url.is_some() && !args.insecure_no_auth {
             return Err(
@@ -455,6 +484,7 @@ pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
     config.auth = verifier;
     config.oidc = oidc;
     config.dns = dns;
+    config.acme = acme;
     config.webhooks.secret_key = match (&args.webhooks.secret_key, &embedded) {
         (Some(text), _) => Some(std::sync::Arc::new(crate::secrets::SecretKey::from_base64(
             &text.clone().into(),

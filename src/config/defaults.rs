@@ -48,3 +48,10 @@ pub const USAGE_LATE_WINDOW_TEXT: &str = "7days";
 /// tenant's catalog.
 pub const USAGE_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 pub const USAGE_SAMPLE_INTERVAL_TEXT: &str = "1h";
+/// Thirty days, as Let's Encrypt advises for its 90-day certificates: time
+/// for several failed attempts (and an operator) before one expires.
+pub const ACME_RENEW_BEFORE: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+pub const ACME_RENEW_BEFORE_TEXT: &str = "30days";
+/// Hourly: renewal has days of slack, and the check is one indexed query.
+pub const ACME_RENEW_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+pub const ACME_RENEW_CHECK_INTERVAL_TEXT: &str = "1h";

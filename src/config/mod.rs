@@ -5,6 +5,7 @@
 //! the command line itself, the flags of `serve` and the [`Config`] they
 //! resolve to.
 
+pub mod acme;
 mod auth;
 mod bench;
 mod database;
@@ -157,6 +158,8 @@ pub struct ServeArgs {
     pub oidc: oidc::OidcArgs,
     #[command(flatten)]
     pub dns: dns::DnsArgs,
+    #[command(flatten)]
+    pub acme: acme::AcmeArgs,
     /// PEM certificate (chain) to serve TLS with; with --tls-key-file.
     #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -287,6 +290,7 @@ impl ServeArgs {
             // Checked by `serve`, which reports a bad combination of flags.
             oidc: None,
             dns: None,
+            acme: None,
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
@@ -296,6 +300,8 @@ impl ServeArgs {
                 usage_sample_interval: self.usage.usage_sample_interval,
                 reconcile_interval: self.reconcile_interval,
                 server_check_interval: self.server_check_interval,
+                renew_before: self.acme.acme_renew_before,
+                renew_check_interval: self.acme.acme_renew_check_interval,
             },
         }
     }
@@ -346,6 +352,8 @@ pub struct Config {
     pub oidc: Option<oidc::OidcConfig>,
     /// The DNS server of `dns_records`; `None` for none.
     pub dns: Option<dns::DnsConfig>,
+    /// The certificate authority of `tls_certificate`; `None` for none.
+    pub acme: Option<acme::AcmeConfig>,
 }
 
 /// Where the TLS material is.
@@ -389,6 +397,7 @@ impl Config {
             usage_late_window: defaults::USAGE_LATE_WINDOW,
             oidc: None,
             dns: None,
+            acme: None,
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),
@@ -398,6 +407,8 @@ impl Config {
                 usage_sample_interval: defaults::USAGE_SAMPLE_INTERVAL,
                 reconcile_interval: std::time::Duration::from_secs(600),
                 server_check_interval: std::time::Duration::from_secs(15),
+                renew_before: defaults::ACME_RENEW_BEFORE,
+                renew_check_interval: defaults::ACME_RENEW_CHECK_INTERVAL,
             },
         }
     }

@@ -18,6 +18,8 @@ pub enum Operation {
     Deprovision,
     /// Run a step of moving the tenant's data to another server.
     Move,
+    /// Renew the tenant's certificate.
+    Renew,
 }
 
 impl Operation {

@@ -15,7 +15,7 @@ pub use page::PageToken;
 pub use placement::Placement;
 pub use plan::{
     DEFAULT_PLAN, InitialData, MOVE_STEPS, MeterLimit, OnLimit, Period, Plan, PlanInput, PlanStep,
-    WebhookStep, deprovision_steps, is_lifecycle_step, move_steps,
+    RENEW_STEP, WebhookStep, deprovision_steps, is_lifecycle_step, move_steps, renew_steps,
 };
 pub use tenant::{
     Drift, Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,

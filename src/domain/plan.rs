@@ -210,6 +210,25 @@ pub fn move_steps() -> Vec<PlanStep> {
         .collect()
 }
 
+/// The step of the renewal pipeline: a tenant's certificate renewed (see
+/// `steps::tls_certificate`).
+pub const RENEW_STEP: &str = "renew_certificate";
+
+/// The renewal pipeline's step row: not critical (a renewal that gives up
+/// leaves the certificate in force, with a warning, and the job tries again
+/// at its next run), and as many attempts as a provisioning step.
+pub fn renew_steps() -> Vec<PlanStep> {
+    vec![PlanStep {
+        name: RENEW_STEP.to_owned(),
+        critical: false,
+        max_attempts: DEFAULT_MAX_ATTEMPTS,
+        retry_base_ms: None,
+        retry_cap_ms: None,
+        timeout_ms: None,
+        webhook: None,
+    }]
+}
+
 /// A webhook step's name: `^[a-z][a-z0-9_]{1,39}$`.
 fn is_webhook_step_name(name: &str) -> bool {
     let bytes = name.as_bytes();
@@ -220,10 +239,12 @@ fn is_webhook_step_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
 }
 
-/// A step of the pipelines every tenant shares (deprovisioning, moving),
-/// which plans cannot list.
+/// A step of the pipelines every tenant shares (deprovisioning, moving,
+/// renewing its certificate), which plans cannot list.
 pub fn is_lifecycle_step(name: &str) -> bool {
-    deprovision_steps().iter().any(|s| s.name == name) || MOVE_STEPS.contains(&name)
+    deprovision_steps().iter().any(|s| s.name == name)
+        || MOVE_STEPS.contains(&name)
+        || name == RENEW_STEP
 }
 
 /// Tenant migration sets `run_migrations` knows.

@@ -329,4 +329,33 @@ impl TenantService for TenantApi {
             secret_fetched_by: c.secret_fetched_by.unwrap_or_default(),
         }))
     }
+
+    async fn get_tenant_certificate(
+        &self,
+        request: Request<pb::GetTenantCertificateRequest>,
+    ) -> Result<Response<pb::GetTenantCertificateResponse>, Status> {
+        let with_key = request.get_ref().include_private_key;
+        let caller = if with_key {
+            authorize(&request, Scope::Admin)?
+        } else {
+            authorize_in_tenant(&request, Scope::Read)?
+        };
+        let id = tenant_id(&request.get_ref().tenant_id)?;
+        reach(&caller, id)?;
+        let c = self.ops.tenant_certificate(&caller, id, with_key).await?;
+        Ok(Response::new(pb::GetTenantCertificateResponse {
+            dns_name: c.dns_name,
+            certificate_chain_pem: c.chain_pem,
+            serial: c.serial,
+            not_before: c.not_before.map(convert::timestamp),
+            not_after: c.not_after.map(convert::timestamp),
+            issue_time: c.issue_time.map(convert::timestamp),
+            private_key_pem: c
+                .private_key
+                .map(|k| secrecy::ExposeSecret::expose_secret(&k).to_owned())
+                .unwrap_or_default(),
+            key_fetch_time: c.key_fetch_time.map(convert::timestamp),
+            key_fetched_by: c.key_fetched_by.unwrap_or_default(),
+        }))
+    }
 }

@@ -181,6 +181,7 @@ pub(super) async fn refuse_if_running(conn: &mut AsyncPgConnection, id: Uuid) ->
             Operation::Compensate => "a rollback",
             Operation::Deprovision => "deprovisioning",
             Operation::Move => "a move to another database server",
+            Operation::Renew => "the renewal of its certificate",
         };
         return Err(Error::Aborted(format!(
             "tenant {id}: {what} is running (step {step}); wait for it to end"

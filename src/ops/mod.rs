@@ -1,6 +1,7 @@
 //! Use cases. Each owns its transaction and writes state, event and outbox
 //! row together; wake-ups are sent only after commit.
 
+mod certificates;
 mod config;
 mod credentials;
 mod drift;
@@ -21,6 +22,7 @@ mod usage_samples;
 mod watch;
 mod webhooks;
 
+pub use certificates::Certificate;
 pub use credentials::Credentials;
 pub use drift::Reconciled;
 pub use jobs::run_exclusive;

@@ -18,16 +18,17 @@ pub fn archived_schema(ctx: &StepCtx) -> String {
 }
 
 /// `revoke_access`: the tenant's OpenID client is deleted at the identity
-/// provider, if it has one; the tenant role loses its schema; pending
+/// provider, if it has one; its certificate is revoked and its DNS records
+/// deleted, if it has them; the tenant role loses its schema; pending
 /// invitations are revoked.
 pub struct RevokeAccess {
     oidc: Arc<OidcClients>,
-    dns: Option<Arc<crate::dns::Dns>>,
+    addresses: super::Addresses,
 }
 
 impl RevokeAccess {
-    pub fn new(oidc: Arc<OidcClients>, dns: Option<Arc<crate::dns::Dns>>) -> Self {
-        RevokeAccess { oidc, dns }
+    pub fn new(oidc: Arc<OidcClients>, addresses: super::Addresses) -> Self {
+        RevokeAccess { oidc, addresses }
     }
 }
 
@@ -39,8 +40,11 @@ impl Step for RevokeAccess {
 
     async fn run_external(&self, ctx: &StepCtx) -> Result<Output, StepError> {
         self.oidc.remove(ctx.tenant_id).await?;
-        // The tenant's name stops pointing at the service.
-        super::dns_records::remove(self.dns.as_deref(), ctx).await?;
+        // The certificate is revoked (its challenge record cleared while the
+        // name is still the tenant's), then the name stops pointing at the
+        // service.
+        super::tls_certificate::remove(self.addresses.certificates.as_deref(), ctx).await?;
+        super::dns_records::remove(self.addresses.dns.as_deref(), ctx).await?;
         Ok(Output::new())
     }
 

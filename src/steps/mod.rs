@@ -22,6 +22,7 @@ pub mod register_oidc_client;
 mod run_migrations;
 mod seed_roles_and_admin;
 mod send_welcome_email;
+pub mod tls_certificate;
 mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
@@ -238,6 +239,14 @@ pub trait Step: Send + Sync + 'static {
     }
 }
 
+/// A tenant's own name and certificate: what `dns_records`,
+/// `tls_certificate` and deprovisioning reach (`None`: not configured).
+#[derive(Clone, Default)]
+pub struct Addresses {
+    pub dns: Option<Arc<crate::dns::Dns>>,
+    pub certificates: Option<Arc<tls_certificate::Certificates>>,
+}
+
 /// Step names to implementations, and the webhook steps plans define.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -258,10 +267,16 @@ impl Registry {
         archives: Arc<crate::archive::Archives>,
         pool: DbPool,
         fleet: crate::db::fleet::Fleet,
-        dns: Option<Arc<crate::dns::Dns>>,
+        addresses: Addresses,
     ) -> Self {
         let mut registry = Self::new();
-        registry.register(dns_records::DnsRecords::new(dns.clone()));
+        registry.register(dns_records::DnsRecords::new(addresses.dns.clone()));
+        registry.register(tls_certificate::TlsCertificate::new(
+            addresses.certificates.clone(),
+        ));
+        registry.register(tls_certificate::TlsCertificate::renewal(
+            addresses.certificates.clone(),
+        ));
         registry.register(CreateSchema);
         registry.register(RunMigrations);
         registry.register(SeedRolesAndAdmin);
@@ -269,7 +284,7 @@ impl Registry {
         registry.register(DeployContract::new(deployer));
         registry.register(SendWelcomeEmail::new(mailer.clone()));
         registry.register(Activate);
-        registry.register(deprovision::RevokeAccess::new(oidc, dns));
+        registry.register(deprovision::RevokeAccess::new(oidc, addresses));
         registry.register(deprovision::ArchiveSchema);
         registry.register(deprovision::ExportArchive::new(
             archives,

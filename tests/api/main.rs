@@ -6,6 +6,7 @@ mod common;
 mod archives;
 mod attention;
 mod auth;
+mod certificates;
 mod chaining;
 mod channels;
 mod config;

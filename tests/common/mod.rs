@@ -52,6 +52,7 @@ pub mod cluster;
 pub mod hold;
 pub mod oidc;
 pub mod patroni;
+pub mod pebble;
 pub mod process;
 pub mod receiver;
 pub mod scrape;

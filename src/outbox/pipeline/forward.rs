@@ -107,6 +107,11 @@ impl Transition<'_> {
                 )
                 .await
             }
+            None if operation == Operation::Renew => {
+                delete_row(conn, claim).await?;
+                self.settle(conn, TenantState::Active, "certificate renewal finished")
+                    .await
+            }
             None => {
                 delete_row(conn, claim).await?;
                 self.settle(conn, TenantState::Active, "provisioning complete")

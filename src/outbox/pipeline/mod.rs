@@ -216,11 +216,14 @@ pub const DEPROVISION_PHASE: &str = "DEPROVISION";
 /// `tenant_steps.phase` of the steps that move a tenant's data to another
 /// server (and of their compensations).
 pub const MOVE_PHASE: &str = "MOVE";
+/// `tenant_steps.phase` of the certificate renewal's step.
+pub const RENEW_PHASE: &str = "RENEW";
 
 fn phase_of(operation: Operation) -> &'static str {
     match operation {
         Operation::Deprovision => DEPROVISION_PHASE,
         Operation::Move => MOVE_PHASE,
+        Operation::Renew => RENEW_PHASE,
         Operation::Provision | Operation::Compensate => PROVISION_PHASE,
     }
 }
