@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tenantd::auth::Scope;
 use tenantd::config::acme::AcmeConfig;
 use tenantd::proto::{
     DeprovisionRequest, GetTenantCertificateRequest, GetTenantCertificateResponse, TenantState,
@@ -14,9 +15,10 @@ use tenantd::secrets::SecretKey;
 use tenantd::steps::Registry;
 use tonic::Code;
 
-use crate::common::TestApp;
 use crate::common::bind::{KEY_NAME, Named, ZONE};
 use crate::common::pebble::Pebble;
+use crate::common::process::ServerProcess;
+use crate::common::{TestApp, TestDb};
 
 /// The default plan's database steps, then the name and its certificate.
 const STEPS: &[(&str, bool, i32)] = &[
@@ -41,6 +43,15 @@ fn dns_config(named: &Named) -> tenantd::config::dns::DnsConfig {
 }
 
 async fn start(named: &Named, pebble: &Pebble, renew_before: Duration) -> TestApp {
+    start_with(named, pebble, renew_before, |_| {}).await
+}
+
+async fn start_with(
+    named: &Named,
+    pebble: &Pebble,
+    renew_before: Duration,
+    tweak: impl FnOnce(&mut tenantd::config::Config),
+) -> TestApp {
     let (dns, directory_url, ca_file) = (
         dns_config(named),
         pebble.directory_url.clone(),
@@ -59,6 +70,7 @@ async fn start(named: &Named, pebble: &Pebble, renew_before: Duration) -> TestAp
             ));
             c.schedules.renew_before = renew_before;
             c.schedules.renew_check_interval = Duration::from_secs(1);
+            tweak(c);
         },
         Registry::new(),
     )
@@ -155,23 +167,49 @@ async fn a_tenant_gets_a_certificate_for_its_name_and_it_is_revoked_when_the_ten
     assert_eq!(chain.dns_name, name);
     assert_eq!(chain.serial, serial);
     assert!(chain.private_key_pem.is_empty());
-    let with_key = certificate(&app, &created.id, true).await.unwrap();
-    assert_eq!(with_key.certificate_chain_pem, chain.certificate_chain_pem);
-    assert!(
-        with_key
-            .private_key_pem
-            .starts_with("-----BEGIN PRIVATE KEY-----")
-    );
-    assert_verifies(
-        &pebble,
-        &chain.certificate_chain_pem,
-        &name,
-        &with_key.private_key_pem,
+    // The key, once, through tenantctl into a file of the owner's alone.
+    let files = tempfile::tempdir().unwrap();
+    let key_file = files.path().join("key.pem");
+    let (code, out, err) = crate::tenantctl::run(
+        &app,
+        &[
+            "certificate",
+            &created.id,
+            "--key-out",
+            key_file.to_str().unwrap(),
+        ],
     )
     .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&serial) && out.contains("BEGIN CERTIFICATE"),
+        "{out}"
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let key_pem = std::fs::read_to_string(&key_file).unwrap();
+    assert!(key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_verifies(&pebble, &chain.certificate_chain_pem, &name, &key_pem).await;
     let again = certificate(&app, &created.id, true).await.unwrap_err();
     assert_eq!(again.code(), Code::FailedPrecondition);
     assert!(again.message().contains("handed out already"), "{again:?}");
+    let second_file = files.path().join("again.pem");
+    let (code, _, err) = crate::tenantctl::run(
+        &app,
+        &[
+            "certificate",
+            &created.id,
+            "--key-out",
+            second_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("handed out already"), "{err}");
+    assert!(!second_file.exists());
     let later = certificate(&app, &created.id, false).await.unwrap();
     assert!(later.key_fetch_time.is_some());
     assert!(!later.key_fetched_by.is_empty());
@@ -183,7 +221,7 @@ async fn a_tenant_gets_a_certificate_for_its_name_and_it_is_revoked_when_the_ten
         })
         .collect();
     assert_eq!(fetched.len(), 1, "{events:?}");
-    let key_body = with_key.private_key_pem.lines().nth(1).unwrap().to_owned();
+    let key_body = key_pem.lines().nth(1).unwrap().to_owned();
     assert!(
         events
             .iter()
@@ -312,6 +350,184 @@ fn not_after_of(t: &tenantd::proto::Tenant) -> i64 {
         .timestamp()
 }
 
+fn token(scopes: &[Scope], subject: &str, tenant: Option<&str>) -> String {
+    tenantd::auth::mint_hs256_for(
+        AUTH_SECRET.as_bytes(),
+        subject,
+        scopes,
+        Duration::from_secs(600),
+        None,
+        None,
+        tenant.map(|t| t.parse().unwrap()),
+    )
+    .unwrap()
+}
+
+fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+const AUTH_SECRET: &str = "a test secret of at least thirty-two bytes";
+
+#[tokio::test]
+async fn readers_get_the_chain_and_only_an_admin_gets_the_key() {
+    let named = Named::start(&[]).await;
+    let pebble = Pebble::start(&named.server(), Duration::from_secs(86_400)).await;
+    let app = start_with(&named, &pebble, Duration::from_secs(3600), |c| {
+        c.auth = Some(tenantd::auth::Verifier::hs256(
+            AUTH_SECRET.as_bytes(),
+            None,
+            None,
+        ))
+    })
+    .await;
+    let admin = token(&[Scope::Admin], "ops-admin", None);
+    let mut client = app.client().await;
+    let mut ids = Vec::new();
+    for slug in ["own-co", "other-co"] {
+        let created = client
+            .create_tenant(with_token(
+                tenantd::proto::CreateTenantRequest {
+                    tenant: Some(tenantd::proto::Tenant {
+                        plan: "tls".into(),
+                        ..crate::common::tenant(slug)
+                    }),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .tenant
+            .unwrap();
+        ids.push(created.id);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app
+        .db
+        .count("SELECT count(*) FROM tenants WHERE state = 'ACTIVE'")
+        .await
+        < 2
+    {
+        assert!(tokio::time::Instant::now() < deadline, "not ACTIVE");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (own, other) = (ids[0].clone(), ids[1].clone());
+    let ask = |id: &str, include_private_key: bool, token: &str| {
+        with_token(
+            GetTenantCertificateRequest {
+                tenant_id: id.to_owned(),
+                include_private_key,
+            },
+            token,
+        )
+    };
+    let reader = token(&[Scope::Read], "reader", None);
+    let chain = client
+        .get_tenant_certificate(ask(&own, false, &reader))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(chain.certificate_chain_pem.contains("BEGIN CERTIFICATE"));
+    assert!(chain.private_key_pem.is_empty());
+    let writer = token(&[Scope::Write], "writer", None);
+    let refused = client
+        .get_tenant_certificate(ask(&own, true, &writer))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    let own_token = token(&[Scope::Admin], "own-admin", Some(&own));
+    let mine = client
+        .get_tenant_certificate(ask(&own, false, &own_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(mine.serial, chain.serial);
+    assert_eq!(
+        client
+            .get_tenant_certificate(ask(&other, false, &own_token))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound,
+        "another tenant shows"
+    );
+    assert_eq!(
+        client
+            .get_tenant_certificate(ask(&own, true, &own_token))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    // None of the refusals took the key.
+    let key = client
+        .get_tenant_certificate(ask(&own, true, &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(key.private_key_pem.contains("PRIVATE KEY"));
+    assert_eq!(key.key_fetched_by, "ops-admin");
+    let fetched = app.events(&own).await;
+    assert!(
+        fetched
+            .iter()
+            .any(|(kind, _, message)| kind == "CREDENTIALS_FETCHED"
+                && message.contains("fetched by ops-admin")),
+        "{fetched:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_certificate_authority_that_does_not_answer_is_retried_then_the_name_is_removed() {
+    let named = Named::start(&[]).await;
+    let dns = dns_config(&named);
+    let port = crate::common::free_port();
+    let app = TestApp::start_with(
+        move |c| {
+            c.dns = Some(dns);
+            c.acme = Some(AcmeConfig {
+                directory_url: format!("https://127.0.0.1:{port}/dir"),
+                contact: Vec::new(),
+                ca_file: None,
+            });
+            c.webhooks.secret_key = Some(Arc::new(
+                SecretKey::from_base64(&SecretKey::generate_base64()).unwrap(),
+            ));
+        },
+        Registry::new(),
+    )
+    .await;
+    app.add_plan("tls", STEPS).await;
+    let created = app.create("unreached", "tls").await;
+    let t = app.wait_for(&created.id, TenantState::Failed).await;
+    let step = t
+        .steps
+        .iter()
+        .find(|s| s.name == "tls_certificate")
+        .unwrap();
+    assert_eq!(step.attempts, 3, "{step:?}");
+    assert!(
+        step.last_error.contains("creating the ACME account"),
+        "{step:?}"
+    );
+    assert!(
+        named
+            .dig(&format!("unreached.{ZONE}"), "CNAME")
+            .await
+            .is_empty(),
+        "the saga left the name"
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM acme_accounts").await, 0);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn without_a_certificate_authority_the_step_fails_at_once_with_a_clear_error() {
     let named = Named::start(&[]).await;
@@ -330,4 +546,97 @@ async fn without_a_certificate_authority_the_step_fails_at_once_with_a_clear_err
     // The saga removed the name again.
     assert!(named.dig(&format!("noca.{ZONE}"), "CNAME").await.is_empty());
     app.stop().await;
+}
+
+#[tokio::test]
+async fn a_kill_while_the_order_waits_for_validation_ends_with_one_certificate_and_no_challenge_left()
+ {
+    let named = Named::start(&[]).await;
+    // Pebble waits a random 0-15 s before it validates, as a real CA takes
+    // its time.
+    let pebble = Pebble::start_with(&named.server(), Duration::from_secs(86_400), false).await;
+    let db = TestDb::new().await;
+    let mail = tempfile::tempdir().unwrap();
+    let steps: Vec<_> = STEPS
+        .iter()
+        .map(|(n, c, m)| serde_json::json!({"name": n, "critical": c, "max_attempts": m}))
+        .collect();
+    db.exec(&format!(
+        "INSERT INTO plans (name, steps) VALUES ('tls', '{}')",
+        serde_json::Value::Array(steps)
+    ))
+    .await;
+    let (server, secret) = (named.server(), named.secret.clone());
+    let ca_file = pebble.ca_file.display().to_string();
+    let secret_key = SecretKey::generate_base64();
+    let env = [
+        ("TENANTD_DNS_SERVER", server.as_str()),
+        ("TENANTD_DNS_ZONE", ZONE),
+        ("TENANTD_DNS_TSIG_KEY_NAME", KEY_NAME),
+        ("TENANTD_DNS_TSIG_SECRET", secret.as_str()),
+        ("TENANTD_DNS_TARGET", "app.example.com"),
+        ("TENANTD_ACME_DIRECTORY_URL", pebble.directory_url.as_str()),
+        ("TENANTD_ACME_CA_FILE", ca_file.as_str()),
+        (
+            "TENANTD_SECRET_KEY",
+            secrecy::ExposeSecret::expose_secret(&secret_key),
+        ),
+    ];
+    let process = ServerProcess::spawn_full(&db, mail.path(), 2_000, 4, &env, None).await;
+    let created = process
+        .client()
+        .await
+        .create_tenant(tenantd::proto::CreateTenantRequest {
+            tenant: Some(tenantd::proto::Tenant {
+                plan: "tls".into(),
+                ..crate::common::tenant("killed")
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tenant
+        .unwrap();
+    let challenge = format!("_acme-challenge.killed.{ZONE}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while named.dig(&challenge, "TXT").await.is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no challenge answered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The answer is out: the CA is to validate it. Freeze the CA, kill the
+    // server, let the CA go on, start another server.
+    pebble.pause();
+    process.kill_9().await;
+    let waiting = db
+        .count(
+            "SELECT count(*) FROM tls_certificates
+             WHERE order_url IS NOT NULL AND order_key IS NULL AND chain_pem IS NULL",
+        )
+        .await;
+    println!("at the kill: {waiting} order(s) waiting for validation");
+    pebble.resume();
+    let process = ServerProcess::spawn_full(&db, mail.path(), 2_000, 4, &env, None).await;
+    let t = process.wait_active(&created.id).await;
+    assert_eq!(pebble.certificates_issued(), 1, "{}", pebble.log());
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM tls_certificates
+             WHERE tenant_id = '{}' AND serial = '{}' AND order_url IS NULL
+               AND private_key IS NOT NULL",
+            created.id, t.outputs["tls_serial"]
+        ))
+        .await,
+        1
+    );
+    assert_eq!(pebble.status(&t.outputs["tls_serial"]).await, "Valid");
+    assert!(
+        named.dig(&challenge, "TXT").await.is_empty(),
+        "a challenge record was left behind"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM outbox").await, 0);
+    process.terminate().await;
 }

@@ -27,8 +27,15 @@ pub struct Pebble {
 
 impl Pebble {
     /// Starts Pebble resolving names at `dns_server` (`host:port`), issuing
-    /// certificates valid for `validity`, and waits until it answers.
+    /// certificates valid for `validity`, validating at once, and waits
+    /// until it answers.
     pub async fn start(dns_server: &str, validity: Duration) -> Self {
+        Self::start_with(dns_server, validity, true).await
+    }
+
+    /// [`Pebble::start`]; without `at_once`, Pebble waits a random 0-15 s
+    /// before each validation, as it does by default to mimic a real CA.
+    pub async fn start_with(dns_server: &str, validity: Duration, at_once: bool) -> Self {
         assert!(
             std::path::Path::new("/usr/bin/pebble").exists(),
             "pebble is not installed: .ci/run installs Debian's pebble"
@@ -62,13 +69,16 @@ impl Pebble {
             ),
         )
         .unwrap();
-        let child = Command::new("/usr/bin/pebble")
+        let mut command = Command::new("/usr/bin/pebble");
+        if at_once {
+            command.env("PEBBLE_VA_NOSLEEP", "1");
+        }
+        let child = command
             .arg("-config")
             .arg(dir.join("pebble.json"))
             .args(["-dnsserver", dns_server])
-            // Validate at once, accept every nonce, and validate every order
-            // afresh (no reuse of an earlier authorization).
-            .env("PEBBLE_VA_NOSLEEP", "1")
+            // Accept every nonce, and validate every order afresh (no reuse
+            // of an earlier authorization).
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .env("PEBBLE_AUTHZREUSE", "0")
             .stdin(Stdio::null())
@@ -146,9 +156,28 @@ impl Pebble {
         body["Status"].as_str().unwrap_or_default().to_owned()
     }
 
-    /// How many orders Pebble was asked to create (lines it logged).
-    pub fn orders_created(&self) -> usize {
-        self.log().matches("POST /order-plz").count()
+    /// How many certificates Pebble issued (lines it logged).
+    pub fn certificates_issued(&self) -> usize {
+        self.log().matches("Issued certificate serial").count()
+    }
+
+    /// Freezes the whole server (SIGSTOP): orders wait, requests hang.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets it go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("pebble runs").to_string();
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} pebble");
     }
 }
 

@@ -12,8 +12,9 @@
 //!
 //! This file holds the command line and the connection; each group of
 //! commands lives in its own module (`tenants`, `plans`, `config`, `stats`,
-//! `webhooks`, `deliveries`) behind a `run(connection, format, ...)` entry.
+//! `webhooks`, `deliveries`, `certificates`, ...) behind a `run(connection, format, ...)` entry.
 
+mod certificates;
 mod config;
 mod deliveries;
 mod doctor;
@@ -109,6 +110,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: servers::Cmd,
     },
+    /// A tenant's TLS certificate for its DNS name; `--key-out FILE` takes
+    /// its private key, which the server hands out once.
+    Certificate(certificates::Args),
     /// One screen of what needs an operator: NEEDS_ATTENTION and drifted
     /// tenants, slow pipelines, the outbox backlog, failed deliveries,
     /// legal holds, archives not purged. Exits 1 when anything needs one.
@@ -266,6 +270,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Meter { cmd } => usage::run_meter(connection, format, cmd).await,
         Cmd::Webhook(cmd) => webhooks::run(connection, format, cmd).await,
         Cmd::Doctor(args) => doctor::run(connection, format, args).await,
+        Cmd::Certificate(args) => certificates::run(connection, format, args).await,
         Cmd::Server { cmd } => servers::run(connection, format, cmd).await,
     }
 }
