@@ -147,8 +147,13 @@ async fn a_tenant_gets_a_certificate_for_its_name_and_it_is_revoked_when_the_ten
     let named = Named::start(&[]).await;
     let pebble = Pebble::start(&named.server(), Duration::from_secs(90 * 86_400)).await;
     let app = start(&named, &pebble, Duration::from_secs(30 * 86_400)).await;
+    let started = std::time::Instant::now();
     let created = app.create("acme", "tls").await;
     let t = app.wait_for(&created.id, TenantState::Active).await;
+    println!(
+        "create to ACTIVE with a DNS name and a certificate: {} ms",
+        started.elapsed().as_millis()
+    );
     let name = format!("acme.{ZONE}");
     let serial = t.outputs["tls_serial"].clone();
     assert!(!serial.is_empty());
@@ -619,8 +624,13 @@ async fn a_kill_while_the_order_waits_for_validation_ends_with_one_certificate_a
         .await;
     println!("at the kill: {waiting} order(s) waiting for validation");
     pebble.resume();
+    let restarted = std::time::Instant::now();
     let process = ServerProcess::spawn_full(&db, mail.path(), 2_000, 4, &env, None).await;
     let t = process.wait_active(&created.id).await;
+    println!(
+        "restart to ACTIVE: {} ms (Pebble's random wait before validating included)",
+        restarted.elapsed().as_millis()
+    );
     assert_eq!(pebble.certificates_issued(), 1, "{}", pebble.log());
     assert_eq!(
         db.count(&format!(
