@@ -12,9 +12,9 @@ use secrecy::SecretString;
 use uuid::Uuid;
 
 use super::Ops;
-use super::lifecycle::refuse_if_running;
+use super::lifecycle::{refuse_if_running, start_pipeline};
 use crate::db::outbox::Operation;
-use crate::db::schema::{tenant_steps, tenants};
+use crate::db::schema::tenants;
 use crate::db::{self};
 use crate::domain::{Caller, EventKind, NewEvent, SYSTEM_ACTOR, TenantState};
 use crate::error::{Error, Result};
@@ -179,17 +179,14 @@ async fn start_renewal(
     else {
         return Ok(false);
     };
-    // An earlier renewal's step is done with (its history is in the events).
-    diesel::delete(
-        tenant_steps::table
-            .filter(tenant_steps::tenant_id.eq(id))
-            .filter(tenant_steps::phase.eq(RENEW_PHASE)),
+    start_pipeline(
+        conn,
+        id,
+        &crate::domain::renew_steps(),
+        RENEW_PHASE,
+        Operation::Renew,
     )
-    .execute(conn)
     .await?;
-    let steps = crate::domain::renew_steps();
-    db::tenants::append_steps(conn, id, &steps, RENEW_PHASE).await?;
-    db::outbox::enqueue(conn, id, Operation::Renew, &steps[0].name).await?;
     diesel::update(tenants::table.find(id))
         .set(tenants::update_time.eq(diesel::dsl::now))
         .execute(conn)

@@ -190,6 +190,28 @@ pub(super) async fn refuse_if_running(conn: &mut AsyncPgConnection, id: Uuid) ->
     Ok(())
 }
 
+/// Replaces the tenant's step rows of `phase` (an earlier run's, whose
+/// history is in the events) with `steps` and makes the first one due as
+/// `operation`: how the lifecycle pipelines (a move, a renewal) start.
+pub(super) async fn start_pipeline(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    steps: &[crate::domain::PlanStep],
+    phase: &str,
+    operation: Operation,
+) -> Result<()> {
+    diesel::delete(
+        tenant_steps::table
+            .filter(tenant_steps::tenant_id.eq(id))
+            .filter(tenant_steps::phase.eq(phase)),
+    )
+    .execute(conn)
+    .await?;
+    db::tenants::append_steps(conn, id, steps, phase).await?;
+    db::outbox::enqueue(conn, id, operation, &steps[0].name).await?;
+    Ok(())
+}
+
 pub(super) async fn load(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Tenant> {
     db::tenants::load(conn, id)
         .await?

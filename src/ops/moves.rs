@@ -7,9 +7,9 @@ use diesel_async::{AsyncConnection, RunQueryDsl};
 use uuid::Uuid;
 
 use super::Ops;
-use super::lifecycle::{load, refuse_if_running};
+use super::lifecycle::{load, refuse_if_running, start_pipeline};
 use crate::db::outbox::Operation;
-use crate::db::schema::{tenant_steps, tenants};
+use crate::db::schema::tenants;
 use crate::db::{self};
 use crate::domain::{Caller, EventKind, NewEvent, Placement, Tenant, TenantState};
 use crate::error::{Error, Result};
@@ -59,18 +59,14 @@ impl Ops {
                     server.name
                 };
                 db::moves::start(conn, id, &row.database_server, &target, &caller.subject).await?;
-                // An earlier move's steps are done with (their history is
-                // in the events).
-                diesel::delete(
-                    tenant_steps::table
-                        .filter(tenant_steps::tenant_id.eq(id))
-                        .filter(tenant_steps::phase.eq(MOVE_PHASE)),
+                start_pipeline(
+                    conn,
+                    id,
+                    &crate::domain::move_steps(),
+                    MOVE_PHASE,
+                    Operation::Move,
                 )
-                .execute(conn)
                 .await?;
-                let steps = crate::domain::move_steps();
-                db::tenants::append_steps(conn, id, &steps, MOVE_PHASE).await?;
-                db::outbox::enqueue(conn, id, Operation::Move, &steps[0].name).await?;
                 diesel::update(tenants::table.find(id))
                     .set((
                         tenants::revision.eq(tenants::revision + 1),

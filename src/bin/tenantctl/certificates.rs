@@ -2,8 +2,7 @@
 //! written to a file; the private key, which the server hands out once, is
 //! only ever written to a new file readable by its owner alone.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tenantd::proto::GetTenantCertificateRequest;
 use tenantd::proto::tenant_service_client::TenantServiceClient;
@@ -44,7 +43,7 @@ pub async fn run(connection: crate::Connection, format: Format, args: Args) -> R
         .await?
         .into_inner();
     if let Some(path) = &args.key_out {
-        write_private(path, r.private_key_pem.as_bytes())
+        tenantd::secrets::write_private(path, r.private_key_pem.as_bytes())
             .map_err(|e| Failure::Rpc(format!("{}: {e}", path.display())))?;
     }
     if let Some(path) = &args.chain_out {
@@ -85,18 +84,4 @@ pub async fn run(connection: crate::Connection, format: Format, args: Args) -> R
         }
     }
     Ok(())
-}
-
-/// Creates `path` (never overwriting) readable by its owner only.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
