@@ -3,7 +3,9 @@
 //! configured, scopes in the standard space-separated `scope` claim.
 //!
 //! Scopes nest: `tenants.admin` includes `tenants.write`, which includes
-//! `tenants.read`. A `tenant_id` claim limits the caller to that tenant (see
+//! `tenants.read`. `tenants.verify` (gateways checking API keys) stands
+//! apart: it grants nothing else, and only `tenants.admin` includes it. A
+//! `tenant_id` claim limits the caller to that tenant (see
 //! [`Caller::tenant`]).
 
 use std::collections::BTreeSet;
@@ -24,6 +26,8 @@ pub enum Scope {
     Write,
     /// Deprovision, Delete.
     Admin,
+    /// VerifyApiKey, for gateways.
+    Verify,
 }
 
 impl Scope {
@@ -32,6 +36,17 @@ impl Scope {
             Scope::Read => "tenants.read",
             Scope::Write => "tenants.write",
             Scope::Admin => "tenants.admin",
+            Scope::Verify => "tenants.verify",
+        }
+    }
+
+    /// Whether holding `self` grants `wanted`.
+    pub fn includes(self, wanted: Scope) -> bool {
+        match (self, wanted) {
+            (Scope::Admin, _) => true,
+            (Scope::Verify, w) => w == Scope::Verify,
+            (_, Scope::Verify) => false,
+            (granted, w) => granted >= w,
         }
     }
 
@@ -40,6 +55,7 @@ impl Scope {
             "tenants.read" => Some(Scope::Read),
             "tenants.write" => Some(Scope::Write),
             "tenants.admin" => Some(Scope::Admin),
+            "tenants.verify" => Some(Scope::Verify),
             _ => None,
         }
     }
@@ -208,7 +224,9 @@ pub fn parse_scopes(text: &str) -> Result<Vec<Scope>, String> {
         .filter(|s| !s.is_empty())
         .map(|s| {
             Scope::parse(s).ok_or_else(|| {
-                format!("unknown scope {s:?} (tenants.read, tenants.write, tenants.admin)")
+                format!(
+                    "unknown scope {s:?} (tenants.read, tenants.write, tenants.admin, tenants.verify)"
+                )
             })
         })
         .collect()

@@ -35,6 +35,19 @@ pub enum Error {
     /// A limit of this server was reached (e.g. concurrent streams).
     #[error("{0}")]
     ResourceExhausted(String),
+    /// A rate limit was reached; the caller may retry after `retry_after`.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// A credential (an API key) that does not hold. `tenant_state` is set
+    /// only when the credential is good but its tenant is not ACTIVE.
+    #[error("{message}")]
+    Unauthenticated {
+        message: String,
+        tenant_state: Option<crate::domain::TenantState>,
+    },
     /// The database cannot be reached; retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -44,6 +44,8 @@ pub enum SecretError {
 /// The key-encryption key.
 pub struct SecretKey {
     cipher: XChaCha20Poly1305,
+    /// The key's bytes, for the keys derived from it.
+    bytes: SecretBox<Vec<u8>>,
 }
 
 impl SecretKey {
@@ -59,7 +61,22 @@ impl SecretKey {
         }
         let cipher = XChaCha20Poly1305::new_from_slice(bytes.expose_secret())
             .map_err(|_| SecretError::MalformedKey)?;
-        Ok(SecretKey { cipher })
+        Ok(SecretKey { cipher, bytes })
+    }
+
+    /// A key for `purpose` derived from this one (HMAC-SHA256 of the
+    /// purpose under the key): what needs a secret of its own (the pepper
+    /// of API key hashes) gets one without another key to manage, and it
+    /// never opens sealed values.
+    pub fn derive(&self, purpose: &str) -> SecretBox<[u8; 32]> {
+        use hmac::Mac as _;
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(self.bytes.expose_secret())
+                // HMAC takes keys of any length.
+                .expect("HMAC takes any key length");
+        mac.update(b"tenantd derived key\0");
+        mac.update(purpose.as_bytes());
+        SecretBox::new(Box::new(mac.finalize().into_bytes().into()))
     }
 
     /// A fresh random key, as base64 text.

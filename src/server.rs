@@ -118,6 +118,10 @@ async fn serve_all(
         Arc::new(identity),
     ));
     let archives = Arc::new(crate::archive::Archives::new(config.archive_dir.clone()));
+    let api_keys = Arc::new(crate::ops::ApiKeys::new(
+        config.api_keys.clone(),
+        config.webhooks.secret_key.clone(),
+    ));
     let mut registry = Registry::standard(
         mailer(&config).await?,
         deployer.clone(),
@@ -207,7 +211,9 @@ async fn serve_all(
         })
         .with_usage(crate::ops::UsageSettings {
             late_window: config.usage_late_window,
-        });
+        })
+        .with_api_keys(api_keys.clone());
+    crate::ops::ApiKeys::start(&ops, shutdown.clone(), &tracker);
     let (routes, health) =
         grpc::routes(ops.clone(), config.auth.clone(), config.rate_limit).await?;
 
@@ -485,6 +491,7 @@ pub async fn serve(args: crate::config::ServeArgs) -> Result<(), BoxError> {
     config.oidc = oidc;
     config.dns = dns;
     config.acme = acme;
+    config.api_keys = args.api_keys.resolve()?;
     config.webhooks.secret_key = match (&args.webhooks.secret_key, &embedded) {
         (Some(text), _) => Some(std::sync::Arc::new(crate::secrets::SecretKey::from_base64(
             &text.clone().into(),

@@ -55,3 +55,8 @@ pub const ACME_RENEW_BEFORE_TEXT: &str = "30days";
 /// Hourly: renewal has days of slack, and the check is one indexed query.
 pub const ACME_RENEW_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
 pub const ACME_RENEW_CHECK_INTERVAL_TEXT: &str = "1h";
+/// API keys read `tnd_<id>_<secret>`: short, and says whose key it is.
+pub const API_KEY_PREFIX: &str = "tnd";
+/// Ten keys a tenant per hour: enough to set up a few applications and
+/// rotate them, too few to mint keys in a loop.
+pub const API_KEY_RATE_LIMIT: &str = "10/1h";

@@ -6,6 +6,7 @@
 //! resolve to.
 
 pub mod acme;
+pub mod api_keys;
 mod auth;
 mod bench;
 mod database;
@@ -160,6 +161,8 @@ pub struct ServeArgs {
     pub dns: dns::DnsArgs,
     #[command(flatten)]
     pub acme: acme::AcmeArgs,
+    #[command(flatten)]
+    pub api_keys: api_keys::ApiKeyArgs,
     /// PEM certificate (chain) to serve TLS with; with --tls-key-file.
     #[arg(long, env = "TENANTD_TLS_CERT_FILE", requires = "tls_key_file")]
     pub tls_cert_file: Option<PathBuf>,
@@ -291,6 +294,8 @@ impl ServeArgs {
             oidc: None,
             dns: None,
             acme: None,
+            // Checked by `serve`.
+            api_keys: api_keys::ApiKeyConfig::default(),
             schedules: Schedules {
                 reaper: self.reaper_schedule.clone(),
                 purge: self.purge_schedule.clone(),
@@ -354,6 +359,8 @@ pub struct Config {
     pub dns: Option<dns::DnsConfig>,
     /// The certificate authority of `tls_certificate`; `None` for none.
     pub acme: Option<acme::AcmeConfig>,
+    /// Tenants' API keys.
+    pub api_keys: api_keys::ApiKeyConfig,
 }
 
 /// Where the TLS material is.
@@ -398,6 +405,7 @@ impl Config {
             oidc: None,
             dns: None,
             acme: None,
+            api_keys: api_keys::ApiKeyConfig::default(),
             schedules: Schedules {
                 reaper: defaults::REAPER_SCHEDULE.to_owned(),
                 purge: defaults::PURGE_SCHEDULE.to_owned(),

@@ -3,6 +3,7 @@
 //! Every query takes `&mut AsyncPgConnection`, never the pool, so that a use
 //! case can compose several of them in one transaction.
 
+pub mod api_keys;
 pub mod certificates;
 pub mod config;
 pub mod drift;

@@ -1,6 +1,7 @@
 //! Pure domain types: tenants, steps, events, plans, their state machine and
 //! the validation of user input. Nothing here knows about gRPC or SQL.
 
+pub mod api_key;
 pub mod email;
 mod page;
 pub mod placement;
@@ -67,7 +68,7 @@ impl Caller {
     pub fn may(&self, scope: crate::auth::Scope) -> bool {
         self.scopes
             .as_ref()
-            .is_none_or(|granted| granted.iter().any(|g| *g >= scope))
+            .is_none_or(|granted| granted.iter().any(|g| g.includes(scope)))
     }
 }
 

@@ -2,6 +2,7 @@
 //! to domain input, call `ops`, and convert results back; an interceptor in
 //! front of TenantService authenticates and rate-limits.
 
+mod api_key_service;
 mod config_service;
 mod convert;
 mod metered;
@@ -31,6 +32,7 @@ use crate::auth::Verifier;
 use crate::domain::Caller;
 use crate::ops::Ops;
 use crate::proto;
+use crate::proto::api_key_service_server::ApiKeyServiceServer;
 use crate::proto::placement_service_server::PlacementServiceServer;
 use crate::proto::plan_service_server::PlanServiceServer;
 use crate::proto::tenant_config_service_server::TenantConfigServiceServer;
@@ -60,7 +62,7 @@ pub async fn routes(
     };
     // One interceptor (and one rate limiter) in front of every service but
     // health and reflection.
-    let auth = authenticate(verifier, rate_limit.and_then(limiter));
+    let auth = authenticate(verifier.clone(), rate_limit.and_then(limiter));
     let tenants = InterceptedService::new(
         TenantServiceServer::new(TenantApi::new(ops.clone()))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
@@ -90,8 +92,15 @@ pub async fn routes(
         PlacementServiceServer::new(placement_service::PlacementApi::new(ops.clone())),
         auth.clone(),
     );
+    // Gateways verify a key on each of their requests: no per-caller rate
+    // limit here (making keys has its own, per tenant).
+    let api_keys = InterceptedService::new(
+        ApiKeyServiceServer::new(api_key_service::ApiKeyApi::new(ops.clone())),
+        authenticate(verifier.clone(), None),
+    );
     let routes = Routes::new(tenants)
         .add_service(placement)
+        .add_service(api_keys)
         .add_service(config)
         .add_service(usage)
         .add_service(webhooks)

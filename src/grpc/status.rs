@@ -47,6 +47,29 @@ impl From<Error> for Status {
                 message,
                 ErrorDetails::with_retry_info(Some(RETRY_DELAY)),
             ),
+            Error::RateLimited {
+                message,
+                retry_after,
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                message,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
+            Error::Unauthenticated {
+                message,
+                tenant_state,
+            } => match tenant_state {
+                Some(state) => Status::with_error_details(
+                    Code::Unauthenticated,
+                    message,
+                    ErrorDetails::with_error_info(
+                        "TENANT_NOT_ACTIVE",
+                        "tenantd",
+                        [("tenant_state".to_owned(), state.to_string())],
+                    ),
+                ),
+                None => Status::unauthenticated(message),
+            },
             Error::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "database unavailable");
                 Status::with_error_details(

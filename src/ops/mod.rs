@@ -1,11 +1,13 @@
 //! Use cases. Each owns its transaction and writes state, event and outbox
 //! row together; wake-ups are sent only after commit.
 
+mod api_keys;
 mod certificates;
 mod config;
 mod credentials;
 mod drift;
 mod jobs;
+mod key_cache;
 mod lifecycle;
 mod moves;
 mod placement;
@@ -22,6 +24,7 @@ mod usage_samples;
 mod watch;
 mod webhooks;
 
+pub use api_keys::{ApiKeys, KeySpec, Verified};
 pub use certificates::Certificate;
 pub use credentials::Credentials;
 pub use drift::Reconciled;
@@ -85,6 +88,8 @@ pub struct Ops {
     plans: std::sync::Arc<
         std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<crate::domain::Plan>>>,
     >,
+    /// API keys' settings and VerifyApiKey's memory.
+    api_keys: std::sync::Arc<ApiKeys>,
 }
 
 impl Ops {
@@ -116,7 +121,18 @@ impl Ops {
             usage: UsageSettings::default(),
             quotas: std::sync::Arc::default(),
             plans: std::sync::Arc::default(),
+            api_keys: std::sync::Arc::new(ApiKeys::new(
+                crate::config::api_keys::ApiKeyConfig::default(),
+                None,
+            )),
         }
+    }
+
+    /// API keys made and checked with these settings (the secret key
+    /// derives their pepper).
+    pub fn with_api_keys(mut self, keys: std::sync::Arc<ApiKeys>) -> Self {
+        self.api_keys = keys;
+        self
     }
 
     /// The plan's current version, from the cache unless `reload`.

@@ -53,6 +53,8 @@ const READ_ERROR_PAUSE: Duration = Duration::from_millis(500);
 pub struct EventHub {
     sender: broadcast::Sender<Arc<Event>>,
     pool: DbPool,
+    /// Receivers of the server's own (not watchers).
+    internal: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl EventHub {
@@ -68,7 +70,11 @@ impl EventHub {
             let mut conn = db::conn(&pool).await?;
             db::events::last_id(&mut conn).await?
         };
-        let hub = EventHub { sender, pool };
+        let hub = EventHub {
+            sender,
+            pool,
+            internal: Arc::default(),
+        };
         tracker.spawn(hub.clone().read(cursor, wakeup, token));
         Ok(hub)
     }
@@ -78,13 +84,23 @@ impl EventHub {
         self.sender.subscribe()
     }
 
+    /// A receiver for the server's own use (it is not counted as a
+    /// watcher), held as long as the server runs.
+    pub fn subscribe_internal(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.internal
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sender.subscribe()
+    }
+
     pub fn pool(&self) -> &DbPool {
         &self.pool
     }
 
     /// Watchers subscribed right now.
     pub fn watchers(&self) -> usize {
-        self.sender.receiver_count()
+        self.sender
+            .receiver_count()
+            .saturating_sub(self.internal.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     async fn read(self, mut cursor: i64, wakeup: Wakeup, token: CancellationToken) {

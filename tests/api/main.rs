@@ -3,6 +3,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod api_keys;
 mod archives;
 mod attention;
 mod auth;
