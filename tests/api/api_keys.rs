@@ -472,3 +472,244 @@ async fn making_keys_is_rate_limited_per_tenant_with_the_time_to_wait() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_revocation_or_a_suspension_on_one_replica_is_honoured_by_the_other_and_no_key_is_kept_in_clear()
+ {
+    use crate::common::process::ServerProcess;
+    let db = crate::common::TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_key = SecretKey::generate_base64();
+    let env = [
+        (
+            "TENANTD_SECRET_KEY",
+            secrecy::ExposeSecret::expose_secret(&secret_key),
+        ),
+        ("RUST_LOG", "tenantd=debug,info"),
+    ];
+    let (log_a, log_b) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let a = ServerProcess::spawn_full(&db, dir.path(), 2_000, 4, &env, Some(&log_a)).await;
+    let b = ServerProcess::spawn_full(&db, dir.path(), 2_000, 4, &env, Some(&log_b)).await;
+    let tenant = a.create("replicated").await;
+    a.wait_active(&tenant.id).await;
+    let mut on_a = ApiKeyServiceClient::new(a.channel().await);
+    let mut on_b = ApiKeyServiceClient::new(b.channel().await);
+    let (made, text) = create(&mut on_a, &tenant.id, "first").await.unwrap();
+    let (_, second) = create(&mut on_a, &tenant.id, "second").await.unwrap();
+    // B knows both (and keeps them in memory).
+    assert_eq!(verify(&mut on_b, &text).await.unwrap().tenant_id, tenant.id);
+    assert!(verify(&mut on_b, &second).await.is_ok());
+
+    let revoked = std::time::Instant::now();
+    on_a.revoke_api_key(RevokeApiKeyRequest { id: made.id })
+        .await
+        .unwrap();
+    let refused = eventually_refused(&mut on_b, &text).await;
+    println!(
+        "revoked on A, refused on B after {} ms",
+        revoked.elapsed().as_millis()
+    );
+    assert_eq!(refused.message(), "invalid API key");
+    assert!(verify(&mut on_b, &second).await.is_ok());
+
+    let suspended = std::time::Instant::now();
+    a.client()
+        .await
+        .suspend_tenant(SuspendTenantRequest {
+            tenant_id: tenant.id.clone(),
+            reason: "unpaid".into(),
+        })
+        .await
+        .unwrap();
+    let refused = eventually_refused(&mut on_b, &second).await;
+    println!(
+        "suspended on A, refused on B after {} ms",
+        suspended.elapsed().as_millis()
+    );
+    assert_eq!(
+        refused.get_error_details().error_info().unwrap().metadata["tenant_state"],
+        "SUSPENDED"
+    );
+
+    // Nothing holds a key in clear: not the database, not the logs.
+    a.terminate().await;
+    b.terminate().await;
+    let dump = tokio::process::Command::new("pg_dump")
+        .args(["--dbname", db.url(), "--data-only"])
+        .output()
+        .await
+        .expect("pg_dump");
+    assert!(dump.status.success());
+    let dump = String::from_utf8_lossy(&dump.stdout);
+    assert!(dump.contains("replicated"), "the dump holds the data");
+    let logs = std::fs::read_to_string(&log_a).unwrap() + &std::fs::read_to_string(&log_b).unwrap();
+    assert!(logs.contains("DEBUG"), "the servers logged at debug level");
+    for key in [&text, &second] {
+        let secret = key.rsplit('_').next().unwrap();
+        assert!(!dump.contains(secret), "a key's secret is in the database");
+        assert!(!logs.contains(secret), "a key's secret is in a log");
+    }
+}
+
+/// The code of a call that must fail.
+fn code_of<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
+    match result {
+        Ok(_) => panic!("the call succeeded"),
+        Err(status) => status.code(),
+    }
+}
+
+const AUTH_SECRET: &str = "a test secret of at least thirty-two bytes";
+
+fn token(scopes: &[tenantd::auth::Scope], tenant: Option<&str>) -> String {
+    tenantd::auth::mint_hs256_for(
+        AUTH_SECRET.as_bytes(),
+        "someone",
+        scopes,
+        Duration::from_secs(600),
+        None,
+        None,
+        tenant.map(|t| t.parse().unwrap()),
+    )
+    .unwrap()
+}
+
+fn with<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn a_tenant_s_own_token_manages_its_own_keys_and_a_gateway_only_verifies() {
+    use tenantd::auth::Scope;
+    let app = start(|c| {
+        c.auth = Some(tenantd::auth::Verifier::hs256(
+            AUTH_SECRET.as_bytes(),
+            None,
+            None,
+        ));
+        c.concurrency = 0;
+    })
+    .await;
+    let admin = token(&[Scope::Admin], None);
+    let mut tenants = app.client().await;
+    let mut ids = Vec::new();
+    for slug in ["own-co", "other-co"] {
+        let t = tenants
+            .create_tenant(with(
+                tenantd::proto::CreateTenantRequest {
+                    tenant: Some(crate::common::tenant(slug)),
+                    ..Default::default()
+                },
+                &admin,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .tenant
+            .unwrap();
+        ids.push(t.id);
+    }
+    // No dispatcher: make them ACTIVE by hand, as provisioning would.
+    app.db.exec("UPDATE tenants SET state = 'ACTIVE'").await;
+    let (own, other) = (ids[0].clone(), ids[1].clone());
+    let mut keys = keys(&app).await;
+    let mine = token(&[Scope::Write], Some(&own));
+    let request = |tenant: &str| CreateApiKeyRequest {
+        tenant_id: tenant.to_owned(),
+        name: "app".into(),
+        ..Default::default()
+    };
+    let made = keys
+        .create_api_key(with(request(&own), &mine))
+        .await
+        .unwrap()
+        .into_inner();
+    let theirs = keys
+        .create_api_key(with(request(&other), &admin))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        code_of(keys.create_api_key(with(request(&other), &mine)).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code_of(
+            keys.list_api_keys(with(
+                ListApiKeysRequest {
+                    tenant_id: other.clone(),
+                    include_revoked: true
+                },
+                &mine
+            ))
+            .await
+        ),
+        Code::NotFound
+    );
+    let other_id = theirs.api_key.unwrap().id;
+    assert_eq!(
+        code_of(
+            keys.revoke_api_key(with(RevokeApiKeyRequest { id: other_id }, &mine))
+                .await
+        ),
+        Code::NotFound
+    );
+    let listed = keys
+        .list_api_keys(with(
+            ListApiKeysRequest {
+                tenant_id: own.clone(),
+                include_revoked: false,
+            },
+            &mine,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .api_keys;
+    assert_eq!(listed.len(), 1);
+    // Verification is the gateways' scope: not a tenant's, not a writer's.
+    let ask = || VerifyApiKeyRequest {
+        key: made.key.clone(),
+        count_usage: false,
+    };
+    assert_eq!(
+        code_of(keys.verify_api_key(with(ask(), &mine)).await),
+        Code::PermissionDenied
+    );
+    let writer = token(&[Scope::Write], None);
+    assert_eq!(
+        code_of(keys.verify_api_key(with(ask(), &writer)).await),
+        Code::PermissionDenied
+    );
+    let gateway = token(&[Scope::Verify], None);
+    let verified = keys
+        .verify_api_key(with(ask(), &gateway))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verified.tenant_id, own);
+    assert_eq!(
+        code_of(keys.create_api_key(with(request(&own), &gateway)).await),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code_of(
+            tenants
+                .get_tenant(with(
+                    tenantd::proto::GetTenantRequest {
+                        tenant_id: own.clone()
+                    },
+                    &gateway
+                ))
+                .await
+        ),
+        Code::PermissionDenied,
+        "tenants.verify grants nothing else"
+    );
+    assert!(keys.verify_api_key(with(ask(), &admin)).await.is_ok());
+    app.stop().await;
+}
