@@ -24,6 +24,7 @@
 //! | [`soroban`] | contract deployment: addresses, signing, channel accounts, the Soroban RPC client, the deployment flow, the local Soroban network |
 //! | [`dns`]     | tenants' DNS names: RFC 2136 updates signed with TSIG |
 //! | [`acme`]    | tenants' TLS certificates: the ACME account, orders, revocation |
+//! | [`api_keys`] | tenants' API keys: settings, minting, VerifyApiKey's memory |
 //! | [`oidc`]    | the identity provider: discovery, RFC 7591/7592 client registration |
 //! | [`webhooks`] | the webhook sender: claims due deliveries, signs them (Standard Webhooks), records outcomes |
 //! | [`telemetry`] | logs, OTLP trace export, Prometheus metrics |
@@ -42,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod acme;
+pub mod api_keys;
 pub mod archive;
 pub mod auth;
 pub mod bench;

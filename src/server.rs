@@ -118,19 +118,20 @@ async fn serve_all(
         Arc::new(identity),
     ));
     let archives = Arc::new(crate::archive::Archives::new(config.archive_dir.clone()));
-    let api_keys = Arc::new(crate::ops::ApiKeys::new(
+    let api_keys = Arc::new(crate::api_keys::ApiKeys::new(
         config.api_keys.clone(),
         config.webhooks.secret_key.clone(),
     ));
-    let mut registry = Registry::standard(
-        mailer(&config).await?,
-        deployer.clone(),
-        oidc_clients,
-        archives.clone(),
-        pool.clone(),
-        fleet.clone(),
-        addresses(&config, &pool)?,
-    )
+    let mut registry = Registry::standard(crate::steps::Standard {
+        mailer: mailer(&config).await?,
+        deployer: deployer.clone(),
+        oidc: oidc_clients,
+        archives: archives.clone(),
+        pool: pool.clone(),
+        fleet: fleet.clone(),
+        addresses: addresses(&config, &pool)?,
+        api_keys: api_keys.clone(),
+    })
     .with_webhooks(webhook_calls);
     registry.extend(extra_steps);
 
@@ -213,7 +214,7 @@ async fn serve_all(
             late_window: config.usage_late_window,
         })
         .with_api_keys(api_keys.clone());
-    crate::ops::ApiKeys::start(&ops, shutdown.clone(), &tracker);
+    ops.start_api_key_tasks(shutdown.clone(), &tracker);
     let (routes, health) =
         grpc::routes(ops.clone(), config.auth.clone(), config.rate_limit).await?;
 

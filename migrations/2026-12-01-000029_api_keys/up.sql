@@ -22,3 +22,27 @@ CREATE TABLE api_keys (
 );
 
 CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, create_time);
+
+-- The built-in `default` plan issues the tenant's first API key after
+-- seeding (not critical: a server without a secrets key says so and goes
+-- on). Plans created by operators are theirs to change.
+UPDATE plans SET
+    steps = (
+        SELECT jsonb_agg(step ORDER BY position)
+        FROM (
+            SELECT step, 2 * position AS position
+            FROM jsonb_array_elements(plans.steps) WITH ORDINALITY AS s (step, position)
+            UNION ALL
+            SELECT jsonb_build_object('name', 'issue_api_key', 'critical', false,
+                       'max_attempts', (seed.step ->> 'max_attempts')::int),
+                   2 * seed.position + 1
+            FROM jsonb_array_elements(plans.steps) WITH ORDINALITY AS seed (step, position)
+            WHERE seed.step ->> 'name' = 'seed_roles_and_admin'
+        ) AS merged
+    ),
+    version = version + 1,
+    update_time = now()
+WHERE name = 'default' AND built_in
+    AND delete_time IS NULL
+    AND steps @> '[{"name": "seed_roles_and_admin"}]'
+    AND NOT steps @> '[{"name": "issue_api_key"}]';

@@ -1,135 +1,62 @@
 //! ApiKeyService: tenants' API keys (create, list, revoke, rotate) and
 //! their verification for the SaaS's gateways, answered from memory (see
-//! `key_cache`). Key text and hashing are `domain::api_key`'s.
+//! `api_keys::cache`). Key text and hashing are `domain::api_key`'s.
 //!
 //! What verification learns besides its answer (when each key was last
 //! used, the `api_calls` it counts) is kept in memory and written in
 //! batches every [`FLUSH_EVERY`], never on the call's path.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncConnection;
-use secrecy::{ExposeSecret as _, SecretBox, SecretString};
+use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::Ops;
-use super::key_cache::KeyCache;
-use crate::config::api_keys::{ApiKeyConfig, KeyRateLimit};
+use crate::api_keys::KeySpec;
 use crate::db;
-use crate::db::api_keys::{ApiKeyRow, NewApiKey};
+use crate::db::api_keys::ApiKeyRow;
 use crate::domain::api_key::{self, MAX_ROTATION_GRACE};
 use crate::domain::usage::UsageInput;
 use crate::domain::{Caller, EventKind, NewEvent, TenantState, validate_tenant_id};
 use crate::error::{Error, Result};
-use crate::secrets::SecretKey;
 
 /// How often last-used times and counted calls are written.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 /// The longest time to live a key may be given: ten years.
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
-/// The purpose the pepper is derived for.
-const PEPPER_PURPOSE: &str = "api-keys/pepper/v1";
 /// The meter a verification that asks for it counts.
 const COUNTED_METER: &str = "api_calls";
 /// The subject of the usage verification counts.
 const VERIFY_ACTOR: &str = "api-key-verification";
 
-/// The keys' settings and what verification keeps in memory.
-pub struct ApiKeys {
-    config: ApiKeyConfig,
-    /// `None` without a secrets key: keys cannot be made or checked.
-    pepper: Option<SecretBox<[u8; 32]>>,
-    /// Seals a provisioning key until the welcome email carries it.
-    secret_key: Option<Arc<SecretKey>>,
-    cache: Arc<KeyCache>,
-    used: Mutex<HashMap<Uuid, DateTime<Utc>>>,
-    counted: Mutex<HashMap<Uuid, u64>>,
-    /// Makes the ids of counted usage unique across flushes and replicas.
-    flushes: AtomicU64,
-    replica: Uuid,
+/// A verified key.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub key_id: Uuid,
+    pub tenant_id: Uuid,
+    pub tenant_state: TenantState,
+    pub scopes: Vec<String>,
+    pub expire_time: Option<DateTime<Utc>>,
 }
 
-impl ApiKeys {
-    pub fn new(config: ApiKeyConfig, secret_key: Option<Arc<SecretKey>>) -> Self {
-        ApiKeys {
-            config,
-            pepper: secret_key.as_ref().map(|k| k.derive(PEPPER_PURPOSE)),
-            secret_key,
-            cache: Arc::default(),
-            used: Mutex::default(),
-            counted: Mutex::default(),
-            flushes: AtomicU64::new(0),
-            replica: Uuid::now_v7(),
-        }
+/// The answer for every key that is not a good one: nothing says which
+/// part was wrong.
+fn refused() -> Error {
+    Error::Unauthenticated {
+        message: "invalid API key".into(),
+        tenant_state: None,
     }
+}
 
-    fn pepper(&self) -> Result<&[u8; 32]> {
-        self.pepper
-            .as_ref()
-            .map(|p| p.expose_secret())
-            .ok_or_else(|| {
-                Error::FailedPrecondition(
-                    "API keys need TENANTD_SECRET_KEY (their hashes are keyed with it)".into(),
-                )
-            })
-    }
-
-    /// Makes a key of `tenant` in the caller's transaction: checked, rate
-    /// limited, stored (sealed for delivery too, if asked), and announced
-    /// in the tenant's log. Returns the row and the key's text.
-    pub async fn mint(
-        &self,
-        conn: &mut diesel_async::AsyncPgConnection,
-        tenant: Uuid,
-        spec: &KeySpec<'_>,
-        deliver: bool,
-    ) -> Result<(ApiKeyRow, SecretString)> {
-        let pepper = self.pepper()?;
-        check_rate(conn, tenant, self.config.rate_limit).await?;
-        let key = api_key::generate(&self.config.prefix, pepper);
-        let delivery = if deliver {
-            let sealer = self.secret_key.as_deref().ok_or_else(|| {
-                Error::FailedPrecondition("API keys need TENANTD_SECRET_KEY".into())
-            })?;
-            Some(sealer.seal_str(&key.text, &delivery_aad(key.id)))
-        } else {
-            None
-        };
-        let row = db::api_keys::insert(
-            conn,
-            &NewApiKey {
-                id: key.id,
-                tenant_id: tenant,
-                name: spec.name,
-                prefix: &self.config.prefix,
-                scopes: spec.scopes,
-                secret_hash: &key.hash,
-                created_by: spec.actor,
-                ttl: spec.ttl,
-                delivery: delivery.as_deref(),
-            },
-        )
-        .await?;
-        Ok((row, key.text))
-    }
-
-    /// Opens a key sealed for delivery.
-    pub fn open_delivery(&self, id: Uuid, sealed: &[u8]) -> Result<SecretString> {
-        self.secret_key
-            .as_deref()
-            .ok_or_else(|| Error::FailedPrecondition("API keys need TENANTD_SECRET_KEY".into()))?
-            .open_str(sealed, &delivery_aad(id))
-            .map_err(|e| Error::Internal(e.to_string()))
-    }
-
+impl Ops {
     /// Starts following the event stream and the periodic writes.
-    pub fn start(ops: &Ops, shutdown: CancellationToken, tracker: &TaskTracker) {
+    pub fn start_api_key_tasks(&self, shutdown: CancellationToken, tracker: &TaskTracker) {
+        let ops = self;
         let keys = ops.api_keys.clone();
         tracker.spawn(
             keys.cache
@@ -152,67 +79,7 @@ impl ApiKeys {
             }
         });
     }
-}
 
-/// What a new key is.
-pub struct KeySpec<'a> {
-    pub name: &'a str,
-    pub scopes: &'a [String],
-    pub ttl: Option<Duration>,
-    pub actor: &'a str,
-}
-
-fn delivery_aad(id: Uuid) -> Vec<u8> {
-    format!("api_keys/{id}/delivery").into_bytes()
-}
-
-/// RESOURCE_EXHAUSTED, with the time until the oldest key of the window
-/// leaves it, when the tenant made its allowance of keys already.
-async fn check_rate(
-    conn: &mut diesel_async::AsyncPgConnection,
-    tenant: Uuid,
-    limit: KeyRateLimit,
-) -> Result<()> {
-    let (made, oldest) = db::api_keys::created_within(conn, tenant, limit.per).await?;
-    if made < i64::from(limit.keys) {
-        return Ok(());
-    }
-    let window = chrono::Duration::from_std(limit.per).unwrap_or(chrono::Duration::MAX);
-    let retry_after = oldest
-        .map(|t| t + window - Utc::now())
-        .and_then(|d| d.to_std().ok())
-        .unwrap_or(limit.per)
-        .max(Duration::from_secs(1));
-    Err(Error::RateLimited {
-        message: format!(
-            "tenant {tenant} made {made} keys in the last {}; at most {} (--api-key-rate-limit)",
-            humantime::format_duration(limit.per),
-            limit.keys
-        ),
-        retry_after,
-    })
-}
-
-/// A verified key.
-#[derive(Debug, Clone)]
-pub struct Verified {
-    pub key_id: Uuid,
-    pub tenant_id: Uuid,
-    pub tenant_state: TenantState,
-    pub scopes: Vec<String>,
-    pub expire_time: Option<DateTime<Utc>>,
-}
-
-/// The answer for every key that is not a good one: nothing says which
-/// part was wrong.
-fn refused() -> Error {
-    Error::Unauthenticated {
-        message: "invalid API key".into(),
-        tenant_state: None,
-    }
-}
-
-impl Ops {
     /// CreateApiKey: a new key for the tenant; its text is in the answer
     /// only.
     pub async fn create_api_key(

@@ -7,7 +7,6 @@ mod config;
 mod credentials;
 mod drift;
 mod jobs;
-mod key_cache;
 mod lifecycle;
 mod moves;
 mod placement;
@@ -24,7 +23,8 @@ mod usage_samples;
 mod watch;
 mod webhooks;
 
-pub use api_keys::{ApiKeys, KeySpec, Verified};
+pub use crate::api_keys::ApiKeys;
+pub use api_keys::Verified;
 pub use certificates::Certificate;
 pub use credentials::Credentials;
 pub use drift::Reconciled;

@@ -15,6 +15,7 @@ mod create_schema;
 mod deploy_contract;
 pub mod deprovision;
 pub mod dns_records;
+pub mod issue_api_key;
 mod mailer;
 pub mod moves;
 mod names;
@@ -247,6 +248,18 @@ pub struct Addresses {
     pub certificates: Option<Arc<tls_certificate::Certificates>>,
 }
 
+/// What the standard steps work with.
+pub struct Standard {
+    pub mailer: Mailer,
+    pub deployer: Arc<Deployer>,
+    pub oidc: Arc<OidcClients>,
+    pub archives: Arc<crate::archive::Archives>,
+    pub pool: DbPool,
+    pub fleet: crate::db::fleet::Fleet,
+    pub addresses: Addresses,
+    pub api_keys: Arc<crate::api_keys::ApiKeys>,
+}
+
 /// Step names to implementations, and the webhook steps plans define.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -260,16 +273,22 @@ impl Registry {
     }
 
     /// The standard steps of the built-in plans.
-    pub fn standard(
-        mailer: Mailer,
-        deployer: Arc<Deployer>,
-        oidc: Arc<OidcClients>,
-        archives: Arc<crate::archive::Archives>,
-        pool: DbPool,
-        fleet: crate::db::fleet::Fleet,
-        addresses: Addresses,
-    ) -> Self {
+    pub fn standard(s: Standard) -> Self {
+        let Standard {
+            mailer,
+            deployer,
+            oidc,
+            archives,
+            pool,
+            fleet,
+            addresses,
+            api_keys,
+        } = s;
         let mut registry = Self::new();
+        registry.register(issue_api_key::IssueApiKey::new(
+            api_keys.clone(),
+            pool.clone(),
+        ));
         registry.register(dns_records::DnsRecords::new(addresses.dns.clone()));
         registry.register(tls_certificate::TlsCertificate::new(
             addresses.certificates.clone(),
@@ -282,7 +301,11 @@ impl Registry {
         registry.register(SeedRolesAndAdmin);
         registry.register(RegisterOidcClient::new(oidc.clone()));
         registry.register(DeployContract::new(deployer));
-        registry.register(SendWelcomeEmail::new(mailer.clone()));
+        registry.register(SendWelcomeEmail::new(
+            mailer.clone(),
+            api_keys,
+            pool.clone(),
+        ));
         registry.register(Activate);
         registry.register(deprovision::RevokeAccess::new(oidc, addresses));
         registry.register(deprovision::ArchiveSchema);

@@ -1,6 +1,11 @@
-//! `send_welcome_email`: the admin's invitation link, by SMTP or, on the
-//! embedded default, as `.eml` files in a folder. Not critical: a failure is
-//! a warning and provisioning goes on.
+//! `send_welcome_email`: the admin's invitation link, and the tenant's
+//! first API key if `issue_api_key` made one, by SMTP or, on the embedded
+//! default, as `.eml` files in a folder. Not critical: a failure is a
+//! warning and provisioning goes on.
+//!
+//! The key waits sealed in its row until an email carrying it has been
+//! handed to the mail server; then the sealed copy is erased, and only the
+//! key's hash remains.
 
 use async_trait::async_trait;
 use diesel::sql_types::{Text, Uuid as SqlUuid};
@@ -13,11 +18,40 @@ use crate::db;
 
 pub struct SendWelcomeEmail {
     mailer: Mailer,
+    keys: std::sync::Arc<crate::api_keys::ApiKeys>,
+    pool: crate::db::DbPool,
 }
 
 impl SendWelcomeEmail {
-    pub fn new(mailer: Mailer) -> Self {
-        Self { mailer }
+    pub fn new(
+        mailer: Mailer,
+        keys: std::sync::Arc<crate::api_keys::ApiKeys>,
+        pool: crate::db::DbPool,
+    ) -> Self {
+        Self { mailer, keys, pool }
+    }
+
+    /// The tenant's key awaiting delivery, opened.
+    async fn key_to_deliver(
+        &self,
+        tenant: uuid::Uuid,
+    ) -> Result<Option<(uuid::Uuid, secrecy::SecretString)>, StepError> {
+        if !self.keys.enabled() {
+            return Ok(None);
+        }
+        let failed = |e: crate::error::Error| StepError::new(e.to_string());
+        let mut conn = db::conn(&self.pool).await.map_err(failed)?;
+        let Some((id, sealed)) = db::api_keys::delivery(&mut conn, tenant)
+            .await
+            .map_err(failed)?
+        else {
+            return Ok(None);
+        };
+        let text = self
+            .keys
+            .open_delivery(id, &sealed)
+            .map_err(|e| StepError::permanent(e.to_string()))?;
+        Ok(Some((id, text)))
     }
 }
 
@@ -51,7 +85,8 @@ impl Step for SendWelcomeEmail {
             .execute(&mut conn)
             .await?
         };
-        if pending == 0 {
+        let key = self.key_to_deliver(ctx.tenant_id).await?;
+        if pending == 0 && key.is_none() {
             return Ok(Output::from([(
                 "welcome_email".to_owned(),
                 "skipped: no pending invitation".to_owned(),
@@ -62,12 +97,23 @@ impl Step for SendWelcomeEmail {
             "{}?tenant={}&token={token}",
             self.mailer.invitation_url, ctx.slug
         );
-        let body = format!(
-            "Hello,\n\nthe workspace \"{}\" is ready and you are its administrator.\n\
-             Accept your invitation (valid for {INVITATION_TTL}, usable once; it replaces\n\
-             any earlier one):\n\n{link}\n",
+        let mut body = format!(
+            "Hello,\n\nthe workspace \"{}\" is ready and you are its administrator.\n",
             ctx.display_name
         );
+        if pending > 0 {
+            body.push_str(&format!(
+                "Accept your invitation (valid for {INVITATION_TTL}, usable once; it replaces\n\
+                 any earlier one):\n\n{link}\n"
+            ));
+        }
+        if let Some((_, text)) = &key {
+            body.push_str(&format!(
+                "\nYour API key (this email is the only copy: we keep only its hash, so\n\
+                 store it now; revoke it and make another if it is ever exposed):\n\n{}\n",
+                secrecy::ExposeSecret::expose_secret(text)
+            ));
+        }
         let subject = format!("Welcome to {}", ctx.display_name);
         // Names the token by a prefix of its hash, never the token itself.
         let purpose = format!("welcome.{}", &token_hash[..16]);
@@ -75,6 +121,15 @@ impl Step for SendWelcomeEmail {
             .mailer
             .send(to, subject, &purpose, ctx.tenant_id, body)
             .await?;
+        if let Some((id, _)) = key {
+            // Handed over: the sealed copy goes. A crash before this sends
+            // the same key again.
+            let failed = |e: crate::error::Error| StepError::new(e.to_string());
+            let mut conn = db::conn(&self.pool).await.map_err(failed)?;
+            db::api_keys::delivered(&mut conn, id)
+                .await
+                .map_err(failed)?;
+        }
         Ok(Output::from([("welcome_email".to_owned(), sent)]))
     }
 

@@ -91,9 +91,10 @@ async fn keys_are_made_listed_rotated_and_revoked_and_verify_only_while_good() {
         .unwrap()
         .into_inner()
         .api_keys;
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].name, "backend");
-    assert!(listed[0].revoke_time.is_none());
+    // The key provisioning made, then this one.
+    let names: Vec<&str> = listed.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["default", "backend"]);
+    assert!(listed[1].revoke_time.is_none());
 
     // Rotation: both work during the grace, then only the new one.
     let rotated = keys
@@ -153,7 +154,7 @@ async fn keys_are_made_listed_rotated_and_revoked_and_verify_only_while_good() {
         .unwrap()
         .into_inner()
         .api_keys;
-    assert_eq!(all.len(), 2);
+    assert_eq!(all.len(), 3);
     let live = keys
         .list_api_keys(ListApiKeysRequest {
             tenant_id: tenant.id.clone(),
@@ -163,7 +164,8 @@ async fn keys_are_made_listed_rotated_and_revoked_and_verify_only_while_good() {
         .unwrap()
         .into_inner()
         .api_keys;
-    assert!(live.is_empty(), "{live:?}");
+    let live: Vec<&str> = live.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(live, ["default"]);
 
     // The log names the keys, never their text.
     let events = app.events(&tenant.id).await;
@@ -285,8 +287,8 @@ async fn bad_requests_are_refused_with_the_field_and_change_nothing() {
                 tenant.id
             ))
             .await,
-        1,
-        "a refused call made a key"
+        2,
+        "a refused call made a key (beside the provisioning key)"
     );
     app.stop().await;
 }
@@ -432,7 +434,8 @@ pub(crate) async fn eventually_refused(
 
 #[tokio::test]
 async fn making_keys_is_rate_limited_per_tenant_with_the_time_to_wait() {
-    let app = start(|c| c.api_keys.rate_limit = "2/1h".parse().unwrap()).await;
+    // Provisioning makes the first of the three.
+    let app = start(|c| c.api_keys.rate_limit = "3/1h".parse().unwrap()).await;
     let a = app.create("limited", "").await;
     let b = app.create("other", "").await;
     app.wait_for(&a.id, TenantState::Active).await;
@@ -468,7 +471,7 @@ async fn making_keys_is_rate_limited_per_tenant_with_the_time_to_wait() {
                 a.id
             ))
             .await,
-        2
+        3
     );
     app.stop().await;
 }
@@ -711,5 +714,90 @@ async fn a_tenant_s_own_token_manages_its_own_keys_and_a_gateway_only_verifies()
         "tenants.verify grants nothing else"
     );
     assert!(keys.verify_api_key(with(ask(), &admin)).await.is_ok());
+    app.stop().await;
+}
+
+/// Undoes quoted-printable soft breaks and `=3D`.
+fn unquote(body: &str) -> String {
+    body.replace("=\r\n", "")
+        .replace("=\n", "")
+        .replace("=3D", "=")
+}
+
+#[tokio::test]
+async fn provisioning_issues_a_first_key_that_the_welcome_email_alone_carries() {
+    let smtp = tenantd::bench::smtp::SmtpSink::start().await.unwrap();
+    let url = smtp.url();
+    let app = start(|c| c.smtp_url = Some(url)).await;
+    let created = app.create("welcomed", "").await;
+    let t = app.wait_for(&created.id, TenantState::Active).await;
+    let key_id = t.outputs["api_key_id"].clone();
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1);
+    let body = unquote(&messages[0]);
+    let start = body
+        .find(&format!("tnd_{key_id}_"))
+        .expect("the email carries the key");
+    let text: String = body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+        .collect();
+    let mut keys = keys(&app).await;
+    let v = verify(&mut keys, &text).await.unwrap();
+    assert_eq!(v.tenant_id, created.id);
+    let listed = keys
+        .list_api_keys(ListApiKeysRequest {
+            tenant_id: created.id.clone(),
+            include_revoked: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .api_keys;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].name.as_str(), listed[0].created_by.as_str()),
+        ("default", "system")
+    );
+    // Delivered: the sealed copy is gone, only the hash is kept; neither
+    // the outputs nor the events hold the key.
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM api_keys WHERE delivery IS NOT NULL")
+            .await,
+        0
+    );
+    let secret = text.rsplit('_').next().unwrap();
+    assert!(t.outputs.values().all(|v| !v.contains(secret)));
+    assert!(
+        app.events(&created.id)
+            .await
+            .iter()
+            .all(|(_, _, m)| !m.contains(secret))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_secrets_key_provisioning_says_no_key_was_issued_and_goes_on() {
+    let app = TestApp::start_with(|_| {}, Registry::new()).await;
+    let created = app.create("keyless", "").await;
+    let t = app.wait_for(&created.id, TenantState::Active).await;
+    assert!(
+        t.outputs["api_key"].contains("TENANTD_SECRET_KEY"),
+        "{:?}",
+        t.outputs
+    );
+    let refused = keys(&app)
+        .await
+        .create_api_key(CreateApiKeyRequest {
+            tenant_id: created.id.clone(),
+            name: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("TENANTD_SECRET_KEY"));
     app.stop().await;
 }

@@ -37,6 +37,7 @@ async fn a_tenant_becomes_active_with_its_contract_on_the_ledger() {
             "create_schema",
             "run_migrations",
             "seed_roles_and_admin",
+            "issue_api_key",
             "deploy_contract",
             "send_welcome_email",
             "activate"

@@ -37,13 +37,15 @@ async fn create_writes_tenant_steps_event_and_outbox_together() {
             "create_schema",
             "run_migrations",
             "seed_roles_and_admin",
+            "issue_api_key",
             "deploy_contract",
             "send_welcome_email",
             "activate"
         ]
     );
+    assert!(!created.steps[3].critical, "the API key is not critical");
     assert!(
-        !created.steps[4].critical,
+        !created.steps[5].critical,
         "the welcome email is not critical"
     );
     assert!(!created.etag.is_empty());
@@ -61,7 +63,7 @@ async fn create_writes_tenant_steps_event_and_outbox_together() {
                 "SELECT count(*) FROM tenant_steps WHERE tenant_id = '{id}' AND status = 'PENDING'"
             ))
             .await,
-        6
+        7
     );
     assert_eq!(
         app.db
@@ -217,7 +219,7 @@ async fn concurrent_creates_of_one_slug_let_exactly_one_win() {
     }
     assert_eq!((won, taken), (1, 7));
     assert_eq!(app.db.count("SELECT count(*) FROM tenants").await, 1);
-    assert_eq!(app.db.count("SELECT count(*) FROM tenant_steps").await, 6);
+    assert_eq!(app.db.count("SELECT count(*) FROM tenant_steps").await, 7);
     app.stop().await;
 }
 
@@ -372,7 +374,7 @@ async fn validate_only_returns_the_plan_and_writes_nothing() {
         .tenant
         .unwrap();
     assert_eq!(preview.id, "");
-    assert_eq!(preview.steps.len(), 6);
+    assert_eq!(preview.steps.len(), 7);
     assert_eq!(preview.steps[0].name, "create_schema");
     assert_eq!(app.db.count("SELECT count(*) FROM tenants").await, 0);
 

@@ -82,11 +82,18 @@ async fn the_built_in_plans_are_listed_with_their_limits() {
     let names: Vec<&str> = all.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["basic", "default", "enterprise", "sso", "team"]);
     assert!(third.next_page_token.is_empty());
-    // The four first plans got `deploy_contract` as their second version.
-    assert!(
-        all.iter()
-            .all(|p| p.built_in && p.version == if p.name == "sso" { 1 } else { 2 })
-    );
+    // The four first plans got `deploy_contract` as their second version;
+    // `default` got `issue_api_key` as its third.
+    assert!(all.iter().all(|p| p.built_in
+        && p.version
+            == match p.name.as_str() {
+                "sso" => 1,
+                "default" => 3,
+                _ => 2,
+            }));
+    let default: Vec<&str> = all[1].steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(default[3], "issue_api_key");
+    assert!(!all[1].steps[3].critical);
     let sso: Vec<&str> = all[3].steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         sso,
