@@ -801,3 +801,97 @@ async fn without_a_secrets_key_provisioning_says_no_key_was_issued_and_goes_on()
     assert!(refused.message().contains("TENANTD_SECRET_KEY"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn keys_are_managed_and_verified_from_the_command_line_and_their_use_is_recorded() {
+    let app = start(|_| {}).await;
+    let tenant = app.create("cli", "").await;
+    app.wait_for(&tenant.id, TenantState::Active).await;
+    let run = |args: Vec<String>| {
+        let app = &app;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::tenantctl::run(app, &args).await
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>();
+    let (code, out, err) = run(s(&[
+        "apikey",
+        "create",
+        &tenant.id,
+        "--name",
+        "ci",
+        "--scope",
+        "deploy,read",
+        "--ttl",
+        "30days",
+    ]))
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let key = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .map(|k| k.trim().to_owned())
+        .unwrap();
+    assert!(key.starts_with("tnd_"), "{out}");
+    let (code, out, err) = run(s(&["apikey", "verify", &key, "--count-usage"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains(&tenant.id) && out.contains("deploy read"),
+        "{out}"
+    );
+    let (code, out, _) = run(s(&["apikey", "list", &tenant.id, "-o", "json"])).await;
+    assert_eq!(code, Some(0));
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = listed["apiKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "ci")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The use is recorded within the write interval: last used, and one
+    // api_calls counted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while app
+        .db
+        .count(&format!(
+            "SELECT count(*) FROM api_keys WHERE name = 'ci' AND last_used_time IS NOT NULL"
+        ))
+        .await
+        == 0
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "last use not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let counted = format!(
+        "SELECT coalesce(sum(value), 0)::bigint FROM usage_events
+         WHERE tenant_id = '{}' AND meter = 'api_calls'",
+        tenant.id
+    );
+    while app.db.count(&counted).await != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call was not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = run(s(&["apikey", "rotate", &id, "--grace", "1h"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("previous:") && out.contains(&id), "{out}");
+    let (code, _, _) = run(s(&["apikey", "revoke", &id])).await;
+    assert_eq!(code, Some(0));
+    let (code, _, err) = run(s(&["apikey", "verify", &key])).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("invalid API key"), "{err}");
+    assert!(
+        !err.contains(key.rsplit('_').next().unwrap()),
+        "the key is echoed"
+    );
+    app.stop().await;
+}

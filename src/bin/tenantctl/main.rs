@@ -14,6 +14,7 @@
 //! commands lives in its own module (`tenants`, `plans`, `config`, `stats`,
 //! `webhooks`, `deliveries`, `certificates`, ...) behind a `run(connection, format, ...)` entry.
 
+mod apikeys;
 mod certificates;
 mod config;
 mod deliveries;
@@ -113,6 +114,12 @@ enum Cmd {
     /// A tenant's TLS certificate for its DNS name; `--key-out FILE` takes
     /// its private key, which the server hands out once.
     Certificate(certificates::Args),
+    /// Tenants' API keys: `create`, `list`, `revoke`, `rotate`, and
+    /// `verify` as a gateway does.
+    Apikey {
+        #[command(subcommand)]
+        cmd: apikeys::Cmd,
+    },
     /// One screen of what needs an operator: NEEDS_ATTENTION and drifted
     /// tenants, slow pipelines, the outbox backlog, failed deliveries,
     /// legal holds, archives not purged. Exits 1 when anything needs one.
@@ -271,6 +278,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Webhook(cmd) => webhooks::run(connection, format, cmd).await,
         Cmd::Doctor(args) => doctor::run(connection, format, args).await,
         Cmd::Certificate(args) => certificates::run(connection, format, args).await,
+        Cmd::Apikey { cmd } => apikeys::run(connection, format, cmd).await,
         Cmd::Server { cmd } => servers::run(connection, format, cmd).await,
     }
 }
