@@ -23,6 +23,7 @@
 //! the figures share lives here: scratch databases, the in-process server,
 //! the no-contract plan, quantiles.
 
+mod api_keys;
 mod channels;
 mod connections;
 mod contract;
@@ -77,6 +78,17 @@ pub async fn run(args: BenchArgs) -> Result<(), BoxError> {
                 placement.concurrency,
                 Duration::from_secs(placement.duration_secs),
                 placement.move_mb,
+            )
+            .await;
+            scratch.drop_all().await;
+            let report = result?;
+            return print_report(&report, report.table(), args.json);
+        }
+        Some(BenchCommand::ApiKeys(keys)) => {
+            let result = api_keys::measure(
+                &scratch,
+                keys.clients,
+                Duration::from_secs(keys.duration_secs),
             )
             .await;
             scratch.drop_all().await;

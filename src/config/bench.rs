@@ -101,6 +101,21 @@ pub enum BenchCommand {
     /// with one-second ledgers: `contract_deploys_per_sec` with 1, 4 and 16
     /// channels, and other tenants' wake-up while deployments queue.
     Contracts(ContractsArgs),
+    /// VerifyApiKey from many clients, answered from memory:
+    /// `verify_api_key_per_sec` and `verify_api_key_p99_ms`, next to one
+    /// SELECT per verification.
+    ApiKeys(ApiKeysArgs),
+}
+
+/// Settings of `tenantd bench api-keys`.
+#[derive(Debug, Clone, Args)]
+pub struct ApiKeysArgs {
+    /// Concurrent gRPC clients, each on its own connection.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// How long each figure is measured.
+    #[arg(long, default_value_t = 10)]
+    pub duration_secs: u64,
 }
 
 /// Settings of `tenantd bench contracts`.
