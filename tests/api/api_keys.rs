@@ -857,9 +857,7 @@ async fn keys_are_managed_and_verified_from_the_command_line_and_their_use_is_re
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while app
         .db
-        .count(&format!(
-            "SELECT count(*) FROM api_keys WHERE name = 'ci' AND last_used_time IS NOT NULL"
-        ))
+        .count("SELECT count(*) FROM api_keys WHERE name = 'ci' AND last_used_time IS NOT NULL")
         .await
         == 0
     {
