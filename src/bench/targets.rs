@@ -98,6 +98,13 @@ pub const DEPLOYS_PER_CHANNEL_PER_SEC: Bound = Bound::AtLeast(0.8);
 /// twice as late while contract deployments queue as on an idle server.
 pub const WAKE_DURING_DEPLOYS_VS_IDLE: Bound = Bound::AtMost(2.0);
 
+/// `api_keys.verify_api_key_per_sec`: a gateway fleet checks a key on every
+/// request it serves; from memory, one 2-core machine should answer tens
+/// of thousands a second.
+pub const VERIFY_API_KEY_PER_SEC: Bound = Bound::AtLeast(20_000.0);
+/// `api_keys.verify_api_key_p99_ms`: what the check adds to a request.
+pub const VERIFY_API_KEY_P99_MS: Bound = Bound::AtMost(2.0);
+
 #[cfg(test)]
 mod tests {
     use super::Bound;

@@ -88,7 +88,7 @@ async fn pagination_walks_every_tenant_once_in_creation_order() {
             .into_inner();
         assert!(page.tenants.len() <= 5);
         assert!(
-            page.tenants.iter().all(|t| t.steps.len() == 6),
+            page.tenants.iter().all(|t| t.steps.len() == 7),
             "tenants come with their steps"
         );
         seen.extend(page.tenants.into_iter().map(|t| t.id));

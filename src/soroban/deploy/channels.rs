@@ -115,6 +115,14 @@ impl Channels {
             .unwrap_or(false)
     }
 
+    /// Forgets that `channel` was warned about, whose warning was lost
+    /// with a failed look.
+    pub fn unwarn(&self, channel: &str) {
+        if let Ok(mut w) = self.warned.lock() {
+            w.remove(channel);
+        }
+    }
+
     fn fine_again(&self, channel: &str) {
         if let Ok(mut w) = self.warned.lock()
             && w.remove(channel)

@@ -79,6 +79,9 @@ impl Deployer {
         }
         let busy: HashSet<&str> = in_flight.iter().map(|t| t.source.as_str()).collect();
         let mut warnings = Vec::new();
+        // Channels this look warned about: a look that fails drops its
+        // warnings, so the next look must give them again.
+        let mut warned_here = Vec::new();
         for channel in self.channels.in_turn() {
             if busy.contains(channel.text.as_str()) {
                 continue;
@@ -87,7 +90,8 @@ impl Deployer {
             let Ok(_building) = channel.building.try_lock() else {
                 continue;
             };
-            match self
+            let before = warnings.len();
+            let attempt = self
                 .try_channel(
                     channel,
                     tenant_id,
@@ -96,8 +100,20 @@ impl Deployer {
                     &allowed,
                     &mut warnings,
                 )
-                .await?
-            {
+                .await;
+            if warnings.len() > before {
+                warned_here.push(channel.text.as_str());
+            }
+            let attempt = match attempt {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    for channel in warned_here {
+                        self.channels.unwarn(channel);
+                    }
+                    return Err(e);
+                }
+            };
+            match attempt {
                 Attempt::Sent(hash) => {
                     return Ok(Progress::Waiting(Waiting {
                         why: format!(
