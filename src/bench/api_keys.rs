@@ -32,6 +32,9 @@ pub struct ApiKeyFigures {
     pub verify_api_key_p50_ms: f64,
     pub verify_api_key_p99_ms: f64,
     pub verify_sql_per_sec: f64,
+    /// The same clients calling the health check, which does nothing: the
+    /// floor the transport sets on this machine.
+    pub empty_rpc_per_sec: f64,
 }
 
 pub async fn measure(
@@ -141,6 +144,7 @@ pub async fn measure(
     let p99 = quantile(&mut latencies, 0.99).unwrap_or(f64::NAN);
 
     let verify_sql_per_sec = sql_baseline(&server.url, &keys, clients, duration).await?;
+    let empty_rpc_per_sec = empty_rpcs(&server, clients, duration).await?;
     server.stop().await;
     Ok(ApiKeyFigures {
         clients,
@@ -148,7 +152,44 @@ pub async fn measure(
         verify_api_key_p50_ms: p50,
         verify_api_key_p99_ms: p99,
         verify_sql_per_sec,
+        empty_rpc_per_sec,
     })
+}
+
+/// Health checks from `clients` connections for `duration`, per second.
+async fn empty_rpcs(
+    server: &BenchServer,
+    clients: usize,
+    duration: Duration,
+) -> Result<f64, BoxError> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let mut client = HealthClient::new(server.channel().await?);
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                client
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await?;
+                done += 1;
+            }
+            Ok::<_, tonic::Status>(done)
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut done = 0;
+    for task in tasks {
+        done += task.await??;
+    }
+    Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 
 /// One `SELECT` per verification from `clients` connections, the hash
@@ -224,7 +265,8 @@ impl ApiKeyFigures {
             "api_keys.verify_api_key_per_sec {:.0} from {} clients (target {VERIFY_API_KEY_PER_SEC}: {})\n\
              api_keys.verify_api_key_p50_ms {:.3}\n\
              api_keys.verify_api_key_p99_ms {:.3} (target {VERIFY_API_KEY_P99_MS}: {})\n\
-             api_keys.verify_sql_per_sec {:.0} (baseline: one SELECT per verification; memory/SQL {:.2})\n",
+             api_keys.verify_sql_per_sec {:.0} (baseline: one SELECT per verification; memory/SQL {:.2})\n\
+             api_keys.empty_rpc_per_sec {:.0} (the health check from the same clients: the transport's floor)\n",
             self.verify_api_key_per_sec,
             self.clients,
             met(VERIFY_API_KEY_PER_SEC.met(self.verify_api_key_per_sec)),
@@ -233,6 +275,7 @@ impl ApiKeyFigures {
             met(VERIFY_API_KEY_P99_MS.met(self.verify_api_key_p99_ms)),
             self.verify_sql_per_sec,
             self.verify_api_key_per_sec / self.verify_sql_per_sec,
+            self.empty_rpc_per_sec,
         )
     }
 }
