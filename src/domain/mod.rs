@@ -3,6 +3,7 @@
 
 pub mod api_key;
 pub mod email;
+mod lifecycle;
 mod page;
 pub mod placement;
 mod plan;
@@ -12,11 +13,13 @@ pub mod usage;
 mod validate;
 pub mod webhook;
 
+pub use lifecycle::{
+    MOVE_STEPS, RENEW_STEP, deprovision_steps, is_lifecycle_step, move_steps, renew_steps,
+};
 pub use page::PageToken;
 pub use placement::Placement;
 pub use plan::{
-    DEFAULT_PLAN, InitialData, MOVE_STEPS, MeterLimit, OnLimit, Period, Plan, PlanInput, PlanStep,
-    RENEW_STEP, WebhookStep, deprovision_steps, is_lifecycle_step, move_steps, renew_steps,
+    DEFAULT_PLAN, InitialData, MeterLimit, OnLimit, Period, Plan, PlanInput, PlanStep, WebhookStep,
 };
 pub use tenant::{
     Drift, Event, EventKind, NewEvent, Step, StepStatus, Tenant, TenantPatch, TenantState, etag_of,
