@@ -17,7 +17,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
-use crate::common::TestApp;
+use crate::common::{TestApp, token, with_token};
 
 /// Characters of a key's secret part (32 bytes in unpadded base64); the
 /// part may itself hold `_`, so it is taken by length.
@@ -570,47 +570,24 @@ fn code_of<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
     }
 }
 
-const AUTH_SECRET: &str = "a test secret of at least thirty-two bytes";
-
-fn token(scopes: &[tenantd::auth::Scope], tenant: Option<&str>) -> String {
-    tenantd::auth::mint_hs256_for(
-        AUTH_SECRET.as_bytes(),
-        "someone",
-        scopes,
-        Duration::from_secs(600),
-        None,
-        None,
-        tenant.map(|t| t.parse().unwrap()),
-    )
-    .unwrap()
-}
-
-fn with<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
 #[tokio::test]
 async fn a_tenant_s_own_token_manages_its_own_keys_and_a_gateway_only_verifies() {
     use tenantd::auth::Scope;
     let app = start(|c| {
         c.auth = Some(tenantd::auth::Verifier::hs256(
-            AUTH_SECRET.as_bytes(),
+            crate::common::AUTH_SECRET.as_bytes(),
             None,
             None,
         ));
         c.concurrency = 0;
     })
     .await;
-    let admin = token(&[Scope::Admin], None);
+    let admin = token(&[Scope::Admin], "someone", None);
     let mut tenants = app.client().await;
     let mut ids = Vec::new();
     for slug in ["own-co", "other-co"] {
         let t = tenants
-            .create_tenant(with(
+            .create_tenant(with_token(
                 tenantd::proto::CreateTenantRequest {
                     tenant: Some(crate::common::tenant(slug)),
                     ..Default::default()
@@ -628,29 +605,32 @@ async fn a_tenant_s_own_token_manages_its_own_keys_and_a_gateway_only_verifies()
     app.db.exec("UPDATE tenants SET state = 'ACTIVE'").await;
     let (own, other) = (ids[0].clone(), ids[1].clone());
     let mut keys = keys(&app).await;
-    let mine = token(&[Scope::Write], Some(&own));
+    let mine = token(&[Scope::Write], "someone", Some(&own));
     let request = |tenant: &str| CreateApiKeyRequest {
         tenant_id: tenant.to_owned(),
         name: "app".into(),
         ..Default::default()
     };
     let made = keys
-        .create_api_key(with(request(&own), &mine))
+        .create_api_key(with_token(request(&own), &mine))
         .await
         .unwrap()
         .into_inner();
     let theirs = keys
-        .create_api_key(with(request(&other), &admin))
+        .create_api_key(with_token(request(&other), &admin))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(
-        code_of(keys.create_api_key(with(request(&other), &mine)).await),
+        code_of(
+            keys.create_api_key(with_token(request(&other), &mine))
+                .await
+        ),
         Code::NotFound
     );
     assert_eq!(
         code_of(
-            keys.list_api_keys(with(
+            keys.list_api_keys(with_token(
                 ListApiKeysRequest {
                     tenant_id: other.clone(),
                     include_revoked: true
@@ -664,13 +644,13 @@ async fn a_tenant_s_own_token_manages_its_own_keys_and_a_gateway_only_verifies()
     let other_id = theirs.api_key.unwrap().id;
     assert_eq!(
         code_of(
-            keys.revoke_api_key(with(RevokeApiKeyRequest { id: other_id }, &mine))
+            keys.revoke_api_key(with_token(RevokeApiKeyRequest { id: other_id }, &mine))
                 .await
         ),
         Code::NotFound
     );
     let listed = keys
-        .list_api_keys(with(
+        .list_api_keys(with_token(
             ListApiKeysRequest {
                 tenant_id: own.clone(),
                 include_revoked: false,
@@ -688,29 +668,32 @@ async fn a_tenant_s_own_token_manages_its_own_keys_and_a_gateway_only_verifies()
         count_usage: false,
     };
     assert_eq!(
-        code_of(keys.verify_api_key(with(ask(), &mine)).await),
+        code_of(keys.verify_api_key(with_token(ask(), &mine)).await),
         Code::PermissionDenied
     );
-    let writer = token(&[Scope::Write], None);
+    let writer = token(&[Scope::Write], "someone", None);
     assert_eq!(
-        code_of(keys.verify_api_key(with(ask(), &writer)).await),
+        code_of(keys.verify_api_key(with_token(ask(), &writer)).await),
         Code::PermissionDenied
     );
-    let gateway = token(&[Scope::Verify], None);
+    let gateway = token(&[Scope::Verify], "someone", None);
     let verified = keys
-        .verify_api_key(with(ask(), &gateway))
+        .verify_api_key(with_token(ask(), &gateway))
         .await
         .unwrap()
         .into_inner();
     assert_eq!(verified.tenant_id, own);
     assert_eq!(
-        code_of(keys.create_api_key(with(request(&own), &gateway)).await),
+        code_of(
+            keys.create_api_key(with_token(request(&own), &gateway))
+                .await
+        ),
         Code::PermissionDenied
     );
     assert_eq!(
         code_of(
             tenants
-                .get_tenant(with(
+                .get_tenant(with_token(
                     tenantd::proto::GetTenantRequest {
                         tenant_id: own.clone()
                     },
@@ -721,7 +704,7 @@ async fn a_tenant_s_own_token_manages_its_own_keys_and_a_gateway_only_verifies()
         Code::PermissionDenied,
         "tenants.verify grants nothing else"
     );
-    assert!(keys.verify_api_key(with(ask(), &admin)).await.is_ok());
+    assert!(keys.verify_api_key(with_token(ask(), &admin)).await.is_ok());
     app.stop().await;
 }
 

@@ -18,7 +18,7 @@ use tonic::Code;
 use crate::common::bind::{KEY_NAME, Named, ZONE};
 use crate::common::pebble::Pebble;
 use crate::common::process::ServerProcess;
-use crate::common::{TestApp, TestDb};
+use crate::common::{TestApp, TestDb, token, with_token};
 
 /// The default plan's database steps, then the name and its certificate.
 const STEPS: &[(&str, bool, i32)] = &[
@@ -355,36 +355,13 @@ fn not_after_of(t: &tenantd::proto::Tenant) -> i64 {
         .timestamp()
 }
 
-fn token(scopes: &[Scope], subject: &str, tenant: Option<&str>) -> String {
-    tenantd::auth::mint_hs256_for(
-        AUTH_SECRET.as_bytes(),
-        subject,
-        scopes,
-        Duration::from_secs(600),
-        None,
-        None,
-        tenant.map(|t| t.parse().unwrap()),
-    )
-    .unwrap()
-}
-
-fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    request
-}
-
-const AUTH_SECRET: &str = "a test secret of at least thirty-two bytes";
-
 #[tokio::test]
 async fn readers_get_the_chain_and_only_an_admin_gets_the_key() {
     let named = Named::start(&[]).await;
     let pebble = Pebble::start(&named.server(), Duration::from_secs(86_400)).await;
     let app = start_with(&named, &pebble, Duration::from_secs(3600), |c| {
         c.auth = Some(tenantd::auth::Verifier::hs256(
-            AUTH_SECRET.as_bytes(),
+            crate::common::AUTH_SECRET.as_bytes(),
             None,
             None,
         ))

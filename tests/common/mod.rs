@@ -507,3 +507,31 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .map(|br| br.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
 }
+
+/// The HS256 secret of tests that turn authentication on.
+pub const AUTH_SECRET: &str = "a test secret of at least thirty-two bytes";
+
+/// A token signed with [`AUTH_SECRET`] for `subject`, limited to `tenant`
+/// when given, valid ten minutes.
+pub fn token(scopes: &[tenantd::auth::Scope], subject: &str, tenant: Option<&str>) -> String {
+    tenantd::auth::mint_hs256_for(
+        AUTH_SECRET.as_bytes(),
+        subject,
+        scopes,
+        Duration::from_secs(600),
+        None,
+        None,
+        tenant.map(|t| t.parse().expect("a tenant id")),
+    )
+    .expect("a token")
+}
+
+/// `message` with `authorization: Bearer <token>`.
+pub fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("an ASCII token"),
+    );
+    request
+}
